@@ -1,0 +1,1 @@
+"""Numba kernels used by minigrad.nn; they import nothing of minigrad."""
