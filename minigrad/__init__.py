@@ -6,6 +6,7 @@ PyTorch's (``from minigrad import nn, optim``) so course code and papers map ont
 __version__ = "0.1.0"
 
 from . import nn, optim  # noqa: E402
+from .random import manual_seed  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
 
-__all__ = ["nn", "optim", "gradcheck", "__version__"]
+__all__ = ["nn", "optim", "gradcheck", "manual_seed", "__version__"]
