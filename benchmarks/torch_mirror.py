@@ -1,0 +1,75 @@
+"""Build a PyTorch copy of a minigrad model (same layers, same weights), for speed and parity checks.
+
+Only used by benchmarks and opt-in tests; minigrad never imports torch.
+"""
+import numpy as np
+
+
+def to_torch(module):
+    """A ``torch.nn.Module`` computing what ``module`` computes, with its parameters and buffers copied."""
+    import torch
+    from torch import nn as tnn
+
+    from minigrad import nn
+    from minigrad.models.vgg import _SkipBlock
+
+    def tensor(array):
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    def convert(m):
+        if isinstance(m, _SkipBlock):
+            return _TorchSkipBlock(m, convert)
+        if isinstance(m, nn.Sequential):
+            return tnn.Sequential(*[convert(child) for child in m])
+        if isinstance(m, nn.Conv2d):
+            t = tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                           bias=m.bias is not None)
+        elif isinstance(m, nn.Linear):
+            t = tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+        elif isinstance(m, nn.BatchNorm2d):
+            t = tnn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum)
+        elif isinstance(m, nn.LeakyReLU):
+            return tnn.LeakyReLU(m.negative_slope)
+        elif isinstance(m, nn.ReLU):
+            return tnn.ReLU()
+        elif isinstance(m, nn.AvgPool2d):
+            return tnn.AvgPool2d(m.kernel_size, m.stride, m.padding)
+        elif isinstance(m, nn.MaxPool2d):
+            return tnn.MaxPool2d(m.kernel_size, m.stride, m.padding)
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            return tnn.AdaptiveAvgPool2d(m.output_size)
+        elif isinstance(m, nn.Flatten):
+            return tnn.Flatten()
+        else:
+            raise TypeError(f"to_torch: no PyTorch counterpart for {type(m).__name__}")
+        with torch.no_grad():
+            for name, array in m.state_dict().items():
+                target = getattr(t, name)
+                target.copy_(tensor(array).to(target.dtype))
+        return t
+
+    return convert(module)
+
+
+def _TorchSkipBlock(block, convert):
+    """A PyTorch module for a VGG block: ``act1(body(x) [+ shortcut(x)])``."""
+    from torch import nn as tnn
+
+    class TorchSkipBlock(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = tnn.Sequential(*[convert(getattr(block, n)) for n in block.body_names])
+            self.kind = block.shortcut_kind
+            if self.kind == "module":
+                self.shortcut = convert(block.shortcut)
+            self.act1 = convert(block.act1)
+
+        def forward(self, x):
+            h = self.body(x)
+            if self.kind == "identity":
+                h = h + x
+            elif self.kind == "module":
+                h = h + self.shortcut(x)
+            return self.act1(h)
+
+    return TorchSkipBlock()

@@ -1,0 +1,1 @@
+"""Thin `python -m experiments.<study>` entry points: config -> model -> trainer -> report."""
