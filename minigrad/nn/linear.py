@@ -1,2 +1,57 @@
-"""(being written)"""
-__all__ = []
+"""Fully connected layer, as ``torch.nn.Linear``."""
+import numpy as np
+
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    r"""Affine map of the last axis: ``y = x W^T + b``, as ``torch.nn.Linear``.
+
+    Forward   y = x @ W.T + b
+    Backward  dW = g.T @ x,  db = sum_rows(g),  dx = g @ W      (rows: all leading axes flattened)
+    Shapes    x (*, in_features) -> y (*, out_features);  W (out_features, in_features), b (out_features,)
+    Init      PyTorch's default: W and b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=np.float32))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        """Weight then bias from ``generator`` (default: the global one), as PyTorch's order."""
+        init.default_init_(self.weight, self.bias, generator=generator)
+
+    def forward(self, x):
+        x = self._check_input(x)
+        if x.ndim == 0:
+            raise ValueError(f"{self._display_name()}: input must have shape (*, {self.in_features}), got a scalar")
+        x = self._check_input(x, channels=self.in_features, channel_axis=-1)
+        dtype = self._compute_dtype(x)
+        self.x = x  # the input itself (never modified); dW needs it
+        y = np.matmul(x, self.weight.data.T, dtype=dtype)
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_output):
+        x2 = self.x.reshape(-1, self.in_features)
+        g2 = grad_output.reshape(-1, self.out_features)
+        dtype = np.result_type(x2, g2, self.weight.data)
+        self.weight.grad += np.matmul(g2.T, x2, dtype=dtype)
+        if self.bias is not None:
+            self.bias.grad += g2.sum(axis=0, dtype=dtype)
+        self.x = None  # release the activation for memory; backward runs once per forward
+        return np.matmul(grad_output, self.weight.data, dtype=dtype)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
