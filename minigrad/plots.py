@@ -1,0 +1,260 @@
+"""Figures of training runs: loss/accuracy curves and gradient flow, drawn from saved run folders.
+
+- ``plot_training_curves(runs, path)``: two panels (loss, accuracy) against epoch; training dashed,
+  validation solid, one colour per run (the coursework report's Figure 1).
+- ``plot_grad_flow(runs, path, epoch="first")``: mean |grad| of each weight tensor in forward order,
+  one line per run, log y by default (the course's gradient-flow plot, SOURCE-NOTES A.6: weights only,
+  biases out, BN weight in; by default the gradient of the epoch's last training batch).
+
+Command line, to redraw a run's figures from its metrics.csv and grad_stats.json::
+
+    python -m minigrad.plots RUN_DIR [RUN_DIR ...] [--out DIR] [--pdf]
+
+matplotlib is used through its Agg canvas directly (no pyplot), so importing this module neither
+changes the backend of a notebook nor needs a display; ``import minigrad`` does not import it.
+"""
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .runs import load_grad_stats, load_metrics
+
+__all__ = ["plot_training_curves", "plot_grad_flow", "grad_flow_values", "default_param_filter", "main"]
+
+
+# --------------------------------------------------------------------------------------- inputs
+def _as_runs(runs):
+    """Normalise ``runs`` to ``[(label, source)]``: a mapping label -> source, or a list of run folders."""
+    if isinstance(runs, dict):
+        return list(runs.items())
+    if isinstance(runs, (str, Path)):
+        runs = [runs]
+    return [(Path(source).name if isinstance(source, (str, Path)) else f"run {i}", source)
+            for i, source in enumerate(runs)]
+
+
+def _metrics_of(source):
+    """A run folder / metrics.csv path, or already-loaded rows (list of dicts)."""
+    return load_metrics(source) if isinstance(source, (str, Path)) else list(source)
+
+
+def _save(fig, path, pdf):
+    """Save ``fig`` as PNG at ``path`` (and as PDF next to it if asked); returns the paths written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=150)
+    written = [path]
+    if pdf:
+        fig.savefig(path.with_suffix(".pdf"))
+        written.append(path.with_suffix(".pdf"))
+    return written
+
+
+# --------------------------------------------------------------------------------------- training curves
+def plot_training_curves(runs, path, title=None, pdf=False):
+    """Loss (left) and accuracy (right) per epoch; train dashed, validation solid, a colour per run.
+
+    ``runs``: a mapping ``label -> run folder | list of metrics rows``, or a list of run folders
+    (labelled by folder name). Accuracies are fractions in metrics.csv and drawn as percentages.
+    Returns the list of files written.
+    """
+    runs = _as_runs(runs)
+    fig = Figure(figsize=(11, 4.2), layout="tight")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for (label, source), colour in zip(runs, colours):
+        rows = _metrics_of(source)
+        epochs = [row["epoch"] for row in rows]
+        for ax, key, scale in ((ax_loss, "loss", 1.0), (ax_acc, "acc", 100.0)):
+            ax.plot(epochs, [row[f"train_{key}"] * scale for row in rows], "--", color=colour, marker=".",
+                    markersize=4 if len(rows) < 30 else 0)
+            ax.plot(epochs, [row[f"val_{key}"] * scale for row in rows], "-", color=colour, marker=".",
+                    markersize=4 if len(rows) < 30 else 0, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    # one legend for the runs (colours), one for the line styles
+    if runs:
+        ax_acc.legend(title="run (colour)", fontsize=8, loc="best")
+    style_handles = [ax_loss.plot([], [], "--", color="0.3", label="train")[0],
+                     ax_loss.plot([], [], "-", color="0.3", label="validation")[0]]
+    ax_loss.legend(handles=style_handles, fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, pdf)
+
+
+# --------------------------------------------------------------------------------------- gradient flow
+def default_param_filter(name):
+    """Weights only (SOURCE-NOTES A.6): ``*.weight`` kept (conv, linear and BN gamma), biases and
+    recorded grad-output/activation statistics left out."""
+    return ":" not in name and (name == "weight" or name.endswith(".weight"))
+
+
+def _readable(name):
+    """``stage0.block0.conv0.weight`` -> ``stage0.block0.conv0`` (the layer, as DECISIONS 12 names it)."""
+    return name[: -len(".weight")] if name.endswith(".weight") else name
+
+
+def _select_stats(stats, epoch, which):
+    """Pick ``{param: stats}`` from a grad_stats.json dict; returns (that dict, a description)."""
+    if "epochs" not in stats:  # already a {param name: {"mean_abs": ...}} dict, e.g. model.grad_stats
+        return stats, None
+    if epoch == 0:
+        if not stats.get("first_batch"):
+            raise ValueError("epoch=0 asks for the run's first batch, which these statistics do not hold")
+        return stats["first_batch"], "first batch of the run (before any update)"
+    epochs = stats["epochs"]
+    if not epochs:
+        raise ValueError("these gradient statistics hold no finished epoch yet")
+    if epoch == "first":
+        entry = epochs[0]
+    elif epoch == "last":
+        entry = epochs[-1]
+    elif isinstance(epoch, int) and not isinstance(epoch, bool):
+        matches = [e for e in epochs if e["epoch"] == epoch]
+        if not matches:
+            raise ValueError(f"epoch {epoch} not in the statistics (epochs {epochs[0]['epoch']}..{epochs[-1]['epoch']})")
+        entry = matches[0]
+    else:
+        raise ValueError(f"epoch must be 'first', 'last', 0 (first batch) or an epoch number, got {epoch!r}")
+    if which not in ("last_batch", "mean"):
+        raise ValueError(f"which must be 'last_batch' or 'mean', got {which!r}")
+    label = "last batch" if which == "last_batch" else "mean over its batches"
+    return entry[which], f"epoch {entry['epoch']}, {label}"
+
+
+def grad_flow_values(stats, epoch="first", which="last_batch", stat="mean_abs", param_filter=None):
+    """``(layer names, values)`` in forward order: ``stat`` of each parameter kept by ``param_filter``."""
+    chosen, _ = _select_stats(stats, epoch, which)
+    keep = param_filter or default_param_filter
+    names = [name for name in chosen if keep(name)]
+    return [_readable(n) for n in names], [float(chosen[n][stat]) for n in names]
+
+
+def plot_grad_flow(runs_or_stats, path, epoch="first", log=True, param_filter=None, which="last_batch",
+                   stat="mean_abs", title=None, pdf=False):
+    """Mean |grad| per layer, input on the left, one line per run, saved as PNG (and PDF with ``pdf=True``).
+
+    ``runs_or_stats``: a run folder, a list of them, a mapping ``label -> run folder | grad_stats dict``,
+    or one grad_stats dict (from grad_stats.json or ``model.grad_stats``).
+    ``epoch``: ``"first"`` / ``"last"`` / an epoch number (1-based), or ``0`` for the run's very first
+    batch; ``which``: that epoch's ``"last_batch"`` (what the course plots) or ``"mean"`` over its batches.
+    ``param_filter(name) -> bool``: default weights only. Runs with different layer lists (VGG08 against
+    VGG38) are each stretched over the full width (first layer left, last right); the deepest run's names
+    go along the bottom and, if there is one other layer list, its names along the top.
+    """
+    if isinstance(runs_or_stats, dict) and ("epochs" in runs_or_stats or _is_param_stats(runs_or_stats)):
+        runs = [("model", runs_or_stats)]
+    else:
+        runs = _as_runs(runs_or_stats)
+    lines, descriptions = [], []
+    for label, source in runs:
+        stats = load_grad_stats(source) if isinstance(source, (str, Path)) else source
+        descriptions.append(_select_stats(stats, epoch, which)[1])
+        names, values = grad_flow_values(stats, epoch, which, stat, param_filter)
+        if not names:
+            raise ValueError(f"{label}: no parameter passes the filter (names like {list(stats)[:3]})")
+        lines.append((label, names, values))
+    deep_label, deepest, _ = max(lines, key=lambda line: len(line[1]))
+    span = max(len(deepest) - 1, 1)
+
+    def positions(names):
+        # each run stretched over the same width: its first layer at the left edge, its last at the right,
+        # so the input side and the output side of a shallow and a deep network line up
+        return [i * span / max(len(names) - 1, 1) for i in range(len(names))]
+
+    others = [(label, names) for label, names, _ in lines if names != deepest]
+    other_lists = {tuple(names) for _, names in others}
+    width = min(max(6.0, 0.28 * len(deepest) + 2.5), 18.0)
+    fig = Figure(figsize=(width, 6.5 if len(other_lists) == 1 else 5.0), layout="tight")
+    ax = fig.subplots()
+    for i, (label, names, values) in enumerate(lines):
+        shown = [v if v > 0 or not log else math.nan for v in values]  # log scale cannot show 0
+        legend = label if len(names) == len(deepest) else f"{label} ({len(names)} layers)"
+        ax.plot(positions(names), shown, "-o", color=f"C{i % 10}", markersize=3.5, linewidth=1.4,
+                alpha=0.85, label=legend)
+    ax.set_xticks(positions(deepest))
+    ax.set_xticklabels(deepest, rotation=90, fontsize=7 if len(deepest) > 20 else 8)
+    ax.set_xlim(-0.5, span + 0.5)
+    if len(other_lists) == 1:
+        # a second (shallower) architecture: its layer names along the top axis, at its own positions
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(positions(others[0][1]))
+        top.set_xticklabels(others[0][1], rotation=90, fontsize=7 if len(others[0][1]) > 20 else 8)
+        top.set_xlabel(f"layers of {', '.join(label for label, _ in others)}", fontsize=9)
+        colour = next(f"C{i % 10}" for i, (_, names, _) in enumerate(lines) if names != deepest)
+        top.tick_params(axis="x", colors=colour)  # the colour of the run these names belong to
+        xlabel = f"layers of {deep_label} (input left, output right)"
+    elif other_lists:
+        xlabel = f"relative depth, input left, output right (names: {deep_label})"
+    else:
+        xlabel = "layer, from input (left) to output (right)"
+    if log:
+        ax.set_yscale("log")
+    quantity = {"mean_abs": "mean |gradient|", "l2": "gradient L2 norm", "max_abs": "max |gradient|",
+                "var": "gradient variance"}.get(stat, stat)
+    ax.set_ylabel(f"{quantity} of the weights" + (" (log scale)" if log else ""))
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if title is None:
+        if len(set(descriptions)) > 1:  # e.g. epoch="last" of runs that stopped at different epochs
+            descriptions = [f"{label}: {d}" for (label, _, _), d in zip(lines, descriptions)]
+        described = "; ".join(dict.fromkeys(d for d in descriptions if d))
+        title = f"Gradient flow: {described}" if described else "Gradient flow"
+    ax.set_title(title)
+    return _save(fig, path, pdf)
+
+
+def _is_param_stats(d):
+    return bool(d) and all(isinstance(v, dict) and "mean_abs" in v for v in d.values())
+
+
+# --------------------------------------------------------------------------------------- command line
+def main(argv=None):
+    """Redraw training curves and gradient-flow plots (first and last epoch) from run folders."""
+    parser = argparse.ArgumentParser(prog="python -m minigrad.plots", description=main.__doc__)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.csv")
+    parser.add_argument("--out", help="folder for the figures (default: the run folder, or for several "
+                                      "runs the folder that holds them all)")
+    parser.add_argument("--pdf", action="store_true", help="also write PDF versions")
+    args = parser.parse_args(argv)
+    run_dirs = [Path(d) for d in args.run_dirs]
+    for folder in run_dirs:
+        if not (folder / "metrics.csv").is_file():
+            parser.error(f"{folder} is not a run folder (it has no metrics.csv)")
+    if args.out:
+        out = Path(args.out)
+    elif len(run_dirs) == 1:
+        out = run_dirs[0]
+    else:
+        out = Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
+    labels = _unique_labels(run_dirs)
+    written = plot_training_curves(dict(zip(labels, run_dirs)), out / "training_curves.png", pdf=args.pdf)
+    with_stats = {label: d for label, d in zip(labels, run_dirs) if (d / "grad_stats.json").is_file()}
+    if with_stats:
+        for epoch in ("first", "last"):
+            written += plot_grad_flow(with_stats, out / f"grad_flow_{epoch}.png", epoch=epoch, pdf=args.pdf)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _unique_labels(run_dirs):
+    labels = [d.resolve().name for d in run_dirs]
+    if len(set(labels)) == len(labels):
+        return labels
+    return [str(d) for d in run_dirs]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
