@@ -1,0 +1,64 @@
+"""Command line of the coursework kit: ``list``, ``make NAME --out DIR``, ``grade DIR``."""
+import argparse
+import sys
+
+from .assignments import ASSIGNMENTS, get_assignment
+from .grader import grade, report_markdown, write_gradescope, write_report
+from .handout import HandoutError, make_handout
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m minigrad.coursework", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="show the assignments and their graded items")
+    make = sub.add_parser("make", help="write the student package of one assignment")
+    make.add_argument("name", help=f"the assignment: {', '.join(ASSIGNMENTS)}")
+    make.add_argument("--out", required=True, help="a new (or empty) folder for the handout")
+    g = sub.add_parser("grade", help="grade a submission folder (a completed handout)")
+    g.add_argument("dir", help="the submission: a folder holding minigrad/")
+    g.add_argument("--assignment", help="the assignment (default: read from DIR/COURSEWORK.json)")
+    g.add_argument("--json", help="write Gradescope's results.json here")
+    g.add_argument("--report", help="write the Markdown report here (default: print it)")
+    g.add_argument("--seed", type=int, help="seed of the hidden cases (default: drawn now, and reported)")
+    g.add_argument("--timeout", type=float, default=60.0, help="wall-clock seconds per item (default 60)")
+    g.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per item (default 4)")
+    g.add_argument("--jobs", type=int, default=2, help="items graded at once (default 2)")
+    g.add_argument("--jit", action="store_true", help="compile the submission's Numba kernels (slow start)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        for assignment in ASSIGNMENTS.values():
+            print(f"{assignment.name}: {assignment.title} ({assignment.max_score} points)")
+            for item in assignment.items:
+                print(f"    {item.name:28s} {item.points:3d} points   {', '.join(item.files())}")
+        return 0
+    if args.command == "make":
+        try:
+            out = make_handout(get_assignment(args.name), args.out)
+        except (ValueError, HandoutError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"handout '{args.name}' written to {out} (instructions in {out / 'HANDOUT.md'})")
+        return 0
+    try:
+        result = grade(args.dir, assignment=args.assignment, seed=args.seed, timeout=args.timeout,
+                       memory_bytes=int(args.memory_gb * (1 << 30)), jobs=args.jobs, jit=args.jit)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.report:
+        write_report(result, args.report)
+    else:
+        print(report_markdown(result))
+    if args.json:
+        write_gradescope(result, args.json)
+    print(f"{result.assignment}: {result.score:g} / {result.max_score:g}"
+          + (f" (report: {args.report})" if args.report else "") + (f" (Gradescope JSON: {args.json})" if args.json else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

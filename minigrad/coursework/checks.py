@@ -1,0 +1,454 @@
+"""The grading checks: hidden random cases, and the script that runs them inside the grading subprocess.
+
+Both sides use this file. The grader draws cases with ``draw_cases(check, rng, lib)`` and runs them with
+``run_case(lib, spec, arrays)`` through the installed library (the reference); the subprocess,
+``python -I -B checks.py SUBMISSION WORKDIR ...``, runs the same cases through the student's package and
+writes raw results (arrays and finite-difference values) for the grader to judge. Hence this module
+imports nothing of minigrad: ``lib`` is the ``minigrad`` package of whichever side runs it.
+
+A case is ``(spec, arrays)``: ``spec`` is JSON (factory, constructor arguments, mode, label), ``arrays``
+are float64 inputs, the module's random state (``state.<key>``), a random upstream gradient (never all
+ones) and random unit directions (``dir.<target>.<k>``) for the central differences
+``(f(p + eps v) - f(p - eps v)) / (2 eps)`` of ``f = <upstream, m(x)>`` (for a loss, ``f`` = the loss).
+"""
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CHECKS", "draw_cases", "run_case", "FD_EPS", "DIRECTIONS"]
+
+FD_EPS = 1e-6
+DIRECTIONS = 2  # random directions per checked array (input and every parameter)
+
+
+# ----------------------------------------------------------------------------- building modules
+def _tuples(kwargs):
+    """JSON turns tuples into lists; constructors get them back as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def _vgg(lib):
+    return importlib.import_module(lib.__name__ + ".models.vgg")
+
+
+def _skip_block(lib, kind, channels, batch_norm, shortcut):
+    """A VGG processing or reduction block assembled by hand on a bare ``_SkipBlock``.
+
+    Independent of ``ProcessingBlock.__init__`` / ``ReductionBlock.__init__``, so the backward of the
+    block is graded even when a student's constructor is wrong (that is another item).
+    """
+    nn, c = lib.nn, channels
+    block = _vgg(lib)._SkipBlock()
+    names = []
+
+    def add(name, layer):
+        setattr(block, name, layer)
+        names.append(name)
+
+    reduction = kind == "reduction"
+    add("conv0", nn.Conv2d(c, c, 3, padding=1, bias=reduction))
+    if batch_norm:
+        add("bn0", nn.BatchNorm2d(c))
+    add("act0", nn.LeakyReLU(0.01))
+    if reduction:
+        add("pool", nn.AvgPool2d(2))
+    add("conv1", nn.Conv2d(c, c, 3, padding=1, bias=reduction))
+    if batch_norm:
+        add("bn1", nn.BatchNorm2d(c))
+    block.shortcut_kind = None
+    if shortcut == "identity":
+        block.shortcut_kind = "identity"
+    elif shortcut == "avgpool":
+        block.shortcut, block.shortcut_kind = nn.AvgPool2d(2), "module"
+    elif shortcut == "conv1x1":
+        layers = [nn.Conv2d(c, c, 1, stride=2, bias=not batch_norm)] + ([nn.BatchNorm2d(c)] if batch_norm else [])
+        block.shortcut, block.shortcut_kind = nn.Sequential(*layers), "module"
+    block.act1 = nn.LeakyReLU(0.01)
+    block.body_names = names
+    return block
+
+
+FACTORIES = {
+    "Linear": lambda lib, kw: lib.nn.Linear(**kw),
+    "ReLU": lambda lib, kw: lib.nn.ReLU(**kw),
+    "LeakyReLU": lambda lib, kw: lib.nn.LeakyReLU(**kw),
+    "CrossEntropyLoss": lambda lib, kw: lib.nn.CrossEntropyLoss(**kw),
+    "Conv2d": lambda lib, kw: lib.nn.Conv2d(**_tuples(kw)),
+    "BatchNorm2d": lambda lib, kw: lib.nn.BatchNorm2d(**kw),
+    "AvgPool2d": lambda lib, kw: lib.nn.AvgPool2d(**_tuples(kw)),
+    "skip block": lambda lib, kw: _skip_block(lib, **kw),
+    "ProcessingBlock": lambda lib, kw: _vgg(lib).ProcessingBlock(**kw),
+    "ReductionBlock": lambda lib, kw: _vgg(lib).ReductionBlock(**kw),
+    "Adam": lambda lib, params, kw: lib.optim.Adam(params, **_tuples(kw)),
+    "AdamW": lambda lib, params, kw: lib.optim.AdamW(params, **_tuples(kw)),
+}
+
+
+def _label(factory, kwargs, **extra):
+    args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}" for k, v in kwargs.items())
+    more = "".join(f", {k} {tuple(v) if isinstance(v, list) else v}" for k, v in extra.items())
+    return f"{factory}({args}){more}"
+
+
+# ----------------------------------------------------------------------------- drawing hidden cases
+def _random_state(module, rng):
+    """Random values for every parameter and buffer (running_var > 0), so nothing is 0 or 1 by luck."""
+    state = {}
+    for key, value in module.to(np.float64).state_dict().items():
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            state[key] = value
+        elif key.endswith("running_var"):
+            state[key] = rng.uniform(0.5, 2.0, value.shape)
+        else:
+            state[key] = rng.normal(0.0, 0.5, value.shape)
+    return state
+
+
+def _away_from_zero(x, gap=0.05):
+    """Keep inputs of piecewise-linear layers off their kink at 0 (finite differences would cross it)."""
+    return np.where(x >= 0, x + gap, x - gap)
+
+
+def _module_case(lib, rng, factory, kwargs, x, train=True, kind="module", target=None):
+    """A case for a layer (or loss): random state, upstream gradient and directions for every array."""
+    module = FACTORIES[factory](lib, kwargs)
+    module.train(train)
+    state = _random_state(module, rng)
+    arrays = {"x": np.asarray(x, np.float64)}
+    arrays.update({f"state.{k}": v for k, v in state.items()})
+    targets = ["input"] + [name for name, _ in module.named_parameters()]
+    if kind == "loss":
+        arrays["target"] = np.asarray(target, np.int64)
+    else:
+        module.load_state_dict(state)
+        y = module(arrays["x"])
+        arrays["upstream"] = rng.standard_normal(np.shape(y)) + 0.5  # never all ones
+    shapes = {"input": arrays["x"].shape, **{n: p.shape for n, p in module.named_parameters()}}
+    for t in targets:
+        for k in range(DIRECTIONS):
+            v = rng.standard_normal(shapes[t])
+            arrays[f"dir.{t}.{k}"] = v / max(np.linalg.norm(v), 1e-300)
+    mode = "" if kind == "loss" else (" train" if train else " eval")
+    spec = {"kind": kind, "factory": factory, "kwargs": kwargs, "train": bool(train), "targets": targets,
+            "label": _label(factory, kwargs, input=list(arrays["x"].shape)) + mode}
+    return spec, arrays
+
+
+def _pick(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _draw_linear(lib, rng):
+    cases = []
+    for i in range(6):
+        fin, fout = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+        if i == 0:
+            fin, fout = 5, 3  # non-square weight
+        lead = [int(rng.integers(1, 6))] + ([int(rng.integers(1, 4))] if i in (2, 4) else [])
+        kwargs = {"in_features": fin, "out_features": fout, "bias": i not in (1, 5)}
+        cases.append(_module_case(lib, rng, "Linear", kwargs, rng.standard_normal(lead + [fin])))
+    return cases
+
+
+def _random_shape(rng):
+    return [int(rng.integers(1, 6)) for _ in range(int(rng.integers(1, 5)))]
+
+
+def _draw_relu(lib, rng):
+    return [_module_case(lib, rng, "ReLU", {}, _away_from_zero(rng.standard_normal(_random_shape(rng))))
+            for _ in range(5)]
+
+
+def _draw_leaky_relu(lib, rng):
+    slopes = [0.01, 0.2, float(rng.uniform(0, 1)), float(rng.uniform(0, 0.5)), 0.0]
+    return [_module_case(lib, rng, "LeakyReLU", {"negative_slope": s},
+                         _away_from_zero(rng.standard_normal(_random_shape(rng)))) for s in slopes]
+
+
+def _draw_cross_entropy(lib, rng):
+    cases = []
+    for i in range(6):
+        n, c = int(rng.integers(1, 7)), int(rng.integers(2, 8))
+        kwargs = {"reduction": "sum" if i % 3 == 2 else "mean"}
+        logits = 2 * rng.standard_normal((n, c))
+        cases.append(_module_case(lib, rng, "CrossEntropyLoss", kwargs, logits, kind="loss",
+                                  target=rng.integers(0, c, n)))
+    return cases
+
+
+def _draw_conv2d(lib, rng):
+    cases = []
+    for i in range(6):
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        stride = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+        padding = [int(rng.integers(0, kh)), int(rng.integers(0, kw))]
+        if i == 0:
+            kh, kw, stride, padding = 2, 3, [2, 1], [1, 0]  # non-square everything
+        elif i == 1:
+            stride = [1, 1]
+        h, w = kh + int(rng.integers(0, 5)), kw + int(rng.integers(0, 5))
+        kwargs = {"in_channels": int(rng.integers(1, 4)), "out_channels": int(rng.integers(1, 5)),
+                  "kernel_size": [kh, kw], "stride": stride, "padding": padding, "bias": i != 2}
+        x = rng.standard_normal((int(rng.integers(1, 4)), kwargs["in_channels"], h, w))
+        cases.append(_module_case(lib, rng, "Conv2d", kwargs, x))
+    return cases
+
+
+def _draw_batchnorm2d(lib, rng):
+    cases = []
+    for i in range(6):
+        c = int(rng.integers(1, 5))
+        shape = [int(rng.integers(1, 4)), c, int(rng.integers(1, 5)), int(rng.integers(2, 5))]
+        kwargs = {"num_features": c, "eps": _pick(rng, [1e-5, 1e-3]), "affine": i != 3,
+                  "track_running_stats": i != 4}
+        x = 1.5 * rng.standard_normal(shape) + rng.normal(0, 1, (1, c, 1, 1))
+        cases.append(_module_case(lib, rng, "BatchNorm2d", kwargs, x, train=i not in (2, 5)))
+    return cases
+
+
+def _draw_avgpool2d(lib, rng):
+    cases = []
+    for i in range(6):
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        kwargs = {"kernel_size": [kh, kw]}
+        if i == 0:
+            kwargs = {"kernel_size": [2, 3], "stride": [1, 2]}
+        elif i == 1:
+            kwargs = {"kernel_size": 2}
+        elif i >= 3:
+            kwargs["stride"] = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+        k = kwargs["kernel_size"] if isinstance(kwargs["kernel_size"], list) else [kwargs["kernel_size"]] * 2
+        x = rng.standard_normal((int(rng.integers(1, 4)), int(rng.integers(1, 4)),
+                                 k[0] + int(rng.integers(0, 5)), k[1] + int(rng.integers(0, 5))))
+        cases.append(_module_case(lib, rng, "AvgPool2d", kwargs, x))
+    return cases
+
+
+BLOCK_VARIANTS = [("processing", True, "identity"), ("processing", False, "identity"),
+                  ("processing", True, "none"), ("reduction", True, "conv1x1"),
+                  ("reduction", False, "avgpool"), ("reduction", True, "none")]
+
+
+def _draw_skip_block(lib, rng):
+    cases = []
+    for kind, bn, shortcut in BLOCK_VARIANTS:
+        c = int(rng.integers(2, 4))
+        h, w = 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4))  # even: both paths halve alike
+        kwargs = {"kind": kind, "channels": c, "batch_norm": bn, "shortcut": shortcut}
+        x = rng.standard_normal((int(rng.integers(2, 4)), c, h, w))
+        cases.append(_module_case(lib, rng, "skip block", kwargs, x))
+    return cases
+
+
+def _structure_case(lib, rng, factory, kwargs, x):
+    spec, arrays = _module_case(lib, rng, factory, kwargs, x)
+    spec.update(kind="structure", targets=[])
+    return spec, {k: v for k, v in arrays.items() if not k.startswith("dir.") and k != "upstream"}
+
+
+def _draw_processing_block(lib, rng):
+    cases = []
+    for bn, residual in [(True, True), (False, False), (True, False), (False, True)]:
+        c = int(rng.integers(2, 4))
+        x = rng.standard_normal((2, c, int(rng.integers(2, 6)), int(rng.integers(2, 6))))
+        cases.append(_structure_case(lib, rng, "ProcessingBlock",
+                                     {"channels": c, "batch_norm": bn, "residual": residual}, x))
+    return cases
+
+
+def _draw_reduction_block(lib, rng):
+    cases = []
+    for bn, shortcut in [(True, "none"), (False, "none"), (True, "conv1x1"), (False, "avgpool"),
+                         (False, "conv1x1")]:
+        c = int(rng.integers(2, 4))
+        x = rng.standard_normal((2, c, 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4))))
+        cases.append(_structure_case(lib, rng, "ReductionBlock",
+                                     {"channels": c, "batch_norm": bn, "shortcut": shortcut}, x))
+    return cases
+
+
+def _draw_adam(lib, rng):
+    configs = [("Adam", {}), ("Adam", {"lr": 0.05, "betas": [0.8, 0.99]}),
+               ("Adam", {"lr": 1e-2, "weight_decay": 0.1}), ("Adam", {"lr": 1e-2, "amsgrad": True}),
+               ("AdamW", {"lr": 1e-2, "weight_decay": 0.1}), ("Adam", {"lr": 1e-2, "eps": 1e-8})]
+    cases = []
+    for i, (factory, kwargs) in enumerate(configs):
+        shapes = [[int(rng.integers(1, 5)), int(rng.integers(1, 4))], [int(rng.integers(1, 6))]]
+        steps = 4
+        # The last case has tiny gradients: there eps before or after the bias correction differs.
+        scale = 1e-7 if i == len(configs) - 1 else 1.0
+        arrays = {f"param.{j}": rng.standard_normal(s) for j, s in enumerate(shapes)}
+        arrays.update({f"grad.{t}.{j}": scale * rng.standard_normal(s)
+                       for t in range(steps) for j, s in enumerate(shapes)})
+        spec = {"kind": "optimizer", "factory": factory, "kwargs": kwargs, "steps": steps,
+                "params": len(shapes), "targets": [],
+                "label": _label(factory, kwargs, params=[tuple(s) for s in shapes]) + f", {steps} steps"
+                         + (f", gradients ~{scale:g}" if scale != 1 else "")}
+        cases.append((spec, arrays))
+    return cases
+
+
+CHECKS = {
+    "linear": _draw_linear, "relu": _draw_relu, "leaky_relu": _draw_leaky_relu,
+    "cross_entropy": _draw_cross_entropy, "adam": _draw_adam, "conv2d": _draw_conv2d,
+    "batchnorm2d": _draw_batchnorm2d, "avgpool2d": _draw_avgpool2d, "skip_block": _draw_skip_block,
+    "processing_block": _draw_processing_block, "reduction_block": _draw_reduction_block,
+}
+
+
+def draw_cases(check, rng, lib):
+    """The hidden cases of ``check``: a list of ``(spec, arrays)`` drawn from ``rng``."""
+    return CHECKS[check](lib, rng)
+
+
+# ----------------------------------------------------------------------------- running a case
+def _numeric(name, value):
+    """``value`` as a numeric ndarray, or a TypeError naming what the student's code returned."""
+    array = np.asarray(value)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"{name} is {type(value).__name__} {value!r:.80}, expected a numeric array")
+    return array
+
+
+def _run_module(lib, spec, arrays, with_fd):
+    """Forward, backward and (optionally) central differences of one layer, loss or block."""
+    is_loss = spec["kind"] == "loss"
+    module = FACTORIES[spec["factory"]](lib, spec["kwargs"]).to(np.float64)
+    state = {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}
+    module.load_state_dict(state)
+    module.train(spec["train"])
+    x = arrays["x"].copy()
+    upstream = None if is_loss else arrays["upstream"].copy()
+    y = module(x, arrays["target"]) if is_loss else module(x)
+    module.zero_grad()
+    grad_input = module.backward() if is_loss else module.backward(upstream)
+    out = {"y": _numeric("the forward output", y), "grad.input": _numeric("backward's return value", grad_input)}
+    params = dict(module.named_parameters())
+    out.update({f"grad.{name}": _numeric(f"{name}.grad", p.grad).copy() for name, p in params.items()})
+    notes = []
+    if not np.array_equal(x, arrays["x"]):
+        notes.append("the input was modified in place")
+    if upstream is not None and not np.array_equal(upstream, arrays["upstream"]):
+        notes.append("backward modified grad_output in place")
+    if with_fd:
+        fd = np.full((len(spec["targets"]), DIRECTIONS, 2), np.nan)
+        for i, target in enumerate(spec["targets"]):
+            for k in range(DIRECTIONS):
+                v = arrays[f"dir.{target}.{k}"]
+                for j, sign in enumerate((1.0, -1.0)):
+                    module.load_state_dict(state)  # parameters and running statistics as at the start
+                    xp = arrays["x"].copy()
+                    if target == "input":
+                        xp += sign * FD_EPS * v
+                    else:
+                        params[target].data += sign * FD_EPS * v
+                    f = module(xp, arrays["target"]) if is_loss else module(xp)
+                    fd[i, k, j] = float(f) if is_loss else float(np.sum(arrays["upstream"] * f))
+        out["fd"] = fd
+    return out, {"notes": notes}
+
+
+def _run_optimizer(lib, spec, arrays, with_fd):
+    """A few optimiser steps from given parameters and gradients; the parameters after every step."""
+    params = [lib.nn.Parameter(arrays[f"param.{j}"].copy()) for j in range(spec["params"])]
+    opt = FACTORIES[spec["factory"]](lib, params, spec["kwargs"])
+    out, notes = {}, []
+    for t in range(spec["steps"]):
+        opt.zero_grad()
+        for j, p in enumerate(params):
+            p.grad[...] = arrays[f"grad.{t}.{j}"]
+        opt.step()
+        for j, p in enumerate(params):
+            out[f"step{t}.param{j}"] = _numeric(f"parameter {j}", p.data).copy()
+            if not np.array_equal(p.grad, arrays[f"grad.{t}.{j}"]) and "step() modified p.grad" not in notes:
+                notes.append("step() modified p.grad")
+    return out, {"notes": notes}
+
+
+def _run_structure(lib, spec, arrays, with_fd):
+    """Build with the student's constructor: state_dict names and shapes, forward in train and eval mode."""
+    module = FACTORIES[spec["factory"]](lib, spec["kwargs"])
+    keys = [[str(k), [int(d) for d in np.shape(v)]] for k, v in module.state_dict().items()]
+    module.to(np.float64)
+    state = {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}
+    info = {"state_keys": keys, "notes": []}
+    if [k for k, _ in keys] != list(state):
+        return {}, info  # the grader reports the difference in names
+    module.load_state_dict(state)
+    module.train(True)
+    out = {"y": _numeric("the train-mode output", module(arrays["x"].copy()))}
+    module.eval()
+    out["y_eval"] = _numeric("the eval-mode output", module(arrays["x"].copy()))
+    return out, info
+
+
+RUNNERS = {"module": _run_module, "loss": _run_module, "optimizer": _run_optimizer, "structure": _run_structure}
+
+
+def run_case(lib, spec, arrays, with_fd=True):
+    """Run one case through ``lib``; returns ``(arrays, info)`` (info: JSON notes)."""
+    return RUNNERS[spec["kind"]](lib, spec, arrays, with_fd)
+
+
+# ----------------------------------------------------------------------------- the subprocess
+def _apply_limits(cpu_seconds, memory_bytes):
+    """CPU seconds and address space for this process, set before any student code is imported."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+    if memory_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 20, 256 << 20))
+
+
+def _error_text(error):
+    """The exception and the last frames of its traceback (where the student's code failed)."""
+    frames = traceback.extract_tb(error.__traceback__)[-3:]
+    where = "".join(f"  {Path(f.filename).name}:{f.lineno} in {f.name}: {f.line}\n" for f in frames)
+    return f"{type(error).__name__}: {error}"[:600] + ("\n" + where if where else "")
+
+
+def _write_results(work, results, arrays):
+    np.savez(work / "results.npz", **arrays)
+    (work / "results.json").write_text(json.dumps(results))  # written last: it marks completion
+
+
+def main(argv):
+    """``checks.py SUBMISSION WORKDIR CPU_SECONDS MEMORY_BYTES``: run the cases in WORKDIR on SUBMISSION."""
+    submission, work = Path(argv[0]).resolve(), Path(argv[1]).resolve()
+    _apply_limits(int(argv[2]), int(argv[3]))
+    results, out_arrays = {"import_error": None, "cases": []}, {}
+    meta = json.loads((work / "cases.json").read_text())
+    with np.load(work / "cases.npz", allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    sys.path.insert(0, str(submission))
+    try:
+        lib = importlib.import_module("minigrad")
+        if not Path(lib.__file__).resolve().is_relative_to(submission):
+            raise ImportError(f"minigrad was imported from {lib.__file__}, not from the submission")
+    except BaseException as error:  # noqa: BLE001 - anything the submission does on import
+        results["import_error"] = _error_text(error)
+        _write_results(work, results, out_arrays)
+        return 0
+    for i, spec in enumerate(meta["cases"]):
+        prefix = f"c{i}."
+        case_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        try:
+            out, info = run_case(lib, spec, case_arrays, with_fd=True)
+            out_arrays.update({prefix + k: np.asarray(v) for k, v in out.items()})
+            results["cases"].append({"status": "ok", **info})
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - SystemExit or MemoryError from the student's code too
+            results["cases"].append({"status": "error", "error": _error_text(error)})
+    _write_results(work, results, out_arrays)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

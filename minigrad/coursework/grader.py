@@ -1,0 +1,391 @@
+"""Grade a submission: one subprocess per item with limits, judged against the installed library.
+
+For each item the grader draws hidden cases (``checks.draw_cases``, seeded at grading time), computes the
+reference results with the installed minigrad, and writes the cases to a work folder as ``.npz`` + JSON.
+A subprocess (``python -I -B checks.py``: isolated, so neither the current directory nor PYTHONPATH can
+put another minigrad first) puts the submission first on ``sys.path``, applies ``resource`` limits
+(CPU seconds, address space) before importing it, runs the cases and writes raw results as ``.npz``
+(read with ``allow_pickle=False``) + JSON. The grader enforces a wall-clock timeout, captures and
+truncates the student's output, and judges every case itself: the student's process never reports a
+verdict. By default the subprocess runs with ``NUMBA_DISABLE_JIT=1``: the hidden cases are tiny, and
+compiling the library's kernels afresh for every submission would cost far more than running them.
+
+A case passes when nothing raised, every array has the reference's shape and is finite, the forward
+output matches, every gradient matches the library's to ``REF_TOL`` and the finite differences agree with
+the student's gradients to ``FD_TOL`` (a direction where they also disagree with the library's gradient
+crossed a kink and is skipped). An item scores ``points * passed / cases``.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import minigrad
+
+from . import checks
+from .assignments import get_assignment
+from .handout import MARKER
+
+__all__ = ["grade", "GradeResult", "ItemResult", "write_report", "write_gradescope", "REF_TOL", "FD_TOL"]
+
+REF_TOL = 1e-6   # float64 against float64: any real bug is off by far more
+FD_TOL = 1e-5    # central differences, eps 1e-6, through several layers
+OUTPUT_LIMIT = 2000  # characters of a student's stdout/stderr kept per item
+
+
+@dataclass
+class ItemResult:
+    name: str
+    points: float
+    score: float = 0.0
+    cases: int = 0
+    passed: int = 0
+    status: str = "passed"       # passed | failed | error | time-out
+    first_failure: str = ""      # "case 2 of 6 (label): reason"
+    worst_ref_error: float = 0.0
+    worst_fd_error: float = 0.0
+    output: str = ""             # the student's captured output, truncated
+    seconds: float = 0.0
+
+
+@dataclass
+class GradeResult:
+    assignment: str
+    submission: str
+    seed: int
+    items: list = field(default_factory=list)
+
+    @property
+    def score(self):
+        return round(sum(i.score for i in self.items), 2)
+
+    @property
+    def max_score(self):
+        return sum(i.points for i in self.items)
+
+
+# ----------------------------------------------------------------------------- judging
+def _rel_error(got, want):
+    """max |got - want| / max |want| (norm-wise: near-zero entries do not blow it up)."""
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-12)
+    return float(np.max(np.abs(got - want))) / scale if want.size else 0.0
+
+
+def _describe(key):
+    if key == "y":
+        return "the forward output"
+    if key == "y_eval":
+        return "the eval-mode output"
+    if key == "grad.input":
+        return "the input gradient (backward's return value)"
+    if key.startswith("grad."):
+        return f"{key[5:]}.grad"
+    step, param = key.split(".")
+    return f"parameter {param[5:]} after step {int(step[4:]) + 1}"
+
+
+def judge_case(spec, ref, stu, info, arrays):
+    """``(reason or "", worst reference error, worst finite-difference error)`` of one case."""
+    worst_ref = worst_fd = 0.0
+    if spec["kind"] == "structure":
+        want = [[k, list(np.shape(v))] for k, v in arrays.items() if k.startswith("state.")]
+        want = [[k[len("state."):], s] for k, s in want]
+        got = info.get("state_keys")
+        if got != want:
+            return (f"state_dict names/shapes differ from the library's:\n    expected {want}\n    got      {got}",
+                    1.0, 0.0)
+    for note in info.get("notes", []):
+        if isinstance(note, str):
+            return note, worst_ref, worst_fd
+    for key, want in ref.items():
+        if key == "fd":
+            continue
+        if key not in stu:
+            return f"{_describe(key)} is missing", 1.0, worst_fd
+        got = stu[key]
+        if got.shape != want.shape:
+            return f"{_describe(key)} has shape {got.shape}, expected {want.shape}", 1.0, worst_fd
+        if not np.all(np.isfinite(got)):
+            return f"{_describe(key)} contains NaN or Inf", 1.0, worst_fd
+    targets = spec.get("targets", [])
+    if targets:
+        fd = stu.get("fd")
+        if fd is None or fd.shape != (len(targets), checks.DIRECTIONS, 2) or not np.all(np.isfinite(fd)):
+            return "the finite-difference evaluations failed (forward output not finite?)", 1.0, 1.0
+        for i, target in enumerate(targets):
+            key = f"grad.{target}"
+            for k in range(checks.DIRECTIONS):
+                v = arrays[f"dir.{target}.{k}"]
+                numeric = (fd[i, k, 0] - fd[i, k, 1]) / (2 * checks.FD_EPS)
+                mine, lib = float(np.sum(stu[key] * v)), float(np.sum(ref[key] * v))
+                if abs(numeric - lib) / max(abs(numeric), abs(lib), 1e-10) > FD_TOL:
+                    continue  # the direction crossed a kink: uninformative for anyone's gradient
+                error = abs(numeric - mine) / max(abs(numeric), abs(mine), 1e-10)
+                worst_fd = max(worst_fd, error)
+                if error > FD_TOL:
+                    return (f"finite differences disagree with {_describe(key)}: relative error {error:.1e} "
+                            f"along a random direction", max(worst_ref, _rel_error(stu[key], ref[key])), worst_fd)
+    reason = ""
+    for key, want in ref.items():
+        if key == "fd":
+            continue
+        error = _rel_error(stu[key], want)
+        worst_ref = max(worst_ref, error)
+        if error > REF_TOL and not reason:
+            reason = f"{_describe(key)} differs from the library's: relative error {error:.1e}"
+    return reason, worst_ref, worst_fd
+
+
+# ----------------------------------------------------------------------------- the subprocess
+def _child_env(work, jit):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LC_ALL": "C.UTF-8",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "NUMBA_NUM_THREADS": "1", "NUMBA_CACHE_DIR": str(work / "numba-cache"), "MPLBACKEND": "Agg"}
+    if not jit:
+        env["NUMBA_DISABLE_JIT"] = "1"
+    return env
+
+
+def _start(submission, work, cpu_seconds, memory_bytes, jit):
+    command = [sys.executable, "-I", "-B", str(Path(checks.__file__).resolve()), str(submission), str(work),
+               str(int(cpu_seconds)), str(int(memory_bytes))]
+    (work / "scratch").mkdir()
+    with open(work / "stdout.txt", "wb") as out, open(work / "stderr.txt", "wb") as err:
+        # A new session, so a time-out kills everything the student's code may have started.
+        return subprocess.Popen(command, cwd=work / "scratch", env=_child_env(work, jit), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, start_new_session=True)
+
+
+def _kill(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+def _captured_output(work):
+    """The student's stdout and stderr, truncated, as text (never interpreted)."""
+    parts = []
+    for name in ("stdout", "stderr"):
+        data = (work / f"{name}.txt").read_bytes()
+        if data.strip():
+            text = data.decode("utf-8", errors="replace")
+            if len(text) > OUTPUT_LIMIT:
+                text = text[:OUTPUT_LIMIT // 2] + "\n[... truncated ...]\n" + text[-OUTPUT_LIMIT // 2:]
+            parts.append(f"[{name}]\n{text.rstrip()}")
+    return "\n".join(parts)
+
+
+def _exit_reason(returncode):
+    if returncode < 0:
+        sig = -returncode
+        if sig == signal.SIGXCPU:
+            return "the CPU-time limit was exceeded"
+        if sig == signal.SIGXFSZ:
+            return "the file-size limit was exceeded (too much output?)"
+        return f"the process was killed by signal {signal.Signals(sig).name} (a crash, or out of memory)"
+    return f"the process exited with code {returncode} before writing its results"
+
+
+# ----------------------------------------------------------------------------- grading
+def _prepare(item, index, work_root, seed):
+    """Draw the item's hidden cases, run the reference, write the cases for the subprocess."""
+    rng = np.random.default_rng([seed, zlib.crc32(item.name.encode())])
+    cases = checks.draw_cases(item.check, rng, minigrad)
+    refs = []
+    for spec, arrays in cases:
+        out, _ = checks.run_case(minigrad, spec, arrays, with_fd=False)
+        refs.append({k: np.asarray(v, np.float64) for k, v in out.items()})
+    work = work_root / f"item{index}"
+    work.mkdir()
+    (work / "cases.json").write_text(json.dumps({"item": item.name, "cases": [spec for spec, _ in cases]}))
+    np.savez(work / "cases.npz", **{f"c{i}.{k}": v for i, (_, arrays) in enumerate(cases) for k, v in arrays.items()})
+    return work, cases, refs
+
+
+def _load_results(work, n_cases):
+    """The subprocess's raw results, or None when it wrote none; malformed results are an error string."""
+    if not (work / "results.json").exists():
+        return None
+    try:
+        meta = json.loads((work / "results.json").read_text())
+        with np.load(work / "results.npz", allow_pickle=False) as stored:
+            arrays = {key: np.array(stored[key]) for key in stored.files}
+    except (OSError, ValueError) as error:
+        return f"unreadable results ({type(error).__name__}: {error})"
+    if not isinstance(meta, dict) or (meta.get("import_error") is None and
+                                      (not isinstance(meta.get("cases"), list) or len(meta["cases"]) != n_cases)):
+        return "malformed results"
+    return meta, arrays
+
+
+def _score(item, result, cases, refs, loaded):
+    """Fill ``result`` from the judged cases."""
+    meta, arrays = loaded
+    result.cases = len(cases)
+    if meta.get("import_error"):
+        result.status = "error"
+        result.first_failure = f"the submission failed to import: {meta['import_error']}"
+        return
+    for i, ((spec, case_arrays), ref, info) in enumerate(zip(cases, refs, meta["cases"])):
+        if not isinstance(info, dict) or info.get("status") != "ok":
+            error = info.get("error", "?") if isinstance(info, dict) else "?"
+            reason = f"raised {error}"
+        else:
+            prefix = f"c{i}."
+            stu = {k[len(prefix):]: v.astype(np.float64) if v.dtype != np.float64 else v
+                   for k, v in arrays.items() if k.startswith(prefix)}
+            reason, ref_err, fd_err = judge_case(spec, ref, stu, info, case_arrays)
+            result.worst_ref_error = max(result.worst_ref_error, ref_err)
+            result.worst_fd_error = max(result.worst_fd_error, fd_err)
+        if reason and not result.first_failure:
+            result.first_failure = f"case {i + 1} of {len(cases)}, {spec['label']}: {reason}"
+        result.passed += not reason
+    result.score = round(item.points * result.passed / max(result.cases, 1), 2)
+    result.status = "passed" if result.passed == result.cases else "failed"
+
+
+def grade(submission, assignment=None, items=None, seed=None, timeout=60.0, cpu_seconds=None,
+          memory_bytes=4 << 30, jobs=2, jit=False):
+    """Grade the package in ``submission``; returns a ``GradeResult``.
+
+    ``assignment``: a name (default: read from the folder's ``COURSEWORK.json``). ``items``: grade only
+    these item names (default all of the assignment's, or a list of ``Item``). ``seed``: the hidden
+    cases' seed (default: fresh, recorded in the result). ``timeout``: wall-clock seconds per item;
+    ``cpu_seconds`` (default ``timeout``) and ``memory_bytes`` are ``resource`` limits per item.
+    """
+    submission = Path(submission).resolve()
+    if not (submission / "minigrad" / "__init__.py").is_file():
+        raise FileNotFoundError(f"{submission} holds no minigrad package (expected {submission}/minigrad/__init__.py)")
+    if assignment is None:
+        marker = submission / MARKER
+        if not marker.is_file():
+            raise ValueError(f"{submission} has no {MARKER}; pass the assignment name (--assignment)")
+        assignment = json.loads(marker.read_text())["assignment"]
+    spec = get_assignment(assignment)
+    chosen = list(spec.items)
+    if items is not None:
+        known = {i.name: i for i in spec.items}
+        chosen = [i if not isinstance(i, str) else known.get(i) or _unknown_item(i, known) for i in items]
+    seed = secrets.randbits(32) if seed is None else int(seed)
+    cpu_seconds = timeout if cpu_seconds is None else cpu_seconds
+    result = GradeResult(assignment=assignment, submission=str(submission), seed=seed)
+    work_root = Path(tempfile.mkdtemp(prefix="minigrad-grade-"))
+    try:
+        pending = []
+        for index, item in enumerate(chosen):
+            work, cases, refs = _prepare(item, index, work_root, seed)
+            pending.append((item, work, cases, refs, ItemResult(item.name, item.points)))
+        result.items = [p[-1] for p in pending]
+        _run_all(pending, submission, timeout, cpu_seconds, memory_bytes, max(1, int(jobs)), jit)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+    return result
+
+
+def _unknown_item(name, known):
+    raise ValueError(f"unknown item {name!r}; the assignment has {', '.join(known)}")
+
+
+def _run_all(pending, submission, timeout, cpu_seconds, memory_bytes, jobs, jit):
+    """Run the items' subprocesses, ``jobs`` at a time, each with its own wall-clock deadline."""
+    queue, running = list(pending), []
+    while queue or running:
+        while queue and len(running) < jobs:
+            entry = queue.pop(0)
+            started = time.monotonic()
+            running.append((entry, _start(submission, entry[1], cpu_seconds, memory_bytes, jit), started))
+        time.sleep(0.02)
+        still = []
+        for entry, process, started in running:
+            elapsed = time.monotonic() - started
+            if process.poll() is None and elapsed < timeout:
+                still.append((entry, process, started))
+                continue
+            timed_out = process.poll() is None
+            if timed_out:
+                _kill(process)
+            _finish(entry, process.returncode, timed_out, elapsed, timeout)
+        running = still
+
+
+def _finish(entry, returncode, timed_out, elapsed, timeout):
+    item, work, cases, refs, result = entry
+    result.seconds = elapsed
+    result.output = _captured_output(work)
+    result.cases = len(cases)
+    if timed_out:
+        result.status, result.first_failure = "time-out", f"did not finish within {timeout:g} s (an endless loop?)"
+        return
+    loaded = _load_results(work, len(cases))
+    if loaded is None or isinstance(loaded, str):
+        result.status = "error"
+        result.first_failure = loaded if isinstance(loaded, str) else _exit_reason(returncode)
+        return
+    _score(item, result, cases, refs, loaded)
+
+
+# ----------------------------------------------------------------------------- reports
+def _fence(text):
+    return "```text\n" + text.replace("```", "'''") + "\n```"
+
+
+def item_summary(item):
+    """One item's text for a report or Gradescope: score, cases, first failure, worst errors."""
+    lines = [f"Score {item.score:g} / {item.points:g}: {item.passed} of {item.cases} hidden cases passed "
+             f"({item.status}, {item.seconds:.1f} s)."]
+    if item.first_failure:
+        lines.append(f"First failing case: {item.first_failure}")
+    lines.append(f"Worst relative error: {item.worst_ref_error:.1e} against the library, "
+                 f"{item.worst_fd_error:.1e} against finite differences.")
+    return "\n".join(lines)
+
+
+def report_markdown(result):
+    lines = [f"# Grading report: {result.assignment}", "",
+             f"Submission `{result.submission}`, minigrad {minigrad.__version__}, hidden cases drawn with "
+             f"seed {result.seed} (re-grade with `--seed {result.seed}` to reproduce).", "",
+             f"**Total: {result.score:g} / {result.max_score:g}**", "",
+             "| Item | Score | Cases passed | Worst rel. error (library / finite diff.) | Status |",
+             "|---|---|---|---|---|"]
+    for item in result.items:
+        lines.append(f"| {item.name} | {item.score:g} / {item.points:g} | {item.passed}/{item.cases} | "
+                     f"{item.worst_ref_error:.1e} / {item.worst_fd_error:.1e} | {item.status} |")
+    for item in result.items:
+        lines += ["", f"## {item.name}: {item.score:g} / {item.points:g}", "", item_summary(item)]
+        if item.output:
+            lines += ["", "Your program's output (truncated):", "", _fence(item.output)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result, path):
+    Path(path).write_text(report_markdown(result), encoding="utf-8")
+    return Path(path)
+
+
+def gradescope_json(result):
+    """Gradescope's autograder format: top-level ``score`` and ``tests`` with name/score/max_score/output."""
+    tests = []
+    for item in result.items:
+        output = item_summary(item) + (f"\n\nYour program's output (truncated):\n{item.output}" if item.output else "")
+        tests.append({"name": item.name, "score": item.score, "max_score": item.points, "output": output,
+                      "visibility": "visible"})
+    return {"score": result.score, "output": f"{result.assignment}: {result.score:g} / {result.max_score:g} "
+                                             f"(hidden cases seed {result.seed})",
+            "tests": tests}
+
+
+def write_gradescope(result, path):
+    Path(path).write_text(json.dumps(gradescope_json(result), indent=2) + "\n", encoding="utf-8")
+    return Path(path)
