@@ -71,7 +71,7 @@ def gradcheck(module, x, *, target=None, mode="direction", eps=1e-6, tolerance=1
     m = copy.deepcopy(module).to(np.float64)
     is_loss = target is not None
     params = dict(m.named_parameters())
-    saved_buffers = {name: np.array(value, copy=True) for name, value in m.named_buffers()}
+    saved_buffers = {name: np.array(value, copy=True) for name, value in m.named_buffers() if value is not None}
     generators = _generators(m)
     saved_rng = [g.bit_generator.state for g in generators]
 

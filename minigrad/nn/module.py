@@ -122,12 +122,19 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
-        for registry in (self._parameters, self._modules, self._buffers):
-            registry.pop(name, None)
+        # As PyTorch: a replaced parameter or child keeps its place in the order, and a new array
+        # assigned to a registered buffer stays a buffer (it would otherwise vanish from state_dict).
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            keep = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            keep = self._modules
+        else:
+            keep = self._buffers if name in self._buffers else None
+        for registry in (self._parameters, self._modules, self._buffers):
+            if registry is not keep:
+                registry.pop(name, None)
+        if keep is self._parameters or keep is self._modules:
+            keep[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
