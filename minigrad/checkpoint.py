@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from .random import get_rng_state, set_rng_state
-from .runs import atomic_open, write_json_atomic
+from .runs import atomic_open, remove_stale_temp_files, write_json_atomic
 
 __all__ = [
     "CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_exists", "checkpoint_files",
+    "remove_orphans",
     "encode_state", "decode_state", "capture_state", "restore_state", "module_generators", "FORMAT",
 ]
 
@@ -151,6 +152,25 @@ def save_checkpoint(directory, name, state):
         if old.name != npz_name:
             old.unlink(missing_ok=True)
     return directory / f"{name}.json"
+
+
+def remove_orphans(directory):
+    """Delete what dead saves left in a checkpoint folder: temporary files, and npz files that no
+    ``NAME.json`` names (written just before a kill). Only while no other process saves there."""
+    directory = Path(directory)
+    removed = remove_stale_temp_files(directory)
+    for npz in directory.glob("*-*.npz"):
+        index = directory / f"{npz.name.rsplit('-', 1)[0]}.json"
+        try:
+            named = json.loads(index.read_text(encoding="utf-8")).get("arrays_file")
+        except (OSError, ValueError, AttributeError):
+            named = None  # no index, or an unreadable one: loading would fail anyway, keep its npz
+            if index.exists():
+                continue
+        if named != npz.name:
+            npz.unlink(missing_ok=True)
+            removed.append(npz.name)
+    return removed
 
 
 def load_checkpoint(directory, name):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "atomic_open", "write_text_atomic", "write_json_atomic", "write_metrics", "load_metrics",
+    "atomic_open", "remove_stale_temp_files", "write_text_atomic", "write_json_atomic", "write_metrics", "load_metrics",
     "load_summary", "load_grad_stats", "load_config", "compare_configs", "ensure_config", "prepare_run_dir",
     "RunDir", "finite_or_none",
     "RunDirError", "ConfigMismatchError", "UnfinishedRunError", "METRICS_FIELDS", "STATUSES",
@@ -43,6 +43,10 @@ DONE_STATUSES = ("finished", "diverged")
 # read from or written to, how many threads compute them, and the re-run flags themselves.
 VOLATILE_CONFIG_KEYS = frozenset({"threads", "data_dir", "out", "out_dir", "run_dir", "resume", "download",
                                   "progress", "verbose"})
+
+
+_UMASK = os.umask(0)  # read the process umask once (the only way is to set it) and put it back
+os.umask(_UMASK)
 
 
 class RunDirError(RuntimeError):
@@ -73,6 +77,7 @@ def atomic_open(path, mode="w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes it private (0600); results are ordinary files
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as f:
             yield f
             f.flush()
@@ -97,6 +102,18 @@ def _fsync_dir(folder):
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temp_files(folder):
+    """Delete the temporary files ``atomic_open`` left in ``folder`` when a process died mid-write.
+
+    Only for a folder no other process is writing to (a run being resumed); returns the names removed.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def write_text_atomic(path, text):

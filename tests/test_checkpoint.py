@@ -167,8 +167,18 @@ def test_crash_between_npz_and_json_keeps_previous_checkpoint(tmp_path, monkeypa
     monkeypatch.undo()
     assert len(list(tmp_path.glob("latest-*.npz"))) == 2  # the orphan npz of the dead save
     _same(load_checkpoint(tmp_path, "latest"), first)
+    (tmp_path / ".latest.json.abc123.tmp").write_text("{half a JSON")  # a write that died
+    (tmp_path / "best-0123456789abcdef.npz").write_bytes(b"npz of a first save that died")
+    assert sorted(checkpoint.remove_orphans(tmp_path))[:2] == [".latest.json.abc123.tmp", "best-0123456789abcdef.npz"]
+    assert len(list(tmp_path.glob("latest-*.npz"))) == 1 and not list(tmp_path.glob("best*"))
+    _same(load_checkpoint(tmp_path, "latest"), first)
+    optimizer.step()
+    with pytest.raises(KeyboardInterrupt):
+        with monkeypatch.context() as patch:
+            patch.setattr(checkpoint, "write_json_atomic", dies)
+            save_checkpoint(tmp_path, "latest", capture_state(model, optimizer, scheduler, {"epoch": 2}))
     save_checkpoint(tmp_path, "latest", capture_state(model, optimizer, scheduler, {"epoch": 2}))
-    assert len(list(tmp_path.glob("latest-*.npz"))) == 1  # the next save cleans it up
+    assert len(list(tmp_path.glob("latest-*.npz"))) == 1  # a save also cleans up after a dead one
     assert load_checkpoint(tmp_path, "latest")["extra"] == {"epoch": 2}
 
 
