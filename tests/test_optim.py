@@ -246,6 +246,29 @@ def test_adam_state_views_stay_valid_across_copies_and_dtype_changes():
         np.testing.assert_allclose(opt.state[p]["exp_avg"], 0.9 * m + 0.1 * p.grad, rtol=1e-6)
 
 
+def test_adam_group_with_mixed_dtypes_is_updated_once_per_step_and_resumes_exactly():
+    params = make_params(dtype=np.float64)
+    params[1] = Parameter(params[1].data, dtype=np.float32)
+    start = [p.data.astype(np.float64) for p in params]
+    opt = optim.Adam(params, lr=0.05)
+    run(opt, params, 2)
+    flat = opt._flat[id(opt.param_groups[0])]
+    run(opt, params, 1, first_step=2)
+    assert opt._flat[id(opt.param_groups[0])] is flat  # the group's buffers are reused, not rebuilt
+    assert params[1].dtype == np.float32 and params[0].dtype == np.float64
+    saved, saved_data = opt.state_dict(), [p.data.copy() for p in params]
+    run(opt, params, 2, first_step=3)
+    for i, (p, theta0) in enumerate(zip(params, start)):
+        expected, _, _ = adam_reference(theta0, i, 5, 0.05, (0.9, 0.999), 1e-8, 0.0, False, False)
+        np.testing.assert_allclose(p.data, expected, rtol=1e-5 if p.dtype == np.float32 else 1e-12)
+    resumed = [Parameter(data, dtype=data.dtype) for data in saved_data]
+    opt2 = optim.Adam(resumed, lr=0.05)
+    opt2.load_state_dict(saved)
+    run(opt2, resumed, 2, first_step=3)
+    for a, b in zip(params, resumed):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_adam_switching_amsgrad_on_mid_run_starts_v_max_at_zero():
     params = make_params()
     opt = optim.Adam(params)

@@ -89,7 +89,7 @@ class Adam(Optimizer):
         scratch *= lr / (1 - beta1 ** t)
 
         decay = 1 - lr * weight_decay if self._decoupled_weight_decay and weight_decay != 0 else None
-        for p, step in zip(group["params"], flat.views(scratch)):
+        for p, step in zip(group["params"], flat.scratch_views):
             if decay is not None:
                 p.data *= decay
             p.data -= step
@@ -118,7 +118,8 @@ class _FlatGroup:
 
     def __init__(self, params, state, amsgrad, owner):
         self.params = list(params)
-        self.dtype = np.result_type(*[p.dtype for p in self.params])
+        self.param_dtypes = [p.dtype for p in self.params]
+        self.dtype = np.result_type(*self.param_dtypes)  # one buffer per group: the widest dtype
         sizes = [p.size for p in self.params]
         self.bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         total = self.bounds[-1]
@@ -128,6 +129,7 @@ class _FlatGroup:
             setattr(self, name, buffer)
         self.grad = np.empty(total, dtype=self.dtype)
         self.scratch = np.empty(total, dtype=self.dtype)
+        self.scratch_views = list(self.views(self.scratch))  # each parameter's slice, made once
 
         steps = set()
         self.entries = []
@@ -152,8 +154,8 @@ class _FlatGroup:
     def is_current(self, params, state, amsgrad):
         if len(params) != len(self.params) or (amsgrad and "max_exp_avg_sq" not in self.buffers):
             return False
-        for p, mine, entry in zip(params, self.params, self.entries):
-            if p is not mine or p.dtype != self.dtype or state.get(p) is not entry:
+        for p, mine, dtype, entry in zip(params, self.params, self.param_dtypes, self.entries):
+            if p is not mine or p.dtype != dtype or state.get(p) is not entry:
                 return False
             if entry["exp_avg"].base is not self.exp_avg or entry["step"] != self.step:
                 return False

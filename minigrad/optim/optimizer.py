@@ -120,7 +120,7 @@ class Optimizer:
         """Restore hyper-parameters and state saved by ``state_dict`` (parameters matched by index).
 
         The groups must hold as many parameters as when saved; arrays must have their parameter's shape
-        and are copied in the parameter's dtype. State keys may be ints or their strings (from JSON).
+        and are copied (at least in the parameter's dtype). State keys may be ints or their strings.
         """
         name = type(self).__name__
         saved_groups = state_dict["param_groups"]
@@ -145,7 +145,8 @@ class Optimizer:
                     if value.shape != p.shape:
                         raise ValueError(f"{name}.load_state_dict: state[{i}][{field!r}] has shape "
                                          f"{value.shape}, parameter {i} has {p.shape}")
-                    value = np.array(value, dtype=p.dtype, copy=True)
+                    # never narrower than saved: a float64 buffer of a mixed-dtype group stays exact
+                    value = np.array(value, dtype=np.result_type(value.dtype, p.dtype), copy=True)
                 restored[field] = value
             new_state[p] = restored
         new_groups = []
