@@ -137,7 +137,9 @@ def grad_flow_values(stats, epoch="first", which="last_batch", stat="mean_abs", 
     chosen, _ = _select_stats(stats, epoch, which)
     keep = param_filter or default_param_filter
     names = [name for name in chosen if keep(name)]
-    return [_readable(n) for n in names], [float(chosen[n][stat]) for n in names]
+    # None stands for a non-finite value (JSON has no NaN): drawn as a gap
+    values = [math.nan if chosen[n][stat] is None else float(chosen[n][stat]) for n in names]
+    return [_readable(n) for n in names], values
 
 
 def plot_grad_flow(runs_or_stats, path, epoch="first", log=True, param_filter=None, which="last_batch",
@@ -240,7 +242,8 @@ def main(argv=None):
         out = Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
     labels = _unique_labels(run_dirs)
     written = plot_training_curves(dict(zip(labels, run_dirs)), out / "training_curves.png", pdf=args.pdf)
-    with_stats = {label: d for label, d in zip(labels, run_dirs) if (d / "grad_stats.json").is_file()}
+    with_stats = {label: load_grad_stats(d) for label, d in zip(labels, run_dirs) if (d / "grad_stats.json").is_file()}
+    with_stats = {label: stats for label, stats in with_stats.items() if stats.get("epochs")}  # diverged in epoch 1
     if with_stats:
         for epoch in ("first", "last"):
             written += plot_grad_flow(with_stats, out / f"grad_flow_{epoch}.png", epoch=epoch, pdf=args.pdf)

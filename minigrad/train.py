@@ -134,6 +134,8 @@ class Trainer:
         # refusals (a run already there, a checkpoint that cannot be used) leave the folder as it is
         start = self._resume() if resume else self._start_fresh()
         try:
+            if start == 1:
+                write_metrics(self.run_dir / "metrics.csv", [])  # the header, even if epoch 1 diverges
             self._write_summary("running")
             epochs_bar = tqdm(range(start, self.epochs + 1), desc="epochs", initial=start - 1,
                               total=self.epochs, disable=not self.progress)

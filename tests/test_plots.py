@@ -107,6 +107,21 @@ def test_cli_redraws_figures_from_run_folders(tmp_path, capsys):
     assert not (tmp_path / "figs" / "training_curves.pdf").exists()
 
 
+def test_cli_on_a_run_that_diverged_early(tmp_path, capsys):
+    early = tmp_path / "early"  # diverged in its first epoch: a header-only metrics.csv, no epoch stats
+    early.mkdir()
+    write_metrics(early / "metrics.csv", [])
+    write_json_atomic(early / "grad_stats.json", {"first_batch": None, "epochs": []})
+    late = _run_dir(tmp_path / "late", 2)
+    stats = _grad_stats(2, 2)
+    stats["epochs"][-1]["last_batch"]["block1.conv.weight"]["mean_abs"] = None  # an overflowed gradient
+    write_json_atomic(late / "grad_stats.json", stats)
+    assert main([str(early), str(late)]) == 0
+    assert np.isnan(grad_flow_values(stats, epoch="last")[1][3])  # a gap in the line
+    for name in ("training_curves", "grad_flow_first", "grad_flow_last"):
+        _check_png(tmp_path / f"{name}.png")
+
+
 def test_plots_module_is_not_imported_by_minigrad():
     code = "import sys, minigrad, minigrad.train; print('matplotlib' in sys.modules, 'minigrad.plots' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
