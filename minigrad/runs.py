@@ -306,7 +306,8 @@ def _has_results(folder):
 def prepare_run_dir(out_dir, row_name, config, resume=False, ignore=VOLATILE_CONFIG_KEYS):
     """Create or re-open the row folder ``out_dir/row_name`` following DECISIONS 15; returns a ``RunDir``.
 
-    - No folder (or an empty one): create it, write config.json; state ``"new"``.
+    - No folder (or an empty one): create it, write config.json; state ``"new"``. A folder holding only
+      its (matching) config.json is ``"new"`` too: nothing was trained in it.
     - A saved config.json that differs from ``config`` (keys in ``ignore`` aside): ConfigMismatchError
       naming every differing setting, saved and given values. Checked first, also for finished rows, so
       a table never mixes results of other settings.
@@ -329,6 +330,8 @@ def prepare_run_dir(out_dir, row_name, config, resume=False, ignore=VOLATILE_CON
         write_json_atomic(folder / "config.json", config)
         return RunDir(folder, "new")
     _check_config(folder, config, ignore)
+    if not _has_results(folder):
+        return RunDir(folder, "new")  # only its config.json: nothing was trained, nothing to overwrite
     summary = load_summary(folder) if (folder / "summary.json").exists() else None
     status = summary.get("status") if summary else None
     if status in DONE_STATUSES:

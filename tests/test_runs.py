@@ -142,6 +142,8 @@ def test_finished_and_diverged_rows_are_reused(tmp_path):
 @pytest.mark.parametrize("status", [None, "running", "failed"])
 def test_unfinished_row_needs_resume(tmp_path, status):
     run_dir = prepare_run_dir(tmp_path, "row", CONFIG)
+    assert prepare_run_dir(tmp_path, "row", CONFIG).state == "new"  # only config.json: nothing trained yet
+    (run_dir.path / "metrics.csv").write_text("epoch\n")
     if status:
         _finish(run_dir, status)
     with pytest.raises(UnfinishedRunError, match="--resume") as info:

@@ -16,7 +16,9 @@ import pytest
 import minigrad
 from minigrad import optim
 from minigrad.checkpoint import CheckpointError, capture_state, load_checkpoint, restore_state
-from minigrad.runs import ConfigMismatchError, RunDirError, load_metrics, load_summary
+from minigrad.runs import (
+    ConfigMismatchError, RunDirError, UnfinishedRunError, load_metrics, load_summary, prepare_run_dir,
+)
 from minigrad.train import Trainer, evaluate
 
 from _resume_worker import ArrayLoader, build_model, build_trainer, make_data
@@ -247,6 +249,26 @@ def test_interrupted_in_process_resume_is_exact(tmp_path, reference):
     minigrad.manual_seed(777)  # whatever the global generator holds before the resume
     build_trainer(run_dir, epochs=EPOCHS).fit(resume=True)
     _assert_same_run(run_dir, reference)
+
+
+def test_study_flow_with_prepare_run_dir(tmp_path):
+    """How a study drives a row: prepare the folder, train, re-run (DECISIONS 15)."""
+    def hook(call, batch):
+        if (call, batch) == (2, 2):
+            raise KeyboardInterrupt
+
+    config = build_trainer(tmp_path / "unused", epochs=2).config
+    row = prepare_run_dir(tmp_path, "MLP-lr1e-2", config)
+    assert row.state == "new"
+    with pytest.raises(KeyboardInterrupt):
+        build_trainer(row.path, epochs=2, hook=hook).fit(resume=row.resume)
+    with pytest.raises(UnfinishedRunError, match="--resume"):
+        prepare_run_dir(tmp_path, "MLP-lr1e-2", config)
+    row = prepare_run_dir(tmp_path, "MLP-lr1e-2", config, resume=True)
+    assert row.state == "resume"
+    assert build_trainer(row.path, epochs=2).fit(resume=row.resume).status == "finished"
+    row = prepare_run_dir(tmp_path, "MLP-lr1e-2", config)
+    assert row.state == "done" and row.summary == load_summary(row.path)
 
 
 def test_refusals_leave_the_folder_untouched(tmp_path, reference):
