@@ -236,7 +236,8 @@ def test_state_dict_round_trip():
         np.testing.assert_array_equal(a, b, err_msg=name)
         assert a.dtype == b.dtype
     x = x_batch(seed=3)
-    net.eval(), other.eval()
+    net.eval()
+    other.eval()
     np.testing.assert_array_equal(net(x), other(x))
 
 
