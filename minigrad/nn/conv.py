@@ -1,2 +1,152 @@
-"""(being written)"""
-__all__ = []
+"""2-D convolution, as ``torch.nn.Conv2d`` (groups=1, dilation=1), by im2col + GEMM.
+
+The index shuffling (im2col, col2im) is in ``minigrad/kernels/im2col.py``; this file holds the maths.
+The batch is processed in chunks of a few images so that the column matrix of a chunk stays in the CPU
+cache and is rebuilt in backward instead of being kept: memory stays at one input per layer.
+"""
+import math
+
+import numpy as np
+
+from ..kernels import im2col as K
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Conv2d"]
+
+# Columns (images x output pixels) per GEMM. Enough for the BLAS to run at full speed, few enough that a
+# chunk's column matrix (C_in*kh*kw x this) stays in the last-level cache.
+_CHUNK_COLUMNS = 2048
+_scratch = {}
+
+
+def _buffer(name, shape, dtype):
+    """A reusable scratch array of ``shape`` (grown on demand, shared by all Conv2d layers)."""
+    size = math.prod(shape)
+    key = (name, np.dtype(dtype))
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        buf = _scratch[key] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
+
+
+def _pair(value, name, minimum):
+    """``value`` as an (h, w) pair of ints >= ``minimum`` (an int means the same for both)."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"Conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"Conv2d: {name} must be >= {minimum}, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+class Conv2d(Module):
+    r"""2-D cross-correlation over NCHW input, as ``torch.nn.Conv2d`` (groups=1, dilation=1).
+
+    Forward   y = W_mat @ im2col(x) + b                  W_mat = weight.reshape(C_out, C_in*kh*kw)
+              y[n, o, h, w] = b[o] + sum_{c,i,j} weight[o, c, i, j] * x_pad[n, c, h*sh + i, w*sw + j]
+    Backward  dW = dY @ cols.T,  db = sum_{n,h,w} dY,  dx = col2im(W_mat.T @ dY)
+              (dY: grad_output as (C_out, N*H_out*W_out), cols = im2col(x): (C_in*kh*kw, N*H_out*W_out))
+              With stride 1 the same dx is computed as a convolution of dY, padded by (kh-1-ph, kw-1-pw),
+              with the flipped, transposed kernel: dx = W_flip @ im2col(dY). It needs no scatter-add.
+    Shapes    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out),
+              H_out = floor((H + 2*ph - kh) / sh) + 1,  W_out = floor((W + 2*pw - kw) / sw) + 1
+              weight (C_out, C_in, kh, kw), bias (C_out,)
+    Init      weight, bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in*kh*kw (PyTorch's default).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        self.weight = Parameter(np.empty((self.out_channels, self.in_channels) + self.kernel_size, np.float32))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_channels, np.float32))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        """PyTorch's default: ``kaiming_uniform_(weight, a=sqrt(5))``, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+        then bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); drawn in that order from ``generator`` (default: the
+        global one, ``minigrad.random.default_generator()``)."""
+        init.default_init_(self.weight, self.bias, generator=generator)
+
+    def _geometry(self, x):
+        """``(H_out, W_out)`` for input ``x``; an error if the output would be empty."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        h_out = K.output_size(x.shape[2], kh, sh, ph)
+        w_out = K.output_size(x.shape[3], kw, sw, pw)
+        if h_out < 1 or w_out < 1:
+            raise ValueError(
+                f"{self._display_name()}: input of shape {x.shape} with padding {self.padding} is smaller than "
+                f"kernel_size {self.kernel_size}: the output size would be ({h_out}, {w_out})")
+        return h_out, w_out
+
+    def _chunks(self, batch, plane):
+        """Slices ``(n0, n1)`` of the batch with about ``_CHUNK_COLUMNS`` output pixels each."""
+        step = max(1, min(batch, _CHUNK_COLUMNS // plane))
+        return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
+
+    def forward(self, x):
+        x = self._check_input(x, ndim=4, channels=self.in_channels)
+        h_out, w_out = self._geometry(x)
+        dtype = self._compute_dtype(x)
+        x = np.ascontiguousarray(x, dtype=dtype)  # a copy only when needed; the caller's x is never written
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, plane = x.shape[0], h_out * w_out
+        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data.astype(dtype)
+        y = np.empty((n, self.out_channels, h_out, w_out), dtype)
+        for n0, n1 in self._chunks(n, plane):
+            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * plane), dtype)
+            K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)
+            rows = np.matmul(w_mat, cols, out=_buffer("rows", (self.out_channels, cols.shape[1]), dtype))
+            K.rows_to_nchw(rows, bias, n0, n1, y)
+        self._x = x  # backward rebuilds the columns from x, chunk by chunk
+        return y
+
+    def backward(self, grad_output):
+        x, self._x = self._x, None  # backward runs once per forward: let the input go afterwards
+        dtype = x.dtype
+        g = np.ascontiguousarray(grad_output, dtype=dtype)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, h_out, w_out = g.shape[0], g.shape[2], g.shape[3]
+        plane = h_out * w_out
+        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
+        transposed_conv = self.stride == (1, 1)
+        if transposed_conv:  # W_flip[c, (o*kh + i)*kw + j] = weight[o, c, kh-1-i, kw-1-j]
+            w_flip = np.ascontiguousarray(
+                self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype).reshape(self.in_channels, -1)
+            zeros = np.zeros(self.in_channels, dtype)
+        grad_weight = np.zeros_like(w_mat)
+        grad_input = np.empty_like(x)
+        for n0, n1 in self._chunks(n, plane):
+            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * plane), dtype)
+            K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)
+            g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), dtype)
+            K.nchw_to_rows(g, n0, n1, g_rows)
+            grad_weight += g_rows @ cols.T
+            if transposed_conv:
+                g_cols = _buffer("grad_cols", (w_flip.shape[1], (n1 - n0) * x.shape[2] * x.shape[3]), dtype)
+                K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, x.shape[2], x.shape[3], g_cols)
+                dx_rows = np.matmul(w_flip, g_cols, out=_buffer("dx_rows", (self.in_channels, g_cols.shape[1]), dtype))
+                K.rows_to_nchw(dx_rows, zeros, n0, n1, grad_input)
+            else:
+                d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
+                K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
+        self.weight.grad += grad_weight.reshape(self.weight.shape)
+        if self.bias is not None:
+            self.bias.grad += g.sum(axis=(0, 2, 3))
+        return grad_input
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        return text + ("" if self.bias is not None else ", bias=False")

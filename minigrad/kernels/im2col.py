@@ -1,0 +1,125 @@
+r"""Numba kernels that turn a convolution into a GEMM: im2col, col2im and the NCHW <-> column reshuffles.
+
+Layout. For a chunk of images ``n0 <= n < n1`` of ``x`` (N, C, H, W), a kernel (kh, kw), stride (sh, sw)
+and zero padding (ph, pw), ``cols`` has one row per (channel, kernel row, kernel column) and one column
+per (image, output pixel)::
+
+    cols[(c*kh + i)*kw + j, ((n - n0)*H_out + h)*W_out + w] = x_pad[n, c, h*sh + i, w*sw + j]
+    x_pad[n, c, r, s] = x[n, c, r - ph, s - pw]  inside the image, 0 outside  (padding is never built)
+
+so ``cols`` is ``(C*kh*kw, (n1-n0)*H_out*W_out)`` and a convolution chunk is ``W_mat @ cols`` with
+``W_mat = weight.reshape(C_out, C*kh*kw)``. ``col2im`` is the adjoint (transpose) of ``im2col``: it adds
+every column entry back into the pixel it was copied from, so ``<im2col(x), C> = <x, col2im(C)>``.
+
+``rows_to_nchw`` / ``nchw_to_rows`` move a GEMM result ``(C, (n1-n0)*H*W)`` into NCHW images and back.
+
+Every kernel works on one chunk of the batch, writes into an ``out`` array given by the caller (reused
+scratch memory, no allocation), and runs its outer loop in parallel (``prange``) over rows or channels so
+threads never write the same element. Arrays must be C-contiguous float32 or float64 (the only compiled
+signatures); integers are Python ints.
+"""
+import numba
+import numpy as np
+from numba import prange
+
+from ._threading import serial_when_small  # also sets the OpenMP wait policy before Numba starts
+
+__all__ = ["im2col", "col2im", "rows_to_nchw", "nchw_to_rows", "output_size"]
+
+
+
+def output_size(size, kernel, stride, padding):
+    """PyTorch's floor rule: ``floor((size + 2*padding - kernel) / stride) + 1`` (may be <= 0)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@numba.njit(inline="always")
+def _valid_range(out_len, stride, offset, in_len):
+    """Output positions ``[lo, hi)`` whose input position ``o*stride + offset`` lies in ``[0, in_len)``."""
+    lo = 0 if offset >= 0 else -(offset // stride)  # ceil(-offset / stride)
+    hi = -((offset - in_len) // stride)  # ceil((in_len - offset) / stride)
+    lo = min(lo, out_len)
+    hi = min(max(hi, lo), out_len)
+    return lo, hi
+
+
+@serial_when_small
+@numba.njit(parallel=True, cache=True)
+def im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
+    """Fill ``cols`` (C*kh*kw, (n1-n0)*h_out*w_out) from images ``x[n0:n1]`` (mapping in the module doc)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    plane = h_out * w_out
+    for r in prange(channels * kh * kw):  # one row of cols per iteration: threads write disjoint rows
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        w_lo, w_hi = _valid_range(w_out, sw, j - pw, width)
+        for n in range(n0, n1):
+            for h in range(h_out):
+                row = h * sh + i - ph
+                base = (n - n0) * plane + h * w_out
+                if row < 0 or row >= height:
+                    for w in range(w_out):
+                        cols[r, base + w] = 0
+                    continue
+                for w in range(w_lo):
+                    cols[r, base + w] = 0
+                for w in range(w_lo, w_hi):
+                    cols[r, base + w] = x[n, c, row, w * sw + j - pw]
+                for w in range(w_hi, w_out):
+                    cols[r, base + w] = 0
+
+
+@serial_when_small
+@numba.njit(parallel=True, cache=True)
+def col2im(cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, out):
+    """Overwrite ``out[n0:n1]`` with the adjoint of ``im2col``: each entry of ``cols`` added to its pixel.
+
+    ``out[n, c, h*sh + i - ph, w*sw + j - pw] += cols[(c*kh + i)*kw + j, ((n-n0)*h_out + h)*w_out + w]``
+    over all (i, j, h, w) landing inside the image; entries that fall in the padding are dropped.
+    """
+    channels, height, width = out.shape[1], out.shape[2], out.shape[3]
+    plane = h_out * w_out
+    for c in prange(channels):  # a thread owns whole channel planes: overlapping windows never race
+        for n in range(n0, n1):
+            out[n, c] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    r = (c * kh + i) * kw + j
+                    w_lo, w_hi = _valid_range(w_out, sw, j - pw, width)
+                    for h in range(h_out):
+                        row = h * sh + i - ph
+                        if row < 0 or row >= height:
+                            continue
+                        base = (n - n0) * plane + h * w_out
+                        for w in range(w_lo, w_hi):
+                            out[n, c, row, w * sw + j - pw] += cols[r, base + w]
+
+
+@serial_when_small
+@numba.njit(parallel=True, cache=True)
+def rows_to_nchw(rows, bias, n0, n1, out):
+    """``out[n, c].flat[p] = rows[c, (n - n0)*H*W + p] + bias[c]`` for n0 <= n < n1 (bias fused)."""
+    channels = out.shape[1]
+    plane = out.shape[2] * out.shape[3]
+    for c in prange(channels):
+        b = bias[c]
+        for n in range(n0, n1):
+            flat = out[n, c].reshape(plane)
+            base = (n - n0) * plane
+            for p in range(plane):
+                flat[p] = rows[c, base + p] + b
+
+
+@serial_when_small
+@numba.njit(parallel=True, cache=True)
+def nchw_to_rows(x, n0, n1, rows):
+    """``rows[c, (n - n0)*H*W + p] = x[n, c].flat[p]``: images n0..n1-1 side by side, one row per channel."""
+    channels = x.shape[1]
+    plane = x.shape[2] * x.shape[3]
+    for c in prange(channels):
+        for n in range(n0, n1):
+            flat = x[n, c].reshape(plane)
+            base = (n - n0) * plane
+            for p in range(plane):
+                rows[c, base + p] = flat[p]

@@ -1,0 +1,166 @@
+"""Naive loop versions of the fast kernels and layers, used as oracles by the tests (float64, slow, obvious).
+
+Each function follows the textbook definition with explicit loops over output pixels and window
+elements; nothing here is shared with the code under test.
+"""
+import math
+
+import numpy as np
+
+
+def out_size(size, kernel, stride, padding, ceil_mode=False):
+    """PyTorch's output size (``pooling_output_shape`` with dilation 1; ceil_mode only for pooling)."""
+    if ceil_mode:
+        out = math.ceil((size + 2 * padding - kernel) / stride) + 1
+        if (out - 1) * stride >= size + padding:  # the last window may not start in the right padding
+            out -= 1
+        return out
+    return math.floor((size + 2 * padding - kernel) / stride) + 1
+
+
+def pad(x, padding, value=0.0):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def im2col(x, kernel, stride, padding):
+    """cols[(c*kh + i)*kw + j, (n*H_out + h)*W_out + w] = x_pad[n, c, h*sh + i, w*sw + j]."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, c, height, width = x.shape
+    h_out, w_out = out_size(height, kh, sh, padding[0]), out_size(width, kw, sw, padding[1])
+    xp = pad(x, padding)
+    cols = np.zeros((c * kh * kw, n * h_out * w_out), x.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    for h in range(h_out):
+                        for w in range(w_out):
+                            cols[(ch * kh + i) * kw + j, (b * h_out + h) * w_out + w] = xp[b, ch, h * sh + i, w * sw + j]
+    return cols
+
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    """The adjoint of ``im2col``: scatter-add every column entry back to its (unpadded) pixel."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, height, width = x_shape
+    h_out, w_out = out_size(height, kh, sh, ph), out_size(width, kw, sw, pw)
+    xp = np.zeros((n, c, height + 2 * ph, width + 2 * pw), cols.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    for h in range(h_out):
+                        for w in range(w_out):
+                            xp[b, ch, h * sh + i, w * sw + j] += cols[(ch * kh + i) * kw + j, (b * h_out + h) * w_out + w]
+    return xp[:, :, ph:ph + height, pw:pw + width]
+
+
+def conv2d(x, weight, bias, stride, padding):
+    """y[n,o,h,w] = b[o] + sum_{c,i,j} weight[o,c,i,j] * x_pad[n, c, h*sh + i, w*sw + j]."""
+    (sh, sw) = stride
+    n, _, height, width = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    h_out, w_out = out_size(height, kh, sh, padding[0]), out_size(width, kw, sw, padding[1])
+    xp = pad(x, padding)
+    y = np.zeros((n, c_out, h_out, w_out))
+    for b in range(n):
+        for o in range(c_out):
+            for h in range(h_out):
+                for w in range(w_out):
+                    window = xp[b, :, h * sh:h * sh + kh, w * sw:w * sw + kw]
+                    y[b, o, h, w] = np.sum(window * weight[o]) + (0.0 if bias is None else bias[o])
+    return y
+
+
+def conv2d_backward(x, weight, grad_output, stride, padding):
+    """(dx, dW, db) of ``conv2d`` by the chain rule on each term of the forward sum."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, _, height, width = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    h_out, w_out = grad_output.shape[2:]
+    xp = pad(x, padding)
+    dxp = np.zeros_like(xp)
+    dw = np.zeros(weight.shape)
+    for b in range(n):
+        for o in range(c_out):
+            for h in range(h_out):
+                for w in range(w_out):
+                    g = grad_output[b, o, h, w]
+                    dw[o] += g * xp[b, :, h * sh:h * sh + kh, w * sw:w * sw + kw]
+                    dxp[b, :, h * sh:h * sh + kh, w * sw:w * sw + kw] += g * weight[o]
+    db = grad_output.sum(axis=(0, 2, 3))
+    return dxp[:, :, ph:ph + height, pw:pw + width], dw, db
+
+
+def max_pool2d(x, kernel, stride, padding, ceil_mode=False):
+    """(y, argmax): the window maximum over -inf padding, and the (row, col) of its first occurrence."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, height, width = x.shape
+    h_out = out_size(height, kh, sh, ph, ceil_mode)
+    w_out = out_size(width, kw, sw, pw, ceil_mode)
+    y = np.empty((n, c, h_out, w_out))
+    where = np.empty((n, c, h_out, w_out, 2), int)
+    for b in range(n):
+        for ch in range(c):
+            for h in range(h_out):
+                for w in range(w_out):
+                    best, arg = -np.inf, None
+                    for i in range(kh):
+                        for j in range(kw):
+                            r, s = h * sh - ph + i, w * sw - pw + j
+                            if 0 <= r < height and 0 <= s < width and (arg is None or x[b, ch, r, s] > best):
+                                best, arg = x[b, ch, r, s], (r, s)
+                    y[b, ch, h, w], where[b, ch, h, w] = best, arg
+    return y, where
+
+
+def max_pool2d_backward(grad_output, where, x_shape):
+    dx = np.zeros(x_shape)
+    n, c, h_out, w_out = grad_output.shape
+    for b in range(n):
+        for ch in range(c):
+            for h in range(h_out):
+                for w in range(w_out):
+                    r, s = where[b, ch, h, w]
+                    dx[b, ch, r, s] += grad_output[b, ch, h, w]
+    return dx
+
+
+def avg_pool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Window sums over zero padding divided as PyTorch's ``avg_pool2d``: by ``divisor_override``, else by
+    the window's area clipped to the padded input (count_include_pad), else by its real pixels."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, height, width = x.shape
+    h_out = out_size(height, kh, sh, ph, ceil_mode)
+    w_out = out_size(width, kw, sw, pw, ceil_mode)
+    y = np.zeros((n, c, h_out, w_out))
+    for h in range(h_out):
+        for w in range(w_out):
+            r0, s0 = h * sh - ph, w * sw - pw
+            r1, s1 = min(r0 + kh, height + ph), min(s0 + kw, width + pw)
+            padded_area = (r1 - r0) * (s1 - s0)
+            r0, s0, r1, s1 = max(r0, 0), max(s0, 0), min(r1, height), min(s1, width)
+            real_area = (r1 - r0) * (s1 - s0)
+            divisor = divisor_override or (padded_area if count_include_pad else real_area)
+            for b in range(n):
+                for ch in range(c):
+                    total = 0.0
+                    for r in range(r0, r1):
+                        for s in range(s0, s1):
+                            total += x[b, ch, r, s]
+                    y[b, ch, h, w] = total / divisor
+    return y
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """PyTorch's adaptive windows: rows floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1, the same for columns."""
+    h_out, w_out = output_size
+    n, c, height, width = x.shape
+    y = np.zeros((n, c, h_out, w_out))
+    for i in range(h_out):
+        r0, r1 = math.floor(i * height / h_out), math.ceil((i + 1) * height / h_out)
+        for j in range(w_out):
+            s0, s1 = math.floor(j * width / w_out), math.ceil((j + 1) * width / w_out)
+            y[:, :, i, j] = x[:, :, r0:r1, s0:s1].reshape(n, c, -1).mean(axis=2)
+    return y
