@@ -21,7 +21,8 @@ own generator) and every generator a module holds are reseeded from ``[seed, epo
 ``[seed, epoch, 2, k]``. The latest checkpoint holds everything else (weights, buffers, optimiser moments
 and step counts, scheduler, history, best figures), so a run killed at any moment and resumed with
 ``fit(resume=True)`` redoes the interrupted epoch and ends with the same metrics, bit for bit, as a run
-that was never interrupted (the ``seconds`` column aside).
+that was never interrupted (the ``seconds`` column aside). Because of this reseeding, build each model
+after its own ``minigrad.manual_seed(seed)``, not from whatever state a previous run left.
 
 Divergence (a NaN or infinite loss) stops the run without raising: summary status ``"diverged"`` with the
 epoch and batch, the metrics so far kept, the last good checkpoint untouched (DECISIONS 16).
