@@ -8,7 +8,11 @@ parameter. Two modes:
   ``(f(x + eps v) - f(x - eps v)) / (2 eps)`` must equal ``<grad, v>``. One check costs two forwards.
 - ``"elementwise"`` (tiny shapes): every element perturbed in turn; reports the worst element.
 
-Relative error = ``|numeric - analytic| / max(|numeric|, |analytic|, tiny)``. The module is deep-copied
+Relative error = ``|numeric - analytic| / max(|numeric|, |analytic|, floor)``. The floor is what float64
+central differences can resolve: ``f`` is known to about ``1e-14 * S`` (``S = sum |u * y|``, the size of
+the terms summed into ``f``), so a difference quotient carries noise ``1e-14 * S / eps``; the floor is
+that noise times 1e6, the level below which a 1e-6 relative check cannot be resolved. Without it, a gradient that is exactly zero (a conv bias followed by batch
+norm) would compare rounding noise with rounding noise and fail. The module is deep-copied
 and cast to float64, so the caller's module is untouched. Stateful layers are made repeatable: buffers
 (BN running statistics) and every ``np.random.Generator`` a module holds (dropout masks) are restored
 before each forward.
@@ -88,6 +92,8 @@ def gradcheck(module, x, *, target=None, mode="direction", eps=1e-6, tolerance=1
     # Analytic gradients.
     y = run_forward(x)
     upstream = None if is_loss else rng.standard_normal(np.shape(y)) + 0.5
+    scale = abs(float(y)) if is_loss else float(np.sum(np.abs(upstream * y)))
+    floor = max(1e-8 * scale / eps, 1e-300)
     m.zero_grad()
     grad_x = m.backward() if is_loss else m.backward(upstream)
     analytic = {"input": np.array(grad_x, dtype=np.float64)}
@@ -123,7 +129,7 @@ def gradcheck(module, x, *, target=None, mode="direction", eps=1e-6, tolerance=1
                 array[...] = original
                 numeric = (f_plus - f_minus) / (2 * eps)
                 exact = float(np.sum(grad * v))
-                error = abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-10)
+                error = abs(numeric - exact) / max(abs(numeric), abs(exact), floor)
                 if error > worst_here:
                     worst_here, where = error, f"direction {k}"
         elif mode == "elementwise":
@@ -139,7 +145,7 @@ def gradcheck(module, x, *, target=None, mode="direction", eps=1e-6, tolerance=1
                 flat[i] = original
                 numeric = (f_plus - f_minus) / (2 * eps)
                 exact = float(grad.reshape(-1)[i])
-                error = abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-10)
+                error = abs(numeric - exact) / max(abs(numeric), abs(exact), floor)
                 if error > worst_here:
                     worst_here, where = error, tuple(int(j) for j in np.unravel_index(i, array.shape))
         else:
