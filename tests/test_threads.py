@@ -1,0 +1,86 @@
+"""minigrad.threads: Numba and the BLAS get the same thread count; small kernels stay on one thread."""
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from minigrad.kernels import _threading
+from minigrad.kernels import im2col as K
+from minigrad.threads import available_cores, get_num_threads, set_num_threads
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    numba_before = numba.get_num_threads()
+    with threadpool_limits(limits=None, user_api="blas"):  # restores the BLAS counts on exit
+        yield
+    numba.set_num_threads(numba_before)
+
+
+def _blas_counts():
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_set_one_thread_sets_both():
+    assert set_num_threads(1) == 1
+    assert get_num_threads() == {"numba": 1, "blas": 1}
+    assert numba.get_num_threads() == 1 and _blas_counts() == {1}
+
+
+def test_none_means_all_cores():
+    set_num_threads(1)
+    expected = min(available_cores(), numba.config.NUMBA_NUM_THREADS)
+    assert set_num_threads(None) == expected == set_num_threads()
+    assert get_num_threads() == {"numba": expected, "blas": expected}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_invalid_counts(bad):
+    with pytest.raises(ValueError, match="set_num_threads"):
+        set_num_threads(bad)
+
+
+def test_more_than_numbas_pool_is_refused():
+    with pytest.raises(ValueError, match="NUMBA_NUM_THREADS"):
+        set_num_threads(numba.config.NUMBA_NUM_THREADS + 1)
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_kernels_give_the_same_result_on_any_thread_count(threads):
+    x = np.random.default_rng(0).standard_normal((8, 16, 12, 12)).astype(np.float32)
+    expected = np.empty((16 * 9, 8 * 144), np.float32)
+    K.im2col.kernel(x, 0, 8, 3, 3, 1, 1, 1, 1, 12, 12, expected)  # the raw jitted kernel
+    set_num_threads(threads)
+    cols = np.empty_like(expected)
+    assert cols.size >= _threading.SERIAL_BELOW  # this call runs in parallel
+    K.im2col(x, 0, 8, 3, 3, 1, 1, 1, 1, 12, 12, cols)
+    np.testing.assert_array_equal(cols, expected)
+
+
+def test_small_jobs_run_serially_and_restore_the_count():
+    set_num_threads(None)
+    before = numba.get_num_threads()
+    seen = []
+
+    def spy(*args):
+        seen.append(numba.get_num_threads())
+
+    small = _threading.serial_when_small(spy)
+    small(np.zeros(10))
+    small(np.zeros(_threading.SERIAL_BELOW))
+    assert seen == [1, before] and numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_workers_sleep_unless_the_user_says_otherwise(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, minigrad; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == expected
