@@ -16,7 +16,8 @@ def build_parser():
     make.add_argument("--out", required=True, help="a new (or empty) folder for the handout")
     g = sub.add_parser("grade", help="grade a submission folder (a completed handout)")
     g.add_argument("dir", help="the submission: a folder holding minigrad/")
-    g.add_argument("--assignment", help="the assignment (default: read from DIR/COURSEWORK.json)")
+    g.add_argument("--assignment", help="the assignment (default: read from DIR/COURSEWORK.json); 'all' grades "
+                                        "every item, e.g. on a copy of the library to check the kit against it")
     g.add_argument("--json", help="write Gradescope's results.json here")
     g.add_argument("--report", help="write the Markdown report here (default: print it)")
     g.add_argument("--seed", type=int, help="seed of the hidden cases (default: drawn now, and reported)")

@@ -87,8 +87,10 @@ For a layer `y = f(x)` and the gradient `g = dL/dy` that `backward(grad_output)`
 **add** `dL/dparam` into each `param.grad` (`+=`, never `=`) and **return** `dL/dx`, the shape of `x`.
 
 - **Linear**, `y = x W^T + b` over the last axis (any leading axes: flatten them to rows first):
-  `dW = g^T x`, `db = sum of g over the rows`, `dx = g W`. `W` is `(out_features, in_features)`.
-- **ReLU**, `y = max(x, 0)`: `dx = g * [y > 0]` (the derivative at 0 is taken as 0).
+  `dW = g^T x`, `db = sum of g over the rows`, `dx = g W`. `W` is `(out_features, in_features)`; the
+  forward keeps its input as `self.x`.
+- **ReLU**, `y = max(x, 0)`: `dx = g * [y > 0]` (the derivative at 0 is taken as 0); the forward keeps
+  its output as `self.y`.
 - **LeakyReLU** with slope `a`: `dx = g` where `x > 0`, `a * g` elsewhere. The forward keeps what you
   need in `self.sign_source`.
 - **CrossEntropyLoss** with `p = softmax(logits)` and one-hot targets `t`: `dL/dlogits = (p - t) / N` for

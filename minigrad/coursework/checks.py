@@ -1,10 +1,11 @@
 """The grading checks: hidden random cases, and the script that runs them inside the grading subprocess.
 
 Both sides use this file. The grader draws cases with ``draw_cases(check, rng, lib)`` and runs them with
-``run_case(lib, spec, arrays)`` through the installed library (the reference); the subprocess,
-``python -I -B checks.py SUBMISSION WORKDIR ...``, runs the same cases through the student's package and
-writes raw results (arrays and finite-difference values) for the grader to judge. Hence this module
-imports nothing of minigrad: ``lib`` is the ``minigrad`` package of whichever side runs it.
+``run_case(lib, spec, arrays)`` through the installed library (the reference); a grading process
+(forked per item by ``python -I -B checks.py``, see ``serve``) runs the same cases through the student's
+package with ``grade_item`` and writes raw results (arrays and finite-difference values) for the grader
+to judge. Hence this module imports nothing of minigrad: ``lib`` is the ``minigrad`` package of whichever
+side runs it.
 
 A case is ``(spec, arrays)``: ``spec`` is JSON (factory, constructor arguments, mode, label), ``arrays``
 are float64 inputs, the module's random state (``state.<key>``), a random upstream gradient (never all
@@ -13,13 +14,15 @@ ones) and random unit directions (``dir.<target>.<k>``) for the central differen
 """
 import importlib
 import json
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CHECKS", "draw_cases", "run_case", "FD_EPS", "DIRECTIONS"]
+__all__ = ["CHECKS", "draw_cases", "run_case", "grade_item", "serve", "FD_EPS", "DIRECTIONS"]
 
 FD_EPS = 1e-6
 DIRECTIONS = 2  # random directions per checked array (input and every parameter)
@@ -114,14 +117,15 @@ def _away_from_zero(x, gap=0.05):
     return np.where(x >= 0, x + gap, x - gap)
 
 
-def _module_case(lib, rng, factory, kwargs, x, train=True, kind="module", target=None):
-    """A case for a layer (or loss): random state, upstream gradient and directions for every array."""
+def _module_case(lib, rng, factory, kwargs, x, train=True, kind="module", target=None, fd_params=None):
+    """A case for a layer (or loss): random state, upstream gradient and directions for the input and
+    the parameters (``fd_params``: these only; default all; every gradient is compared with the library)."""
     module = FACTORIES[factory](lib, kwargs)
     module.train(train)
     state = _random_state(module, rng)
     arrays = {"x": np.asarray(x, np.float64)}
     arrays.update({f"state.{k}": v for k, v in state.items()})
-    targets = ["input"] + [name for name, _ in module.named_parameters()]
+    targets = ["input"] + [name for name, _ in module.named_parameters() if fd_params is None or name in fd_params]
     if kind == "loss":
         arrays["target"] = np.asarray(target, np.int64)
     else:
@@ -241,7 +245,10 @@ def _draw_skip_block(lib, rng):
         h, w = 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4))  # even: both paths halve alike
         kwargs = {"kind": kind, "channels": c, "batch_norm": bn, "shortcut": shortcut}
         x = rng.standard_normal((int(rng.integers(2, 4)), c, h, w))
-        cases.append(_module_case(lib, rng, "skip block", kwargs, x))
+        # Finite differences for the input and the first and last convolutions (fewer forwards);
+        # every parameter's gradient is still compared with the library's.
+        cases.append(_module_case(lib, rng, "skip block", kwargs, x,
+                                  fd_params=("conv0.weight", "conv1.weight", "shortcut.0.weight")))
     return cases
 
 
@@ -395,7 +402,7 @@ def run_case(lib, spec, arrays, with_fd=True):
     return RUNNERS[spec["kind"]](lib, spec, arrays, with_fd)
 
 
-# ----------------------------------------------------------------------------- the subprocess
+# ----------------------------------------------------------------------------- the grading processes
 def _apply_limits(cpu_seconds, memory_bytes):
     """CPU seconds and address space for this process, set before any student code is imported."""
     import resource
@@ -418,10 +425,9 @@ def _write_results(work, results, arrays):
     (work / "results.json").write_text(json.dumps(results))  # written last: it marks completion
 
 
-def main(argv):
-    """``checks.py SUBMISSION WORKDIR CPU_SECONDS MEMORY_BYTES``: run the cases in WORKDIR on SUBMISSION."""
-    submission, work = Path(argv[0]).resolve(), Path(argv[1]).resolve()
-    _apply_limits(int(argv[2]), int(argv[3]))
+def grade_item(submission, work):
+    """Import the submission's minigrad, run the cases in ``work``, write the raw results there."""
+    submission, work = Path(submission).resolve(), Path(work).resolve()
     results, out_arrays = {"import_error": None, "cases": []}, {}
     meta = json.loads((work / "cases.json").read_text())
     with np.load(work / "cases.npz", allow_pickle=False) as stored:
@@ -434,7 +440,7 @@ def main(argv):
     except BaseException as error:  # noqa: BLE001 - anything the submission does on import
         results["import_error"] = _error_text(error)
         _write_results(work, results, out_arrays)
-        return 0
+        return
     for i, spec in enumerate(meta["cases"]):
         prefix = f"c{i}."
         case_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -442,13 +448,75 @@ def main(argv):
             out, info = run_case(lib, spec, case_arrays, with_fd=True)
             out_arrays.update({prefix + k: np.asarray(v) for k, v in out.items()})
             results["cases"].append({"status": "ok", **info})
-        except KeyboardInterrupt:
-            raise
         except BaseException as error:  # noqa: BLE001 - SystemExit or MemoryError from the student's code too
             results["cases"].append({"status": "error", "error": _error_text(error)})
     _write_results(work, results, out_arrays)
-    return 0
+
+
+def _forked_item(request):
+    """In the forked process: own session, output to files, limits, then grade; never returns."""
+    code = 70
+    try:
+        os.setsid()  # its own process group: a time-out kills whatever the student's code started
+        work = Path(request["work"])
+        for fd, name, flags in ((0, os.devnull, os.O_RDONLY), (1, work / "stdout.txt", os.O_WRONLY | os.O_CREAT),
+                                (2, work / "stderr.txt", os.O_WRONLY | os.O_CREAT)):
+            os.dup2(os.open(name, flags, 0o600), fd)
+        (work / "scratch").mkdir()
+        os.chdir(work / "scratch")
+        _apply_limits(int(request["cpu_seconds"]), int(request["memory_bytes"]))
+        grade_item(request["submission"], work)
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve():
+    """``checks.py --serve``: fork one grading process per request line; report pids and exit codes.
+
+    numpy and numba are imported once here, so each item's process starts with them loaded (about a
+    second saved per item). Requests (stdin) and events (stdout) are JSON lines:
+    ``{"id", "submission", "work", "cpu_seconds", "memory_bytes"}`` -> ``{"id", "pid"}``, later
+    ``{"pid", "exit": code}`` (negative: killed by that signal). Stdin closed: wait for all, exit.
+    """
+    import numba  # noqa: F401 - preloaded for the forked processes
+    import select
+
+    def emit(event):
+        os.write(1, (json.dumps(event) + "\n").encode())
+
+    pending, children, open_stdin = b"", set(), True
+    emit({"ready": True})
+    while open_stdin or children:
+        if open_stdin:
+            readable = select.select([0], [], [], 0.02)[0]
+        else:
+            time.sleep(0.02)
+            readable = []
+        if readable:
+            chunk = os.read(0, 65536)
+            open_stdin = bool(chunk)
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                request = json.loads(line)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    _forked_item(request)
+                children.add(pid)
+                emit({"id": request["id"], "pid": pid})
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.discard(pid)
+                emit({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    serve()

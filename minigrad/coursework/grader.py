@@ -18,6 +18,7 @@ crossed a kink and is skipped). An item scores ``points * passed / cases``.
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -33,7 +34,7 @@ import numpy as np
 import minigrad
 
 from . import checks
-from .assignments import get_assignment
+from .assignments import ASSIGNMENTS, get_assignment
 from .handout import MARKER
 
 __all__ = ["grade", "GradeResult", "ItemResult", "write_report", "write_gradescope", "REF_TOL", "FD_TOL"]
@@ -75,10 +76,17 @@ class GradeResult:
 
 
 # ----------------------------------------------------------------------------- judging
-def _rel_error(got, want):
-    """max |got - want| / max |want| (norm-wise: near-zero entries do not blow it up)."""
-    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-12)
-    return float(np.max(np.abs(got - want))) / scale if want.size else 0.0
+def _max_abs(array):
+    return float(np.max(np.abs(array))) if array.size else 0.0
+
+
+def _rel_error(got, want, floor=0.0):
+    """max |got - want| / max(max |want|, floor): norm-wise, so near-zero entries do not blow it up.
+
+    ``floor`` keeps a gradient that is zero by structure (a conv bias followed by BN) from turning
+    rounding noise into a large relative error: it is a millionth of the case's largest gradient.
+    """
+    return _max_abs(got - want) / max(_max_abs(want), floor, 1e-300) if want.size else 0.0
 
 
 def _describe(key):
@@ -97,6 +105,7 @@ def _describe(key):
 def judge_case(spec, ref, stu, info, arrays):
     """``(reason or "", worst reference error, worst finite-difference error)`` of one case."""
     worst_ref = worst_fd = 0.0
+    grad_scale = max([_max_abs(v) for k, v in ref.items() if k.startswith("grad.")] + [0.0])
     if spec["kind"] == "structure":
         want = [[k, list(np.shape(v))] for k, v in arrays.items() if k.startswith("state.")]
         want = [[k[len("state."):], s] for k, s in want]
@@ -134,12 +143,12 @@ def judge_case(spec, ref, stu, info, arrays):
                 worst_fd = max(worst_fd, error)
                 if error > FD_TOL:
                     return (f"finite differences disagree with {_describe(key)}: relative error {error:.1e} "
-                            f"along a random direction", max(worst_ref, _rel_error(stu[key], ref[key])), worst_fd)
+                            f"along a random direction", _rel_error(stu[key], ref[key], 1e-6 * grad_scale), worst_fd)
     reason = ""
     for key, want in ref.items():
         if key == "fd":
             continue
-        error = _rel_error(stu[key], want)
+        error = _rel_error(stu[key], want, floor=1e-6 * grad_scale if key.startswith("grad.") else 0.0)
         worst_ref = max(worst_ref, error)
         if error > REF_TOL and not reason:
             reason = f"{_describe(key)} differs from the library's: relative error {error:.1e}"
@@ -156,22 +165,70 @@ def _child_env(work, jit):
     return env
 
 
-def _start(submission, work, cpu_seconds, memory_bytes, jit):
-    command = [sys.executable, "-I", "-B", str(Path(checks.__file__).resolve()), str(submission), str(work),
-               str(int(cpu_seconds)), str(int(memory_bytes))]
-    (work / "scratch").mkdir()
-    with open(work / "stdout.txt", "wb") as out, open(work / "stderr.txt", "wb") as err:
-        # A new session, so a time-out kills everything the student's code may have started.
-        return subprocess.Popen(command, cwd=work / "scratch", env=_child_env(work, jit), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, start_new_session=True)
+class _ItemServer:
+    """``python -I -B checks.py``: a process with numpy and numba loaded that forks one process per item.
+
+    ``-I`` (isolated): neither the current directory nor PYTHONPATH can put another minigrad first.
+    """
+
+    def __init__(self, work_root, jit):
+        self.log = open(work_root / "server.log", "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(Path(checks.__file__).resolve())], cwd=work_root,
+            env=_child_env(work_root, jit), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            start_new_session=True)
+        self.buffer = b""
+        self._wait_ready()
+
+    def _wait_ready(self, limit=300.0):
+        """Wait until numpy and numba are loaded, so an item's clock starts at its own fork."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            events = self.events(0.1)
+            if events is None:
+                break
+            if any(event.get("ready") for event in events):
+                return
+        self.close()
+        log = Path(self.log.name).read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the grading process (python -I -B checks.py) did not start:\n{log}")
+
+    def start(self, key, submission, work, cpu_seconds, memory_bytes):
+        request = {"id": key, "submission": str(submission), "work": str(work),
+                   "cpu_seconds": int(cpu_seconds), "memory_bytes": int(memory_bytes)}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        self.process.stdin.flush()
+
+    def events(self, wait):
+        """Events reported within ``wait`` seconds; None once the server has gone."""
+        if not select.select([self.process.stdout], [], [], wait)[0]:
+            return []
+        chunk = os.read(self.process.stdout.fileno(), 65536)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self):
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            _kill_group(self.process.pid)
+            self.process.wait()
+        self.process.stdout.close()
+        self.log.close()
 
 
-def _kill(process):
+def _kill_group(pid):
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _captured_output(work):
@@ -260,7 +317,9 @@ def grade(submission, assignment=None, items=None, seed=None, timeout=60.0, cpu_
           memory_bytes=4 << 30, jobs=2, jit=False):
     """Grade the package in ``submission``; returns a ``GradeResult``.
 
-    ``assignment``: a name (default: read from the folder's ``COURSEWORK.json``). ``items``: grade only
+    ``assignment``: a name (default: read from the folder's ``COURSEWORK.json``), or ``"all"`` for every
+    item of every assignment (on a copy of the library itself: a check that the kit agrees with it,
+    worth running after changing the library). ``items``: grade only
     these item names (default all of the assignment's, or a list of ``Item``). ``seed``: the hidden
     cases' seed (default: fresh, recorded in the result). ``timeout``: wall-clock seconds per item;
     ``cpu_seconds`` (default ``timeout``) and ``memory_bytes`` are ``resource`` limits per item.
@@ -273,10 +332,10 @@ def grade(submission, assignment=None, items=None, seed=None, timeout=60.0, cpu_
         if not marker.is_file():
             raise ValueError(f"{submission} has no {MARKER}; pass the assignment name (--assignment)")
         assignment = json.loads(marker.read_text())["assignment"]
-    spec = get_assignment(assignment)
-    chosen = list(spec.items)
+    available = all_items() if assignment == "all" else list(get_assignment(assignment).items)
+    chosen = available
     if items is not None:
-        known = {i.name: i for i in spec.items}
+        known = {i.name: i for i in available}
         chosen = [i if not isinstance(i, str) else known.get(i) or _unknown_item(i, known) for i in items]
     seed = secrets.randbits(32) if seed is None else int(seed)
     cpu_seconds = timeout if cpu_seconds is None else cpu_seconds
@@ -288,36 +347,54 @@ def grade(submission, assignment=None, items=None, seed=None, timeout=60.0, cpu_
             work, cases, refs = _prepare(item, index, work_root, seed)
             pending.append((item, work, cases, refs, ItemResult(item.name, item.points)))
         result.items = [p[-1] for p in pending]
-        _run_all(pending, submission, timeout, cpu_seconds, memory_bytes, max(1, int(jobs)), jit)
+        _run_all(pending, work_root, submission, timeout, cpu_seconds, memory_bytes, max(1, int(jobs)), jit)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     return result
+
+
+def all_items():
+    """Every item of every assignment, in order."""
+    return [item for assignment in ASSIGNMENTS.values() for item in assignment.items]
 
 
 def _unknown_item(name, known):
     raise ValueError(f"unknown item {name!r}; the assignment has {', '.join(known)}")
 
 
-def _run_all(pending, submission, timeout, cpu_seconds, memory_bytes, jobs, jit):
-    """Run the items' subprocesses, ``jobs`` at a time, each with its own wall-clock deadline."""
-    queue, running = list(pending), []
-    while queue or running:
-        while queue and len(running) < jobs:
-            entry = queue.pop(0)
-            started = time.monotonic()
-            running.append((entry, _start(submission, entry[1], cpu_seconds, memory_bytes, jit), started))
-        time.sleep(0.02)
-        still = []
-        for entry, process, started in running:
-            elapsed = time.monotonic() - started
-            if process.poll() is None and elapsed < timeout:
-                still.append((entry, process, started))
-                continue
-            timed_out = process.poll() is None
-            if timed_out:
-                _kill(process)
-            _finish(entry, process.returncode, timed_out, elapsed, timeout)
-        running = still
+def _run_all(pending, work_root, submission, timeout, cpu_seconds, memory_bytes, jobs, jit):
+    """Run the items ``jobs`` at a time, each in its own process with its own wall-clock deadline."""
+    server = _ItemServer(work_root, jit)
+    queue, running, by_pid = list(enumerate(pending)), {}, {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                key, entry = queue.pop(0)
+                server.start(key, submission, entry[1], cpu_seconds, memory_bytes)
+                running[key] = {"entry": entry, "started": time.monotonic(), "pid": None, "killed": False}
+            events = server.events(0.05)
+            if events is None:  # the server died: nothing more will be reported
+                for key, run in running.items():
+                    _finish(run["entry"], 1, False, time.monotonic() - run["started"], timeout)
+                for _, entry in queue:
+                    _finish(entry, 1, False, 0.0, timeout)
+                return
+            for event in events:
+                if "id" in event:
+                    running[event["id"]]["pid"] = event["pid"]
+                    by_pid[event["pid"]] = event["id"]
+                elif "exit" in event:
+                    run = running.pop(by_pid.pop(event["pid"]))
+                    _finish(run["entry"], event["exit"], run["killed"], time.monotonic() - run["started"], timeout)
+            for run in running.values():
+                if run["pid"] and not run["killed"] and time.monotonic() - run["started"] > timeout:
+                    _kill_group(run["pid"])
+                    run["killed"] = True
+    finally:
+        for run in running.values():
+            if run["pid"]:
+                _kill_group(run["pid"])
+        server.close()
 
 
 def _finish(entry, returncode, timed_out, elapsed, timeout):
