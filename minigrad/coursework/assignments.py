@@ -94,7 +94,9 @@ For a layer `y = f(x)` and the gradient `g = dL/dy` that `backward(grad_output)`
 - **LeakyReLU** with slope `a`: `dx = g` where `x > 0`, `a * g` elsewhere. The forward keeps what you
   need in `self.sign_source`.
 - **CrossEntropyLoss** with `p = softmax(logits)` and one-hot targets `t`: `dL/dlogits = (p - t) / N` for
-  `reduction="mean"` (N = batch size), `p - t` for `"sum"`. `backward()` takes no argument.
+  `reduction="mean"` (N = batch size), `p - t` for `"sum"`. `backward()` takes no argument; start it with
+  `self._start_backward()` (the one-backward-per-forward check); the forward keeps `self.softmax` and
+  `self.target`.
 - **Adam** (`Adam._step_group(group)`, called by `Optimizer.step()` for each parameter group), exactly as
   PyTorch, for every parameter with gradient `g` at step `t = 1, 2, ...` (keep `m`, `v`, `t` in
   `self.state[p]`): `g <- g + weight_decay * p` (Adam) or `p <- p * (1 - lr * weight_decay)` (AdamW,
@@ -156,8 +158,14 @@ CONV_TEXT = """
   with running statistics (eval) the layer is affine: `dx = gamma * invstd * g`. The forward keeps
   `self.x3` (the input as `(N, C, H*W)`), `self.mean`, `self.invstd` and `self.used_batch_stats`.
   Without `affine` there is no `weight`/`bias` (take gamma = 1).
-- **AvgPool2d** (`minigrad/nn/pooling.py`): each output is the mean of its window, so each input pixel
-  receives `g / (kh*kw)` from every window that contains it (windows may overlap when stride < kernel).
+- **AvgPool2d** (`minigrad/nn/pooling.py`): each output is its window's sum divided by `d`, so each real
+  (not padding) input pixel receives `g[n, c, h, w] / d` from every window `(h, w)` that contains it;
+  windows overlap when stride < kernel. The geometry is `self._k` (kh, kw), `self._s` (stride),
+  `self._p` (padding), the window of output row `h` spans input rows `h*sh - ph ... h*sh - ph + kh - 1`
+  (clipped to the image), and `d` (which depends on `count_include_pad`, `ceil_mode` and
+  `divisor_override`) is given by `_divisor(h, w, kh, kw, sh, sw, ph, pw, H, W, count_include_pad,
+  divisor_override)` in `minigrad/kernels/pooling.py`, callable from Python. The forward keeps
+  `self._input_shape`.
 
 {gradcheck}
 ## The experiment: VGG08 against VGG38
@@ -187,6 +195,11 @@ DEPTH_TEXT = """
   gradients add: `dx = body'(g) + shortcut'(g)`, with `shortcut'(g) = g` for the identity. That `+ g` is
   why residual connections keep early-layer gradients from vanishing. Do not modify `g` in place: two
   paths use it.
+- **`Residual.backward`** (`minigrad/nn/residual.py`, `y = shortcut(x) + branch(x)`, `shortcut=None`
+  is the identity) and **`ResidualBlock.backward`** (`minigrad/models/resnet.py`, the pre-activation
+  block of the ResNet study: `y = branch(x) + shortcut(x)` with the branch layers named in
+  `self.branch_names` and `self.shortcut_kind` in `None`, `"identity"`, `"projection"`): the same rule,
+  `dx = branch'(g) + shortcut'(g)`, with no activation after the sum.
 - **`ProcessingBlock.__init__(channels, batch_norm=False, residual=False)`**: call `super().__init__()`,
   then create, in this order, `conv0` (3x3, padding 1, no bias), `bn0` (only with `batch_norm`), `act0`
   (LeakyReLU 0.01), `conv1` (like conv0), `bn1` (only with `batch_norm`), `act1` (LeakyReLU 0.01); set
@@ -228,10 +241,10 @@ ASSIGNMENTS = {
             Item("Linear.backward", "linear", ("minigrad.nn.linear:Linear.backward",)),
             Item("ReLU.backward", "relu", ("minigrad.nn.activation:ReLU.backward",
                                            "minigrad.nn.activation:relu_backward_reference",
-                                           "minigrad.kernels.activation:relu_backward")),
+                                           "minigrad.kernels.activation:_relu_backward_span")),
             Item("LeakyReLU.backward", "leaky_relu", ("minigrad.nn.activation:LeakyReLU.backward",
                                                       "minigrad.nn.activation:leaky_relu_backward_reference",
-                                                      "minigrad.kernels.activation:leaky_relu_backward")),
+                                                      "minigrad.kernels.activation:_leaky_relu_backward_span")),
             Item("CrossEntropyLoss.backward", "cross_entropy", ("minigrad.nn.loss:CrossEntropyLoss.backward",)),
             Item("Adam.step", "adam", ("minigrad.optim.adam:Adam._step_group",)),
         ),
@@ -245,8 +258,9 @@ print(gradcheck(nn.LeakyReLU(0.2), np.random.default_rng(1).choice([-1.0, 1.0], 
         items=(
             Item("Conv2d.backward", "conv2d", ("minigrad.nn.conv:Conv2d.backward",)),
             Item("BatchNorm2d.backward", "batchnorm2d", ("minigrad.nn.batchnorm:_BatchNorm.backward",
-                                                         "minigrad.kernels.batchnorm:batchnorm_backward")),
-            Item("AvgPool2d.backward", "avgpool2d", ("minigrad.nn.pooling:AvgPool2d.backward",)),
+                                                         "minigrad.kernels.batchnorm:_backward_channel")),
+            Item("AvgPool2d.backward", "avgpool2d", ("minigrad.nn.pooling:AvgPool2d.backward",
+                                                     "minigrad.kernels.pooling:avg_pool_backward")),
         ),
         text=CONV_TEXT.replace("{gradcheck}", _GRADCHECK.format(examples="""\
 print(gradcheck(nn.Conv2d(3, 4, (2, 3), stride=(2, 1), padding=(1, 0)), (2, 3, 7, 5)))
@@ -255,9 +269,11 @@ print(gradcheck(nn.BatchNorm2d(3).eval(), (4, 3, 5, 2)))     # eval: running sta
 print(gradcheck(nn.AvgPool2d((2, 3), stride=1), (2, 3, 6, 5)))"""))),
     "depth": Assignment(
         name="depth",
-        title="Depth: residual connections and BN placement in the VGG blocks",
+        title="Depth: residual connections and BN placement",
         items=(
             Item("_SkipBlock.backward", "skip_block", ("minigrad.models.vgg:_SkipBlock.backward",)),
+            Item("Residual.backward", "residual", ("minigrad.nn.residual:Residual.backward",)),
+            Item("ResidualBlock.backward", "residual_block", ("minigrad.models.resnet:ResidualBlock.backward",)),
             Item("ProcessingBlock.__init__", "processing_block", ("minigrad.models.vgg:ProcessingBlock.__init__",)),
             Item("ReductionBlock.__init__", "reduction_block", ("minigrad.models.vgg:ReductionBlock.__init__",)),
         ),
@@ -265,6 +281,8 @@ print(gradcheck(nn.AvgPool2d((2, 3), stride=1), (2, 3, 6, 5)))"""))),
 from minigrad.models.vgg import ProcessingBlock, ReductionBlock
 print(gradcheck(ProcessingBlock(3, batch_norm=True, residual=True), (2, 3, 6, 4)))
 print(gradcheck(ReductionBlock(3, batch_norm=True, shortcut="conv1x1"), (2, 3, 6, 4)))
+print(gradcheck(nn.Residual(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4)),
+                            nn.ConvShortcut(3, 4, stride=2)), (2, 3, 6, 5)))
 print(ProcessingBlock(3, batch_norm=True).state_dict().keys())   # the names the grader expects"""))),
 }
 

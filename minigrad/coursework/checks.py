@@ -75,6 +75,17 @@ def _skip_block(lib, kind, channels, batch_norm, shortcut):
     return block
 
 
+def _residual(lib, in_channels, out_channels, stride, shortcut):
+    """``nn.Residual`` around conv (stride) -> BN -> LeakyReLU -> conv, with one of the library's shortcuts."""
+    nn, c, d = lib.nn, in_channels, out_channels
+    branch = nn.Sequential(nn.Conv2d(c, d, 3, stride=stride, padding=1), nn.BatchNorm2d(d), nn.LeakyReLU(0.1),
+                           nn.Conv2d(d, d, (1, 3), padding=(0, 1)))
+    shortcuts = {"identity": lambda: None, "conv": lambda: nn.ConvShortcut(c, d, stride),
+                 "conv_bn": lambda: nn.ConvShortcut(c, d, stride, batch_norm=True),
+                 "avgpool": lambda: nn.AvgPoolShortcut(c, d, stride)}
+    return nn.Residual(branch, shortcuts[shortcut]())
+
+
 FACTORIES = {
     "Linear": lambda lib, kw: lib.nn.Linear(**kw),
     "ReLU": lambda lib, kw: lib.nn.ReLU(**kw),
@@ -84,6 +95,8 @@ FACTORIES = {
     "BatchNorm2d": lambda lib, kw: lib.nn.BatchNorm2d(**kw),
     "AvgPool2d": lambda lib, kw: lib.nn.AvgPool2d(**_tuples(kw)),
     "skip block": lambda lib, kw: _skip_block(lib, **kw),
+    "Residual": lambda lib, kw: _residual(lib, **kw),
+    "ResidualBlock": lambda lib, kw: importlib.import_module(lib.__name__ + ".models.resnet").ResidualBlock(**kw),
     "ProcessingBlock": lambda lib, kw: _vgg(lib).ProcessingBlock(**kw),
     "ReductionBlock": lambda lib, kw: _vgg(lib).ReductionBlock(**kw),
     "Adam": lambda lib, params, kw: lib.optim.Adam(params, **_tuples(kw)),
@@ -216,16 +229,18 @@ def _draw_batchnorm2d(lib, rng):
 
 
 def _draw_avgpool2d(lib, rng):
+    fixed = [{"kernel_size": [2, 3], "stride": [1, 2]}, {"kernel_size": 2},
+             {"kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 1], "count_include_pad": False},
+             {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}]
     cases = []
     for i in range(6):
-        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        kwargs = {"kernel_size": [kh, kw]}
-        if i == 0:
-            kwargs = {"kernel_size": [2, 3], "stride": [1, 2]}
-        elif i == 1:
-            kwargs = {"kernel_size": 2}
-        elif i >= 3:
-            kwargs["stride"] = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+        if i < len(fixed):
+            kwargs = fixed[i]
+        else:
+            k = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+            kwargs = {"kernel_size": k, "stride": [int(rng.integers(1, 3)), int(rng.integers(1, 3))],
+                      "padding": [int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1))],
+                      "ceil_mode": bool(rng.integers(2)), "count_include_pad": bool(rng.integers(2))}
         k = kwargs["kernel_size"] if isinstance(kwargs["kernel_size"], list) else [kwargs["kernel_size"]] * 2
         x = rng.standard_normal((int(rng.integers(1, 4)), int(rng.integers(1, 4)),
                                  k[0] + int(rng.integers(0, 5)), k[1] + int(rng.integers(0, 5))))
@@ -249,6 +264,29 @@ def _draw_skip_block(lib, rng):
         # every parameter's gradient is still compared with the library's.
         cases.append(_module_case(lib, rng, "skip block", kwargs, x,
                                   fd_params=("conv0.weight", "conv1.weight", "shortcut.0.weight")))
+    return cases
+
+
+def _draw_residual(lib, rng):
+    cases = []
+    for shortcut, stride, widen in [("identity", 1, 0), ("conv", 2, 1), ("conv_bn", 1, 2), ("avgpool", 2, 1),
+                                    ("avgpool", 1, 0), ("conv", 1, 0)]:
+        c = int(rng.integers(1, 4))
+        kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "shortcut": shortcut}
+        x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
+        cases.append(_module_case(lib, rng, "Residual", kwargs, x))
+    return cases
+
+
+def _draw_residual_block(lib, rng):
+    cases = []
+    for stride, widen, bn, residual in [(1, 0, True, True), (2, 1, True, True), (1, 0, False, True),
+                                        (2, 2, False, True), (1, 0, True, False), (2, 1, True, False)]:
+        c = int(rng.integers(1, 4))
+        kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "batch_norm": bn, "residual": residual}
+        x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
+        cases.append(_module_case(lib, rng, "ResidualBlock", kwargs, x,
+                                  fd_params=("conv0.weight", "conv1.weight", "shortcut.conv.weight")))
     return cases
 
 
@@ -304,6 +342,7 @@ CHECKS = {
     "linear": _draw_linear, "relu": _draw_relu, "leaky_relu": _draw_leaky_relu,
     "cross_entropy": _draw_cross_entropy, "adam": _draw_adam, "conv2d": _draw_conv2d,
     "batchnorm2d": _draw_batchnorm2d, "avgpool2d": _draw_avgpool2d, "skip_block": _draw_skip_block,
+    "residual": _draw_residual, "residual_block": _draw_residual_block,
     "processing_block": _draw_processing_block, "reduction_block": _draw_reduction_block,
 }
 
