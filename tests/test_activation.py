@@ -143,3 +143,19 @@ def test_repr_and_no_state():
     assert nn.LeakyReLU(0.2, inplace=True).negative_slope == 0.2  # accepted as PyTorch, never in place
     for layer in (nn.ReLU(), nn.LeakyReLU(), nn.Tanh(), nn.Sigmoid(), nn.SELU(), nn.Identity()):
         assert layer.state_dict() == {}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_kernels_match_reference(dtype, rng):
+    """Above PARALLEL_MIN_SIZE the kernels run in chunks on Numba's threads; the last chunk is partial."""
+    from minigrad.kernels.activation import CHUNK, PARALLEL_MIN_SIZE
+
+    x = rng.standard_normal(3 * CHUNK + 77).astype(dtype).reshape(-1, 1)
+    assert x.size >= PARALLEL_MIN_SIZE
+    g = rng.standard_normal(x.shape).astype(dtype)
+    relu, leaky = nn.ReLU(), nn.LeakyReLU(0.1)
+    np.testing.assert_array_equal(relu(x), activation.relu_reference(x))
+    np.testing.assert_array_equal(relu.backward(g), activation.relu_backward_reference(relu.y, g))
+    y = leaky(x)
+    np.testing.assert_array_equal(y, activation.leaky_relu_reference(x, dtype(0.1)))
+    np.testing.assert_array_equal(leaky.backward(g), activation.leaky_relu_backward_reference(y, g, dtype(0.1)))

@@ -263,3 +263,33 @@ def test_matches_torch(rng):
     ours.eval()
     ref.eval()
     np.testing.assert_allclose(ours(x), ref(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_threaded_kernels_match_reference(dtype, training, rng):
+    """Above PARALLEL_MIN_SIZE the channels run on Numba's threads: same results as the naive formula."""
+    from minigrad.kernels.batchnorm import PARALLEL_MIN_SIZE
+
+    x = (rng.standard_normal((6, 5, 40, 36)) * 3 + 2).astype(dtype)
+    assert x.size >= PARALLEL_MIN_SIZE
+    g = rng.standard_normal(x.shape).astype(dtype)
+    bn = randomise(nn.BatchNorm2d(5), 5).to(dtype).train(training)
+    y = bn(x)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    if training:
+        mean, var = x64.mean((0, 2, 3)), x64.var((0, 2, 3))
+    else:
+        mean, var = bn.running_mean.astype(np.float64), bn.running_var.astype(np.float64)
+    w, b = bn.weight.data.astype(np.float64), bn.bias.data.astype(np.float64)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(y, reference_forward(x64, mean, var, w, b, bn.eps), **tol)
+    shape = (1, 5, 1, 1)
+    xhat = (x64 - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + bn.eps)
+    k = (w / np.sqrt(var + bn.eps)).reshape(shape)
+    if training:
+        expected = k * (g64 - g64.mean((0, 2, 3), keepdims=True) - xhat * (g64 * xhat).mean((0, 2, 3), keepdims=True))
+    else:
+        expected = k * g64
+    np.testing.assert_allclose(bn.backward(g), expected, **tol)
+    np.testing.assert_allclose(bn.weight.grad, (g64 * xhat).sum((0, 2, 3)), rtol=1e-4 if dtype == np.float32 else 1e-10)

@@ -3,7 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from minigrad import gradcheck, manual_seed, nn
@@ -32,7 +32,6 @@ def test_gradcheck_identity_shortcut_mlp(n, width, depth, seed):
     assert res.ok, str(res)
 
 
-@settings(max_examples=15)  # conv blocks: each example costs ~20 forwards of two convolutions
 @given(n=st.integers(2, 3), c_in=st.integers(1, 3), extra=st.integers(0, 3), h=st.integers(2, 7),
        w=st.integers(2, 7), stride=st.integers(1, 3), kind=st.sampled_from(["conv", "conv+bn", "avgpool"]),
        training=st.booleans(), seed=st.integers(0, 2**16))

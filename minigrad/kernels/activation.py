@@ -11,10 +11,12 @@ thread, because waking the thread pool costs more than the work (milliseconds on
 import numba
 import numpy as np
 
+from ._threading import SERIAL_BELOW  # importing it also makes idle OpenMP workers sleep (see there)
+
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "supported",
            "PARALLEL_MIN_SIZE"]
 
-PARALLEL_MIN_SIZE = 1 << 16
+PARALLEL_MIN_SIZE = SERIAL_BELOW
 CHUNK = 1 << 15
 
 
