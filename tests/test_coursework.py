@@ -201,6 +201,8 @@ def test_make_refuses_a_non_empty_folder_and_unknown_names(tmp_path, capsys):
         make_handout(ASSIGNMENTS["mlp"], tmp_path)
     assert cli_main(["make", "nonsense", "--out", str(tmp_path / "new")]) == 2
     assert "unknown assignment 'nonsense'" in capsys.readouterr().err
+    assert cli_main(["make", "depth", "--out", str(tmp_path / "new")]) == 0
+    assert "written to" in capsys.readouterr().out and (tmp_path / "new" / "HANDOUT.md").is_file()
 
 
 # ----------------------------------------------------------------------------- grading
@@ -352,7 +354,7 @@ def test_planted_bugs_are_caught_named_and_cost_only_their_item(planted):
     assert 0 < bias.passed < bias.cases and "bias.grad" in bias.first_failure  # cases without a bias pass
     bn = items["BatchNorm2d.backward"]
     assert 0 < bn.passed < bn.cases  # eval mode (running statistics) has no such term: it passes
-    assert "BatchNorm2d" in bn.first_failure and "train" in bn.first_failure and "input gradient" in bn.first_failure
+    assert "BatchNorm2d" in bn.first_failure and "in train mode" in bn.first_failure and "input gradient" in bn.first_failure
     for name in ("CrossEntropyLoss.backward", "AvgPool2d.backward"):
         assert items[name].score == items[name].points, report_markdown(result)
     text = report_markdown(result)

@@ -104,6 +104,10 @@ FACTORIES = {
 }
 
 
+# Layers whose backward differs between train() and eval(): their cases say which mode they ran in.
+MODE_MATTERS = ("BatchNorm2d", "skip block", "Residual", "ResidualBlock")
+
+
 def _label(factory, kwargs, **extra):
     args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}" for k, v in kwargs.items())
     more = "".join(f", {k} {tuple(v) if isinstance(v, list) else v}" for k, v in extra.items())
@@ -150,7 +154,7 @@ def _module_case(lib, rng, factory, kwargs, x, train=True, kind="module", target
         for k in range(DIRECTIONS):
             v = rng.standard_normal(shapes[t])
             arrays[f"dir.{t}.{k}"] = v / max(np.linalg.norm(v), 1e-300)
-    mode = "" if kind == "loss" else (" train" if train else " eval")
+    mode = (" in train mode" if train else " in eval mode") if factory in MODE_MATTERS else ""
     spec = {"kind": kind, "factory": factory, "kwargs": kwargs, "train": bool(train), "targets": targets,
             "label": _label(factory, kwargs, input=list(arrays["x"].shape)) + mode}
     return spec, arrays
@@ -262,7 +266,7 @@ def _draw_skip_block(lib, rng):
         x = rng.standard_normal((int(rng.integers(2, 4)), c, h, w))
         # Finite differences for the input and the first and last convolutions (fewer forwards);
         # every parameter's gradient is still compared with the library's.
-        cases.append(_module_case(lib, rng, "skip block", kwargs, x,
+        cases.append(_module_case(lib, rng, "skip block", kwargs, x, train=len(cases) != 2,
                                   fd_params=("conv0.weight", "conv1.weight", "shortcut.0.weight")))
     return cases
 
@@ -274,7 +278,7 @@ def _draw_residual(lib, rng):
         c = int(rng.integers(1, 4))
         kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "shortcut": shortcut}
         x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
-        cases.append(_module_case(lib, rng, "Residual", kwargs, x))
+        cases.append(_module_case(lib, rng, "Residual", kwargs, x, train=len(cases) != 4))
     return cases
 
 
@@ -285,7 +289,7 @@ def _draw_residual_block(lib, rng):
         c = int(rng.integers(1, 4))
         kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "batch_norm": bn, "residual": residual}
         x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
-        cases.append(_module_case(lib, rng, "ResidualBlock", kwargs, x,
+        cases.append(_module_case(lib, rng, "ResidualBlock", kwargs, x, train=len(cases) != 4,
                                   fd_params=("conv0.weight", "conv1.weight", "shortcut.conv.weight")))
     return cases
 

@@ -55,6 +55,7 @@ class ItemResult:
     first_failure: str = ""      # "case 2 of 6 (label): reason"
     worst_ref_error: float = 0.0
     worst_fd_error: float = 0.0
+    compared: int = 0            # cases whose results could be compared (ran without raising)
     output: str = ""             # the student's captured output, truncated
     seconds: float = 0.0
 
@@ -304,6 +305,7 @@ def _score(item, result, cases, refs, loaded):
             stu = {k[len(prefix):]: v.astype(np.float64) if v.dtype != np.float64 else v
                    for k, v in arrays.items() if k.startswith(prefix)}
             reason, ref_err, fd_err = judge_case(spec, ref, stu, info, case_arrays)
+            result.compared += 1
             result.worst_ref_error = max(result.worst_ref_error, ref_err)
             result.worst_fd_error = max(result.worst_fd_error, fd_err)
         if reason and not result.first_failure:
@@ -424,9 +426,14 @@ def item_summary(item):
              f"({item.status}, {item.seconds:.1f} s)."]
     if item.first_failure:
         lines.append(f"First failing case: {item.first_failure}")
-    lines.append(f"Worst relative error: {item.worst_ref_error:.1e} against the library, "
-                 f"{item.worst_fd_error:.1e} against finite differences.")
+    if item.compared:
+        lines.append(f"Worst relative error: {item.worst_ref_error:.1e} against the library, "
+                     f"{item.worst_fd_error:.1e} against finite differences.")
     return "\n".join(lines)
+
+
+def _worst(item):
+    return f"{item.worst_ref_error:.1e} / {item.worst_fd_error:.1e}" if item.compared else "-"
 
 
 def report_markdown(result):
@@ -438,7 +445,7 @@ def report_markdown(result):
              "|---|---|---|---|---|"]
     for item in result.items:
         lines.append(f"| {item.name} | {item.score:g} / {item.points:g} | {item.passed}/{item.cases} | "
-                     f"{item.worst_ref_error:.1e} / {item.worst_fd_error:.1e} | {item.status} |")
+                     f"{_worst(item)} | {item.status} |")
     for item in result.items:
         lines += ["", f"## {item.name}: {item.score:g} / {item.points:g}", "", item_summary(item)]
         if item.output:
