@@ -1,8 +1,8 @@
 """A tiny training run for the trainer tests, also run as a subprocess that the kill-and-resume test kills.
 
-``build_trainer(run_dir, ...)`` makes a 2-layer MLP on 8-dim synthetic data (3 classes) with two noise
-layers (one with its own Generator, one drawing from the library's global generator, like dropout), Adam
-and a cosine schedule. As a script::
+``build_trainer(run_dir, ...)`` makes a 2-layer MLP on 8-dim synthetic data (3 classes) with two dropout
+layers (``nn.Dropout`` with its own Generator, and one drawing from the library's global generator),
+Adam and a cosine schedule. As a script::
 
     python tests/_resume_worker.py RUN_DIR [--resume] [--mark EPOCH:BATCH]
                                            [--die-before-replace NAME:N] [--die-after-replace NAME:N]
@@ -27,25 +27,6 @@ from minigrad import nn, optim  # noqa: E402
 from minigrad.train import Trainer  # noqa: E402
 
 N_TRAIN, N_VAL, N_TEST, BATCH = 240, 60, 60, 20
-
-
-class _TmpCE(nn.Module):  # TEMP until nn.CrossEntropyLoss lands
-    _is_loss = True
-
-    def __call__(self, logits, y):
-        z = logits - logits.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        self.p, self.y = np.exp(logp), y
-        return float(-logp[np.arange(len(y)), y].mean())
-
-    def backward(self):
-        g = self.p.copy()
-        g[np.arange(len(self.y)), self.y] -= 1
-        return g / len(self.y)
-
-
-if not hasattr(nn, "CrossEntropyLoss"):
-    nn.CrossEntropyLoss = _TmpCE
 
 
 class ArrayLoader:
@@ -75,23 +56,20 @@ class ArrayLoader:
             yield x, self.y[idx]
 
 
-class NoiseMask(nn.Module):
-    """Dropout-like: y = x * mask / (1 - p) in training, mask ~ Bernoulli(1 - p) from ``generator``
-    (its own, or the library's global one); identity in eval. Backward: grad_output * mask / (1 - p)."""
+class GlobalNoiseMask(nn.Module):
+    """Dropout drawing its masks from the library's global generator at each forward (nn.Dropout keeps
+    its own generator): y = x * m / (1 - p) in training, identity in eval; backward g * m / (1 - p)."""
 
-    def __init__(self, p, own_generator):
+    def __init__(self, p):
         super().__init__()
         self.p = p
-        self.own_generator = own_generator
-        if own_generator:
-            self.generator = np.random.default_rng(99)
 
     def forward(self, x):
         if not self.training:
             self.scale = None
             return x
-        generator = self.generator if self.own_generator else minigrad.random.default_generator()
-        self.scale = (generator.random(x.shape) >= self.p).astype(x.dtype) / np.asarray(1 - self.p, x.dtype)
+        keep = minigrad.random.default_generator().random(x.shape) >= self.p
+        self.scale = keep.astype(x.dtype) / np.asarray(1 - self.p, x.dtype)
         return x * self.scale
 
     def backward(self, grad_output):
@@ -111,8 +89,7 @@ def make_data(seed=0):
 def build_model(seed=0):
     minigrad.manual_seed(seed)
     # Tanh, not ReLU: plain NumPy, so these many tiny batches cost no parallel-kernel start-up
-    return nn.Sequential(nn.Linear(8, 16), NoiseMask(0.1, own_generator=True), nn.Tanh(),
-                         NoiseMask(0.1, own_generator=False), nn.Linear(16, 3))
+    return nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Tanh(), GlobalNoiseMask(0.1), nn.Linear(16, 3))
 
 
 def build_trainer(run_dir, epochs=4, seed=0, hook=None, lr=1e-2, **trainer_kwargs):

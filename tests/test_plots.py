@@ -76,7 +76,7 @@ def test_grad_flow_values_pick_weights_in_forward_order():
 
 def test_grad_flow_png_overlays_runs_of_different_depth(tmp_path):
     runs = {"VGG-small": _run_dir(tmp_path / "small", 1), "VGG-deep": _run_dir(tmp_path / "deep", 30)}
-    for epoch in ("first", "last", 0, 2):
+    for epoch in ("last", 0):  # the selection itself is checked on values above
         path = plot_grad_flow(runs, tmp_path / f"flow_{epoch}.png", epoch=epoch)[0]
         _check_png(path)
     # one stats dict straight from a model (model.grad_stats), linear scale, zeros allowed
