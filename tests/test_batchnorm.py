@@ -237,6 +237,15 @@ def test_bad_input():
         nn.BatchNorm1d(3)(np.zeros((2, 3, 4, 4), dtype=np.float32))
     with pytest.raises(TypeError, match="BatchNorm1d.*int"):
         nn.BatchNorm1d(3)(np.zeros((2, 3), dtype=np.int32))
+    with pytest.raises(TypeError, match="BatchNorm1d.*float128|BatchNorm1d.*longdouble"):
+        nn.BatchNorm1d(3, affine=False)(np.zeros((2, 3), dtype=np.longdouble))
+
+
+def test_float16_computes_in_float32(rng):
+    x = rng.standard_normal((4, 3)).astype(np.float16)
+    y = nn.BatchNorm1d(3, affine=False)(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-6)
 
 
 @pytest.mark.torch

@@ -8,6 +8,15 @@ from minigrad import gradcheck, nn
 
 reductions = st.sampled_from(["mean", "sum"])
 
+# Finite-difference step (see test_activation.EPS).
+EPS_FD = 1e-5
+# Logit scales for the finite-difference check. For a confident correct prediction (margin d) the loss
+# log(1 + e^-d) is computed to ~1e-16 ABSOLUTE (log of a sum near 1), so its numeric derivative carries
+# ~1e-16 / eps of noise against a gradient of ~e^-d: with one row and logits ~5, d ~ 15 happened under
+# the "thorough" profile (relative error 9e-5, though the backward is exact). Scales up to 2 keep d
+# small; large logits are checked against the closed form instead (test_cross_entropy_formula).
+LOGIT_SCALES = [0.1, 1.0, 2.0]
+
 
 def naive_cross_entropy(logits, target, reduction="mean"):
     """Direct formula in float64 (fine for moderate logits): -log(exp(z_t) / sum exp(z))."""
@@ -16,12 +25,12 @@ def naive_cross_entropy(logits, target, reduction="mean"):
     return losses.mean() if reduction == "mean" else losses.sum()
 
 
-@given(n=st.integers(1, 6), c=st.integers(1, 8), scale=st.sampled_from([0.1, 1.0, 5.0]),
+@given(n=st.integers(1, 6), c=st.integers(1, 8), scale=st.sampled_from(LOGIT_SCALES),
        reduction=reductions, seed=st.integers(0, 2**16))
 def test_gradcheck_cross_entropy(n, c, scale, reduction, seed):
     rng = np.random.default_rng([seed, 1])
     logits, target = scale * rng.standard_normal((n, c)), rng.integers(0, c, n)
-    res = gradcheck(nn.CrossEntropyLoss(reduction=reduction), logits, target=target, seed=seed)
+    res = gradcheck(nn.CrossEntropyLoss(reduction=reduction), logits, target=target, seed=seed, eps=EPS_FD)
     assert res.ok, str(res)
 
 
@@ -31,20 +40,22 @@ def test_gradcheck_mse_and_dot_product(shape, reduction, seed):
     rng = np.random.default_rng([seed, 1])
     x, target = rng.standard_normal(shape), rng.standard_normal(shape)
     for crit in (nn.MSELoss(reduction=reduction), nn.DotProductLoss(reduction=reduction)):
-        res = gradcheck(crit, x, target=target, seed=seed)
+        res = gradcheck(crit, x, target=target, seed=seed, eps=EPS_FD)
         assert res.ok, f"{crit}: {res}"
 
 
+@pytest.mark.parametrize("scale", [3.0, 30.0])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_cross_entropy_formula(reduction, rng):
-    logits, target = rng.standard_normal((5, 4)) * 3, np.array([0, 3, 1, 1, 2])
+def test_cross_entropy_formula(reduction, scale, rng):
+    logits, target = rng.standard_normal((5, 4)) * scale, np.array([0, 3, 1, 1, 2])
     crit = nn.CrossEntropyLoss(reduction=reduction)
     loss = crit(logits, target)
     assert isinstance(loss, float)
-    assert loss == pytest.approx(naive_cross_entropy(logits, target, reduction), rel=1e-13)
+    assert loss == pytest.approx(naive_cross_entropy(logits, target, reduction), rel=1e-12)
     softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     expected = softmax - np.eye(4)[target]
-    np.testing.assert_allclose(crit.backward(), expected / 5 if reduction == "mean" else expected, rtol=1e-13)
+    np.testing.assert_allclose(crit.backward(), expected / 5 if reduction == "mean" else expected,
+                               rtol=1e-12, atol=1e-16)
 
 
 def test_cross_entropy_stable_for_huge_logits():

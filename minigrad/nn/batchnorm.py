@@ -63,7 +63,10 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         x = self._check_input(x, ndim=self._ndims, channels=self.num_features)
-        dtype = self._compute_dtype(x)
+        # float16 computes in float32 (the kernels are compiled for float32 and float64 only).
+        dtype = np.result_type(self._compute_dtype(x), np.float32)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{self._display_name()}: input must be float16, float32 or float64, got {x.dtype}")
         x3 = np.ascontiguousarray(x, dtype=dtype).reshape(x.shape[0], self.num_features, -1)
         count = x3.shape[0] * x3.shape[2]
         use_batch_stats = self.training or not self.track_running_stats
