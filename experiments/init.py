@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 import minigrad
 from minigrad import init_study
-from minigrad.runs import finite_or_none, load_summary, prepare_run_dir, write_json_atomic, write_text_atomic
+from minigrad.runs import (RunDirError, finite_or_none, load_summary, prepare_run_dir, write_json_atomic,
+                           write_text_atomic)
 
 from . import common
 
@@ -124,9 +125,14 @@ def train_row_name(activation, init, lr):
     return common.row_name(f"train-{activation}-{init}", lr)
 
 
+def _slope(args, activation):
+    """The LeakyReLU slope, for LeakyReLU rows only (other rows do not depend on it)."""
+    return args.negative_slope if activation == "leaky_relu" else None
+
+
 def signal_config(args, s, activation, init):
     return {"study": STUDY, "kind": "signal", "preset": args.preset, "model": f"MLP{s['depth']}x{s['width']}",
-            "activation": activation, "init": init, "negative_slope": args.negative_slope,
+            "activation": activation, "init": init, "negative_slope": _slope(args, activation),
             "depth": s["depth"], "width": s["width"], "batch": s["batch"], "seed": args.seed, "dtype": "float64",
             "input": "N(0, 1)", "upstream_gradient": "N(0, 1)", "minigrad_version": minigrad.__version__,
             "threads": args.threads}
@@ -134,7 +140,7 @@ def signal_config(args, s, activation, init):
 
 def train_config(args, s, activation, init):
     return {"study": STUDY, "kind": "train", "preset": args.preset, "model": f"MLP{s['depth']}x{s['width']}",
-            "activation": activation, "init": init, "negative_slope": args.negative_slope,
+            "activation": activation, "init": init, "negative_slope": _slope(args, activation),
             "depth": s["depth"], "width": s["width"], "seed": args.seed, "dataset": "cifar10",
             "input": "flattened 3x32x32, per-channel normalised", "train_subset": s["train_subset"],
             "n_val": 2500, "split_seed": 0, "epochs": s["train_epochs"], "batch_size": s["train_batch"],
@@ -174,14 +180,19 @@ def _read_csv(path):
 
 
 def _direction_json(d):
+    """A DirectionSummary for summary.json (JSON has no inf: an infinite ratio is flagged instead)."""
     return {"theory_factor": finite_or_none(d.theory_factor), "measured_factor": finite_or_none(d.measured_factor),
-            "ratio": finite_or_none(d.ratio), "nonfinite_layer": d.nonfinite_layer}
+            "ratio": finite_or_none(d.ratio), "ratio_is_inf": d.ratio == math.inf,
+            "nonfinite_layer": d.nonfinite_layer}
 
 
 def _direction_from_json(d, threshold):
-    """(theory, measured, ratio, verdict) from a saved direction; an overflow's ratio is inf again."""
+    """(theory, measured, ratio, verdict) from a saved direction; an infinite ratio is inf again."""
     overflowed = d.get("nonfinite_layer") is not None
-    ratio = math.inf if overflowed else (math.nan if d.get("ratio") is None else d["ratio"])
+    if overflowed or d.get("ratio_is_inf"):
+        ratio = math.inf
+    else:
+        ratio = math.nan if d.get("ratio") is None else d["ratio"]
     return {"theory": d.get("theory_factor"), "measured": d.get("measured_factor"), "ratio": ratio,
             "verdict": init_study.classify(ratio, overflowed, threshold), "nonfinite_layer": d.get("nonfinite_layer")}
 
@@ -194,8 +205,12 @@ def run_signal_row(args, s, activation, init, log):
     if run.done:
         return run.summary
     write_json_atomic(run.summary_path, {"status": "running"})
-    result = init_study.run_combination(activation, init, depth=s["depth"], width=s["width"], batch=s["batch"],
-                                        seed=args.seed, negative_slope=args.negative_slope)
+    try:
+        result = init_study.run_combination(activation, init, depth=s["depth"], width=s["width"], batch=s["batch"],
+                                            seed=args.seed, negative_slope=args.negative_slope)
+    except Exception as error:
+        write_json_atomic(run.summary_path, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        raise
     write_text_atomic(run.path / "curves.csv", _csv_text(CURVE_FIELDS, result.curves()))
     summary = {"status": "finished", "row": name, "label": result.label, "activation": activation, "init": init,
                "forward": _direction_json(result.forward), "backward": _direction_json(result.backward),
@@ -204,7 +219,8 @@ def run_signal_row(args, s, activation, init, log):
     f, b = result.forward, result.backward
     log(f"[{name}] forward factor {f.measured_factor:.4g} (theory {f.theory_factor:.4g}), last/first "
         f"{f.ratio:.3g}: {f.verdict}; backward factor {b.measured_factor:.4g} (theory {b.theory_factor:.4g}), "
-        f"first/last {b.ratio:.3g}: {b.verdict}" + (f"; overflow at layer {f.nonfinite_layer}" if f.nonfinite_layer else ""))
+        f"first/last {b.ratio:.3g}: {b.verdict}"
+        + (f"; overflow at layer {f.nonfinite_layer}" if f.nonfinite_layer else ""))
     return summary
 
 
@@ -271,16 +287,19 @@ def run_train_row(args, s, activation, init, splits, log):
     else:
         optimizer = optim.Adam(model.parameters(), lr=s["lr"])
     kw = dict(mean=splits.mean, std=splits.std)
-    train_loader = FlatLoader(BatchLoader(splits.train_images, splits.train_labels, s["train_batch"], shuffle=True, **kw))
+    train_loader = FlatLoader(BatchLoader(splits.train_images, splits.train_labels, s["train_batch"], shuffle=True,
+                                          **kw))
     val_loader = FlatLoader(BatchLoader(splits.val_images, splits.val_labels, 500, **kw))
-    probe_x, probe_y = next(FlatLoader(BatchLoader(splits.val_images[:256], splits.val_labels[:256], 256, **kw)).epoch())
+    probe = FlatLoader(BatchLoader(splits.val_images[:256], splits.val_labels[:256], 256, **kw))
+    probe_x, probe_y = next(probe.epoch())  # the same 256 validation images before and after training
     init_rows, init_ratio = _profile_rows(model, probe_x, probe_y, "init")
     log(f"[{name}] {model.num_parameters():,} parameters, {len(train_loader)} steps/epoch, "
         f"{s['train_epochs']} epochs -> {run.path}")
     trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, train_loader, val_loader, epochs=s["train_epochs"],
                       run_dir=run.path, seed=args.seed, config=config, progress=not args.no_progress,
                       plots=False, log=log)
-    result = trainer.fit(resume=run.resume)
+    with np.errstate(over="ignore", invalid="ignore"):  # an exploding row diverges: the summary reports it
+        result = trainer.fit(resume=run.resume)
     trained_rows, trained_ratio = ([], None)
     if result.status == "finished":
         trained_rows, trained_ratio = _profile_rows(model, probe_x, probe_y, "trained")
@@ -315,18 +334,26 @@ def _format(value, kind):
     return common.format_cell(value, None if kind == "g" else kind)
 
 
+def _verdict_text(direction):
+    layer = direction["nonfinite_layer"]
+    return direction["verdict"] + (f" (overflow, layer {layer})" if layer else "")
+
+
 def table_rows(args, s, summaries, train_summaries):
+    """One dict per combination: the table's columns (display and raw) plus keys for figures and notes."""
     rows = []
     for (activation, init), summary in summaries.items():
         fwd = _direction_from_json(summary["forward"], args.threshold)
         bwd = _direction_from_json(summary["backward"], args.threshold)
-        row = {"row": signal_row_name(activation, init), "activation": init_study.activation_label(activation, args.negative_slope),
+        row = {"row": signal_row_name(activation, init),
+               "activation": init_study.activation_label(activation, args.negative_slope),
                "init": init_study.INIT_LABELS[init], "activation_key": activation, "init_key": init,
                "fwd_theory": fwd["theory"], "fwd_measured": fwd["measured"], "fwd_ratio": fwd["ratio"],
-               "fwd_verdict": fwd["verdict"] + (f" (overflow, layer {fwd['nonfinite_layer']})" if fwd["nonfinite_layer"] else ""),
+               "fwd_verdict": _verdict_text(fwd),
                "bwd_theory": bwd["theory"], "bwd_measured": bwd["measured"], "bwd_ratio": bwd["ratio"],
-               "bwd_verdict": bwd["verdict"] + (f" (overflow, layer {bwd['nonfinite_layer']})" if bwd["nonfinite_layer"] else ""),
-               "fwd_verdict_key": fwd["verdict"], "bwd_verdict_key": bwd["verdict"], "status": summary.get("status")}
+               "bwd_verdict": _verdict_text(bwd),
+               "fwd_verdict_key": fwd["verdict"], "bwd_verdict_key": bwd["verdict"], "status": summary.get("status"),
+               "fp_errors": summary.get("fp_errors") or {}}
         train = train_summaries.get((activation, init))
         if train is not None:
             diverged = train.get("diverged") or {}
@@ -368,6 +395,11 @@ def findings(args, s, rows):
         if r and r["fwd_measured"] is not None and r["bwd_measured"] is not None:
             notes.append(f"{text}: measured {r['fwd_measured']:.3g} forward / {r['bwd_measured']:.3g} backward per "
                          f"layer (theory {r['fwd_theory']:.3g} / {r['bwd_theory']:.3g}).")
+    noisy = [f"{r['row']} ({', '.join(f'{kind} x{count}' for kind, count in r['fp_errors'].items())})"
+             for r in rows if r["fp_errors"]]
+    if noisy:
+        notes.append("NumPy floating-point warnings were suppressed while measuring (an exploding signal is a "
+                     f"result here) and counted: {'; '.join(noisy)}.")
     if any("train_status" in r for r in rows):
         notes.append("Training: flattened CIFAR-10, the same MLP with a Linear(width, 10) head, "
                      f"{s['optimizer'].upper()} lr {s['lr']:g}, {s['train_epochs']} epochs over {s['train_subset']:,} "
@@ -527,7 +559,6 @@ def main(argv=None):
         except DatasetNotFoundError as error:
             return common.fail(str(error))
 
-    from minigrad.runs import RunDirError
     summaries, train_summaries, failed = {}, {}, []
     bar = tqdm(combos, desc="at init", unit="combo", disable=args.no_progress, file=sys.stdout)
     for activation, init in bar:
@@ -537,6 +568,9 @@ def main(argv=None):
         except RunDirError as error:
             bar.close()
             return common.fail(str(error))
+        except (ValueError, RuntimeError, FloatingPointError, MemoryError) as error:
+            failed.append(signal_row_name(activation, init))
+            print(f"error: row {failed[-1]} failed: {error}", file=sys.stderr, flush=True)
     if s["train"]:
         for activation, init in tqdm(combos, desc="training", unit="row", disable=args.no_progress, file=sys.stdout):
             try:
@@ -549,7 +583,8 @@ def main(argv=None):
 
     rows = table_rows(args, s, summaries, train_summaries)
     columns = COLUMNS + (TRAIN_COLUMNS if train_summaries else [])
-    title = f"Initialisation study: {s['depth']}-layer MLP of width {s['width']} at initialisation (preset {args.preset})"
+    title = (f"Initialisation study: {s['depth']}-layer MLP of width {s['width']} at initialisation "
+             f"(preset {args.preset})")
     table = write_table(args.out, title, rows, columns, findings(args, s, rows))
     curves = write_curves(args.out, summaries)
     activations = list(dict.fromkeys(a for a, _ in combos))
