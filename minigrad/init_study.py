@@ -40,7 +40,8 @@ A verdict depends on depth, as the problem does: a factor 0.9 per layer costs 0.
 drifts pass (tanh under Xavier init loses ~100x over 50 layers as it compresses, Var ~ 1/(2l)).
 
 Everything is computed in float64 (``dtype``): N(0, 1) weights with 50 ReLU layers of width 256 grow the
-variance by ~128 per layer, past float32's range (3e38) by layer 19. If the signal still overflows, the
+variance by ~128 per layer, so its squares leave float32's range (3e38) by layer 19 and the values
+themselves by layer ~37 (float64 holds to ~1e308: layer ~146). If the signal still overflows, the
 layer where it did is recorded and the verdict is "exploding"; NumPy's floating-point warnings are
 suppressed inside the measurement and counted in ``fp_errors`` instead.
 
@@ -82,7 +83,6 @@ __all__ = [
     "activation_label", "activation_gain", "weight_variance", "init_linear_", "build_mlp", "mlp_blocks",
     "SignalProfile", "signal_profile", "geometric_factor", "classify",
     "DirectionSummary", "InitResult", "run_combination", "summarize",
-    "TrainLog", "train_steps",
 ]
 
 ACTIVATIONS = ("linear", "tanh", "relu", "leaky_relu")
@@ -436,46 +436,3 @@ def run_combination(activation, init, depth=50, width=256, batch=256, seed=0, ne
     backward = summarize(profile.grad_var[::-1], theory_backward, profile.backward_nonfinite, threshold)
     return InitResult(activation, init, list(widths), float(negative_slope), var, theory_forward,
                       theory_backward, profile, forward, backward, time.perf_counter() - start)
-
-
-# --------------------------------------------------------------------------------------- short training
-@dataclass
-class TrainLog:
-    """What ``train_steps`` saw: per-step loss and batch accuracy, and where it diverged (1-based step)."""
-
-    losses: list = field(default_factory=list)
-    accuracies: list = field(default_factory=list)
-    diverged_at: int = None
-    seconds: float = 0.0
-
-    @property
-    def steps(self):
-        return len(self.losses)
-
-
-def train_steps(model, criterion, optimizer, batches, steps, progress=None):
-    """Take up to ``steps`` optimiser steps on ``(x, y)`` from the iterator ``batches``; returns a ``TrainLog``.
-
-    Stops at the first non-finite loss (``diverged_at``), without stepping on it. ``progress`` (e.g. a
-    tqdm bar) gets ``update(1)`` and ``set_postfix`` per step if given.
-    """
-    log = TrainLog()
-    start = time.perf_counter()
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked below
-        for step in range(1, int(steps) + 1):
-            x, y = next(batches)
-            optimizer.zero_grad()
-            logits = model(x)
-            loss = float(criterion(logits, y))
-            if not math.isfinite(loss):
-                log.diverged_at = step
-                break
-            model.backward(criterion.backward())
-            optimizer.step()
-            log.losses.append(loss)
-            log.accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y)))
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss:.3f}", refresh=False)
-    log.seconds = time.perf_counter() - start
-    return log
