@@ -4,9 +4,9 @@ NumPy needs several passes (a comparison, a product, a ``where``) and temporarie
 every convolution of a deep VGG that is most of an activation's cost. All arrays are flat and C-contiguous;
 ``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream).
 
-Each kernel is a ``*_span`` loop over ``[start, stop)``. Arrays of at least ``PARALLEL_MIN_SIZE``
-elements are cut into ``CHUNK``-sized spans run by Numba's threads; smaller ones run on the calling
-thread, because waking the thread pool costs more than the work (milliseconds on a busy machine).
+Each kernel is a ``*_loop`` over whole arrays. Arrays of at least ``PARALLEL_MIN_SIZE`` elements are
+cut into ``CHUNK``-sized views run by Numba's threads; smaller ones run on the calling thread, because
+waking the thread pool costs more than the work (milliseconds on a busy machine).
 """
 import numba
 import numpy as np
@@ -20,57 +20,65 @@ PARALLEL_MIN_SIZE = SERIAL_BELOW
 CHUNK = 1 << 15
 
 
+# Each loop covers whole arrays (the threaded drivers pass CHUNK-sized views): with runtime start/stop
+# bounds LLVM did not vectorise the ReLU backward's conditional load (35x slower: 76 ms vs 2 ms on 3.3M
+# floats). The zeros are typed as the data for the same reason: a select, not a branch.
 @numba.njit(cache=True)
-def _relu_span(x, out, start, stop):
-    for i in range(start, stop):
+def _relu_loop(x, out):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
         v = x[i]
-        out[i] = 0 if v < 0 else v
+        out[i] = zero if v < 0 else v
 
 
 @numba.njit(cache=True)
-def _relu_backward_span(y, grad_output, out, start, stop):
-    for i in range(start, stop):
-        out[i] = 0 if y[i] <= 0 else grad_output[i]
+def _relu_backward_loop(y, grad_output, out):
+    zero = grad_output.dtype.type(0)
+    for i in range(y.size):
+        out[i] = zero if y[i] <= 0 else grad_output[i]
 
 
 @numba.njit(cache=True)
-def _leaky_relu_span(x, slope, out, start, stop):
-    for i in range(start, stop):
+def _leaky_relu_loop(x, slope, out):
+    for i in range(x.size):
         v = x[i]
         out[i] = v if v >= 0 else slope * v
 
 
 @numba.njit(cache=True)
-def _leaky_relu_backward_span(sign_source, grad_output, slope, out, start, stop):
-    for i in range(start, stop):
+def _leaky_relu_backward_loop(sign_source, grad_output, slope, out):
+    for i in range(grad_output.size):
         g = grad_output[i]
         out[i] = g if sign_source[i] > 0 else slope * g
 
 
-# Threaded drivers: the same spans, CHUNK elements per task.
+# Threaded drivers: the same loops over CHUNK-element views, one chunk per task.
 @numba.njit(parallel=True, cache=True)
 def _relu_parallel(x, out):
     for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
-        _relu_span(x, out, k * CHUNK, min((k + 1) * CHUNK, x.size))
+        a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
+        _relu_loop(x[a:b], out[a:b])
 
 
 @numba.njit(parallel=True, cache=True)
 def _relu_backward_parallel(y, grad_output, out):
     for k in numba.prange((y.size + CHUNK - 1) // CHUNK):
-        _relu_backward_span(y, grad_output, out, k * CHUNK, min((k + 1) * CHUNK, y.size))
+        a, b = k * CHUNK, min((k + 1) * CHUNK, y.size)
+        _relu_backward_loop(y[a:b], grad_output[a:b], out[a:b])
 
 
 @numba.njit(parallel=True, cache=True)
 def _leaky_relu_parallel(x, slope, out):
     for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
-        _leaky_relu_span(x, slope, out, k * CHUNK, min((k + 1) * CHUNK, x.size))
+        a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
+        _leaky_relu_loop(x[a:b], slope, out[a:b])
 
 
 @numba.njit(parallel=True, cache=True)
 def _leaky_relu_backward_parallel(sign_source, grad_output, slope, out):
     for k in numba.prange((grad_output.size + CHUNK - 1) // CHUNK):
-        _leaky_relu_backward_span(sign_source, grad_output, slope, out, k * CHUNK,
-                                  min((k + 1) * CHUNK, grad_output.size))
+        a, b = k * CHUNK, min((k + 1) * CHUNK, grad_output.size)
+        _leaky_relu_backward_loop(sign_source[a:b], grad_output[a:b], slope, out[a:b])
 
 
 def relu_forward(x, out):
@@ -78,7 +86,7 @@ def relu_forward(x, out):
     if x.size >= PARALLEL_MIN_SIZE:
         _relu_parallel(x, out)
     else:
-        _relu_span(x, out, 0, x.size)
+        _relu_loop(x, out)
 
 
 def relu_backward(y, grad_output, out):
@@ -86,7 +94,7 @@ def relu_backward(y, grad_output, out):
     if y.size >= PARALLEL_MIN_SIZE:
         _relu_backward_parallel(y, grad_output, out)
     else:
-        _relu_backward_span(y, grad_output, out, 0, y.size)
+        _relu_backward_loop(y, grad_output, out)
 
 
 def leaky_relu_forward(x, slope, out):
@@ -94,7 +102,7 @@ def leaky_relu_forward(x, slope, out):
     if x.size >= PARALLEL_MIN_SIZE:
         _leaky_relu_parallel(x, slope, out)
     else:
-        _leaky_relu_span(x, slope, out, 0, x.size)
+        _leaky_relu_loop(x, slope, out)
 
 
 def leaky_relu_backward(sign_source, grad_output, slope, out):
@@ -102,7 +110,7 @@ def leaky_relu_backward(sign_source, grad_output, slope, out):
     if grad_output.size >= PARALLEL_MIN_SIZE:
         _leaky_relu_backward_parallel(sign_source, grad_output, slope, out)
     else:
-        _leaky_relu_backward_span(sign_source, grad_output, slope, out, 0, grad_output.size)
+        _leaky_relu_backward_loop(sign_source, grad_output, slope, out)
 
 
 def supported(*arrays):
