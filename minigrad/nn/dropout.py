@@ -16,7 +16,8 @@ class Dropout(Module):
     Masks     drawn from ``self.generator`` (an ``np.random.Generator``): ``generator=`` if given, else one
               seeded from ``minigrad.random.default_generator()`` at construction, so
               ``manual_seed(s)`` fixes every mask of a run and gradcheck can replay one.
-    Kept      the boolean mask m and the scale 1 / (1 - p).
+    Kept      the boolean mask m and the scale 1 / (1 - p). ``inplace`` is accepted, as PyTorch's, and
+              ignored: the input is never modified.
     """
 
     def __init__(self, p=0.5, inplace=False, generator=None):
