@@ -1,0 +1,200 @@
+"""The ResNet BN study: the per-block statistic by hand, the probe's hygiene, and the CLI end to end."""
+import json
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import nn
+from minigrad.grad_stats import grad_output_stats
+from minigrad.models.resnet import ResNet, build_resnet
+from minigrad.runs import load_metrics, load_summary
+
+from experiments import resnet_bn
+from fake_cifar import make_fake_cifar
+
+# the fake tarball is not the official file: one warning per load (DECISIONS 3), expected here
+pytestmark = pytest.mark.filterwarnings("ignore::minigrad.data.CifarChecksumWarning")
+
+
+# ----------------------------------------------------------------------------------------- statistics
+def test_batch_variance_by_hand():
+    # two images, two features: feature 0 takes 1 and 3 (variance 1), feature 1 takes 2 and 6 (variance 4)
+    g = np.array([1.0, 2.0, 3.0, 6.0]).reshape(2, 1, 1, 2)
+    assert resnet_bn.grad_output_batch_var(g) == 2.5
+    assert grad_output_stats(g)["batch_var"] == 2.5  # the library's statistic, which the probe reads
+
+
+def test_beta_over_gamma_by_hand():
+    model = ResNet(num_blocks_per_scale=1, num_filters=(2, 2, 2))
+    bn = model.scale0.block0.bn0
+    bn.weight.data[...] = [1.0, -2.0]
+    bn.bias.data[...] = [0.5, 1.0]
+    values = resnet_bn.bn_beta_over_gamma(model)
+    assert values["scale0.block0.bn0"] == pytest.approx(0.5)  # (|0.5 / 1| + |1 / -2|) / 2
+    assert values["head.bn"] == 0.0  # beta 0 at init
+    assert list(values)[0] == "scale0.block0.bn0" and len(values) == 2 * 3 + 2 + 1
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_probe_matches_the_gradient_computed_by_hand():
+    """Model-3 (no BN): d loss / d (last block output) through ReLU, global mean, linear, mean CE by hand."""
+    rng = np.random.default_rng(0)
+    minigrad.manual_seed(1)
+    model = build_resnet("Model-3", num_filters=(2, 3, 4), num_blocks_per_scale=2, num_classes=3).double()
+    x = rng.standard_normal((4, 3, 6, 6))
+    labels = np.array([0, 2, 1, 2])
+    h = model.scale1(model.scale0(model.stem(x)))
+    y_last = model.scale2.block1(model.scale2.block0(h))
+    n, _, height, width = y_last.shape
+    weight, bias = model.head.linear.weight.data, model.head.linear.bias.data
+    logits = np.maximum(y_last, 0).mean(axis=(2, 3)) @ weight.T + bias
+    p = _softmax(logits)
+    loss = -np.mean(np.log(p[np.arange(n), labels]))
+    d_logits = (p - np.eye(3)[labels]) / n
+    d_last = (d_logits @ weight)[:, :, None, None] / (height * width) * (y_last > 0)
+    result = resnet_bn.probe_blocks(model, nn.CrossEntropyLoss(), x, labels)
+    last = result["blocks"]["scale2.block1"]
+    assert result["loss"] == pytest.approx(loss, rel=1e-12)
+    assert last["batch_var"] == pytest.approx(d_last.reshape(n, -1).var(axis=0).mean(), rel=1e-12)
+    assert last["l2"] == pytest.approx(np.linalg.norm(d_last), rel=1e-12)
+    assert list(result["blocks"]) == [f"scale{i}.block{j}" for i in range(3) for j in range(2)]
+    assert result["bn"] == {}
+
+    # The identity skip: with the last block's branch silenced, its input gradient is its output gradient.
+    model.scale2.block1.conv1.weight.data[...] = 0
+    model.scale2.block1.conv1.bias.data[...] = 0
+    result = resnet_bn.probe_blocks(model, nn.CrossEntropyLoss(), x, labels)
+    assert result["blocks"]["scale2.block0"] == result["blocks"]["scale2.block1"]
+
+
+def test_probe_leaves_the_model_as_it_was():
+    rng = np.random.default_rng(2)
+    model = ResNet(num_blocks_per_scale=1, num_filters=(2, 3, 4), num_classes=3)
+    model.eval()
+    for p in model.parameters():
+        p.grad[...] = rng.standard_normal(p.shape)
+    grads = [p.grad.copy() for p in model.parameters()]
+    state = model.state_dict()
+    x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
+    result = resnet_bn.probe_blocks(model, nn.CrossEntropyLoss(), x, np.array([0, 1, 2, 0, 1]))
+    assert all(v["batch_var"] > 0 and v["l2"] > 0 for v in result["blocks"].values())
+    assert all(np.array_equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    after = model.state_dict()
+    assert all(np.array_equal(state[k], after[k]) for k in state)  # running statistics included
+    assert not model.training and not any(m.training for m in model.modules())
+    assert not any(block.record_grad_output for _, block in model.blocks())
+
+
+# ----------------------------------------------------------------------------------------- the CLI
+TINY = ["--width", "2", "--blocks-per-scale", "1", "--batch-size", "16", "--n-val", "20", "--full-train",
+        "--epochs", "2", "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cifar")
+    make_fake_cifar(folder, "cifar10", n_train=80, n_test=30)
+    return folder
+
+
+def _run(args, capsys):
+    code = resnet_bn.main(args)
+    return code, capsys.readouterr()
+
+
+def test_end_to_end_three_models(fake_data, tmp_path, capsys):
+    out = tmp_path / "study"
+    code, captured = _run(["--data-dir", str(fake_data), "--out", str(out)] + TINY, capsys)
+    assert code == 0, captured.err
+    rows = ["Model-1-lr1e-1", "Model-2-lr1e-1", "Model-3-lr1e-1"]
+    for row in rows:
+        folder = out / row
+        summary = load_summary(folder)
+        assert summary["status"] in ("finished", "diverged")
+        points = json.loads((folder / "block_stats.json").read_text())["points"]
+        done = len(load_metrics(folder))
+        assert [p["epoch"] for p in points] == [0, 1, 2][: done + 1]
+        assert [p["label"] for p in points][:2] == ["init", "epoch 1"][: done + 1]
+        assert all(len(p["blocks"]) == 3 for p in points)
+        assert (len(points[0]["bn"]) > 0) == (row != "Model-3-lr1e-1")
+        assert (folder / "block_grad_var.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in ("Model-1", "Model-2", "Model-3"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["row"] for r in manifest["rows"]] == rows
+    for figure in ("train_accuracy.png", "block_grad_var.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    assert captured.out.strip().splitlines()[-1].startswith(f"Everything is in {out}")
+
+    # A second run over the same folder reuses every row and rebuilds the table.
+    code, captured = _run(["--data-dir", str(fake_data), "--out", str(out)] + TINY, capsys)
+    assert code == 0 and captured.out.count("already") == 3
+    # Other settings over the same folder stop with the differing setting named.
+    code = resnet_bn.main(["--data-dir", str(fake_data), "--out", str(out)] + TINY[:-5] + ["--epochs", "3"]
+                          + TINY[-3:])
+    assert code == 2 and "epochs" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_diverging_row_is_recorded_not_raised(fake_data, tmp_path, capsys):
+    out = tmp_path / "study"
+    code, captured = _run(["--data-dir", str(fake_data), "--out", str(out), "--model", "Model-3",
+                           "--lr", "1e8"] + TINY, capsys)
+    assert code == 0, captured.err
+    summary = load_summary(out / "Model-3-lr1e8")
+    assert summary["status"] == "diverged" and summary["diverged"]["epoch"] == 1
+    batch = summary["diverged"]["batch"]
+    assert f"diverged (epoch 1, train batch {batch})" in (out / "results.md").read_text()
+    assert "diverged at epoch 1" in captured.out
+    points = json.loads((out / "Model-3-lr1e8" / "block_stats.json").read_text())["points"]
+    assert [p["label"] for p in points] == ["init"]
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(fake_data, tmp_path, capsys, monkeypatch):
+    base = ["--data-dir", str(fake_data), "--model", "Model-1"] + TINY
+    code, _ = _run(base + ["--out", str(tmp_path / "straight")], capsys)
+    assert code == 0
+
+    original = resnet_bn.ProbingTrainer._save_epoch
+
+    def crash_in_epoch_2(self, epoch, improved):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch, improved)
+
+    monkeypatch.setattr(resnet_bn.ProbingTrainer, "_save_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        resnet_bn.main(base + ["--out", str(tmp_path / "crashed")])
+    monkeypatch.setattr(resnet_bn.ProbingTrainer, "_save_epoch", original)
+    code, captured = _run(base + ["--out", str(tmp_path / "crashed")], capsys)
+    assert code == 2 and "--resume" in captured.err  # an unfinished row is never restarted silently
+    code, _ = _run(base + ["--out", str(tmp_path / "crashed"), "--resume"], capsys)
+    assert code == 0
+    a, b = (tmp_path / d / "Model-1-lr1e-1" for d in ("straight", "crashed"))
+    assert json.loads((a / "block_stats.json").read_text()) == json.loads((b / "block_stats.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(load_metrics(a)) == strip(load_metrics(b))
+    assert load_summary(a)["test_acc"] == load_summary(b)["test_acc"]
+
+
+def test_list_and_bad_settings(tmp_path, capsys):
+    assert resnet_bn.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "Model-1-lr1e-1" in listed and "Model-3-lr1e-1" in listed
+    assert resnet_bn.main(["--epochs", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_row_config_presets():
+    args = resnet_bn.build_parser().parse_args([])
+    quick = resnet_bn.row_config(args, "Model-2")
+    assert quick["batch_norm"] and not quick["residual"]
+    assert quick["probe_epochs"] == [0, 1, 3] and quick["milestones"] == [2]
+    assert (quick["lr"], quick["momentum"], quick["weight_decay"], quick["batch_size"]) == (0.1, 0.9, 1e-4, 128)
+    full = resnet_bn.row_config(resnet_bn.build_parser().parse_args(["--preset", "full"]), "Model-1")
+    assert full["train_subset"] is None and full["probe_epochs"] == [0, 1, 67, 134, 200]
