@@ -5,6 +5,7 @@ and plant several bugs in one submission, each in a different item.
 """
 import ast
 import difflib
+import fnmatch
 import json
 import re
 import shutil
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minigrad
+from minigrad.coursework import checks
 from minigrad.coursework import ASSIGNMENTS, HandoutError, grade, make_handout, report_markdown
 from minigrad.coursework.__main__ import main as cli_main
 from minigrad.coursework.grader import FD_TOL, gradescope_json, judge_case
@@ -37,7 +40,19 @@ def _body_range(node):
 
 
 def _targets(assignment):
-    return [split_target(t) for item in assignment.items for t in item.removes]
+    """(path, qualified name) of every removed body, globs expanded over top-level functions and methods."""
+    found = []
+    for item in assignment.items:
+        for target in item.removes:
+            rel, pattern = split_target(target)
+            tree = ast.parse((ROOT / rel).read_text())
+            names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+            names += [f"{c.name}.{m.name}" for c in tree.body if isinstance(c, ast.ClassDef)
+                      for m in c.body if isinstance(m, ast.FunctionDef)]
+            matches = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+            assert matches, target
+            found += [(rel, n) for n in matches if (rel, n) not in found]
+    return found
 
 
 def _solution_lines(assignment):
@@ -373,7 +388,8 @@ def _module_case(grad_input, fd):
 
 
 def test_judge_names_shapes_nans_and_wrong_values_and_skips_kinks():
-    good_fd = np.array([[[2e-6, -2e-6], [-3e-6, 3e-6]]])  # (f+ - f-) / (2 eps) = 2 and -3
+    eps = checks.FD_EPS
+    good_fd = np.array([[[2 * eps, -2 * eps], [-3 * eps, 3 * eps]]])  # (f+ - f-) / (2 eps) = 2 and -3
     reason, ref_err, fd_err = judge_case(*_module_case(np.array([2.0, -3.0]), good_fd))
     assert reason == "" and ref_err == 0 and fd_err < 1e-9
     reason, *_ = judge_case(*_module_case(np.array([2.0, -3.0, 0.0]), good_fd))
@@ -384,9 +400,19 @@ def test_judge_names_shapes_nans_and_wrong_values_and_skips_kinks():
     assert "finite differences disagree" in reason and ref_err == pytest.approx(2.0)
     # A direction whose finite difference disagrees with the library too crossed a kink: skipped.
     kinked = good_fd.copy()
-    kinked[0, 0] = [5e-6, -5e-6]
+    kinked[0, 0] = [5 * eps, -5 * eps]
     reason, _, fd_err = judge_case(*_module_case(np.array([2.0, -3.0]), kinked))
     assert reason == "" and fd_err < 1e-9
     spec, ref, stu, info, arrays = _module_case(np.array([2.0, -3.0]), good_fd)
     reason, *_ = judge_case(spec, ref, stu, {"notes": ["backward modified grad_output in place"]}, arrays)
     assert reason == "backward modified grad_output in place"
+
+
+def test_judge_on_real_cases_passes_the_library_and_hints_an_assigned_gradient():
+    for spec, arrays in checks.draw_cases("linear", np.random.default_rng(3), minigrad):
+        ref, _ = checks.run_case(minigrad, spec, arrays, with_fd=False)
+        out, info = checks.run_case(minigrad, spec, arrays, with_fd=True)
+        assert judge_case(spec, ref, out, info, arrays)[0] == ""
+        assigned = dict(out, **{"grad.weight": out["grad.weight"] - arrays["grad0.weight"]})
+        reason = judge_case(spec, ref, assigned, info, arrays)[0]
+        assert "weight.grad" in reason and "assigned, not added to" in reason

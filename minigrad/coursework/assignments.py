@@ -11,6 +11,11 @@ from pathlib import Path
 __all__ = ["Item", "Assignment", "ASSIGNMENTS", "get_assignment"]
 
 
+def _path(target):
+    """``"minigrad.nn.linear:Linear.backward"`` -> ``"minigrad/nn/linear.py"``."""
+    return str(Path(*target.partition(":")[0].split(".")).with_suffix(".py"))
+
+
 @dataclass(frozen=True)
 class Item:
     name: str        # shown in reports and in Gradescope: "Linear.backward"
@@ -20,7 +25,7 @@ class Item:
 
     def files(self):
         """The files (relative paths) a student edits for this item, the main one first."""
-        return list(dict.fromkeys(str(Path(*t.partition(":")[0].split(".")).with_suffix(".py")) for t in self.removes))
+        return list(dict.fromkeys(_path(t) for t in self.removes))
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,8 @@ class Assignment:
         rows = []
         for item in self.items:
             main, *helpers = item.removes
-            also = f" (also stubbed: {', '.join('`' + h.split(':')[1] + '`' for h in helpers)})" if helpers else ""
-            rows.append(f"| {item.name} | `{main.split(':')[1]}` in `{item.files()[0]}`{also} | {item.points} |")
+            also = "".join(f"; also stubbed: `{h.split(':')[1]}` in `{_path(h)}`" for h in helpers)
+            rows.append(f"| {item.name} | `{main.split(':')[1]}` in `{_path(main)}`{also} | {item.points} |")
         table = "\n".join(["| Item | What to write | Points |", "|---|---|---|"] + rows)
         return (f"# Coursework: {self.title}\n\n"
                 "This folder is the whole minigrad library with a few function bodies removed. Each removed "
@@ -53,8 +58,9 @@ class Assignment:
                 "Install it in a fresh environment with `pip install -e .` (or run from this folder).\n\n"
                 f"## What to implement ({self.max_score} points)\n\n{table}\n\n"
                 "You may add helper functions, but keep every signature, and do not change other files: the "
-                "grader uses the rest of the library as given. Any helper marked *also stubbed* above is "
-                "optional: write the formula in the method itself in NumPy if you prefer.\n\n"
+                "grader uses the rest of the library as given. The helpers marked *also stubbed* (a `*` "
+                "stands for any name) held the same formula in a Numba kernel; they are optional: write the "
+                "formula in the method itself, in NumPy, if you prefer.\n\n"
                 f"{self.text.strip()}\n\n"
                 "## How you are graded\n\n"
                 "Each item is run in its own process with a time and memory limit, on hidden random cases "
@@ -241,10 +247,10 @@ ASSIGNMENTS = {
             Item("Linear.backward", "linear", ("minigrad.nn.linear:Linear.backward",)),
             Item("ReLU.backward", "relu", ("minigrad.nn.activation:ReLU.backward",
                                            "minigrad.nn.activation:relu_backward_reference",
-                                           "minigrad.kernels.activation:_relu_backward_span")),
+                                           "minigrad.kernels.activation:_relu_backward*")),
             Item("LeakyReLU.backward", "leaky_relu", ("minigrad.nn.activation:LeakyReLU.backward",
                                                       "minigrad.nn.activation:leaky_relu_backward_reference",
-                                                      "minigrad.kernels.activation:_leaky_relu_backward_span")),
+                                                      "minigrad.kernels.activation:_leaky_relu_backward*")),
             Item("CrossEntropyLoss.backward", "cross_entropy", ("minigrad.nn.loss:CrossEntropyLoss.backward",)),
             Item("Adam.step", "adam", ("minigrad.optim.adam:Adam._step_group",)),
         ),
@@ -258,9 +264,9 @@ print(gradcheck(nn.LeakyReLU(0.2), np.random.default_rng(1).choice([-1.0, 1.0], 
         items=(
             Item("Conv2d.backward", "conv2d", ("minigrad.nn.conv:Conv2d.backward",)),
             Item("BatchNorm2d.backward", "batchnorm2d", ("minigrad.nn.batchnorm:_BatchNorm.backward",
-                                                         "minigrad.kernels.batchnorm:_backward_channel")),
+                                                         "minigrad.kernels.batchnorm:*backward*")),
             Item("AvgPool2d.backward", "avgpool2d", ("minigrad.nn.pooling:AvgPool2d.backward",
-                                                     "minigrad.kernels.pooling:avg_pool_backward")),
+                                                     "minigrad.kernels.pooling:avg_pool_backward*")),
         ),
         text=CONV_TEXT.replace("{gradcheck}", _GRADCHECK.format(examples="""\
 print(gradcheck(nn.Conv2d(3, 4, (2, 3), stride=(2, 1), padding=(1, 0)), (2, 3, 7, 5)))

@@ -8,8 +8,9 @@ to judge. Hence this module imports nothing of minigrad: ``lib`` is the ``minigr
 side runs it.
 
 A case is ``(spec, arrays)``: ``spec`` is JSON (factory, constructor arguments, mode, label), ``arrays``
-are float64 inputs, the module's random state (``state.<key>``), a random upstream gradient (never all
-ones) and random unit directions (``dir.<target>.<k>``) for the central differences
+are float64 inputs, the module's random state (``state.<key>``), gradients already in ``param.grad``
+(``grad0.<name>``: backward must add to them), a random upstream gradient (never all ones) and random
+unit directions (``dir.<target>.<k>``) for the central differences
 ``(f(p + eps v) - f(p - eps v)) / (2 eps)`` of ``f = <upstream, m(x)>`` (for a loss, ``f`` = the loss).
 """
 import importlib
@@ -24,7 +25,7 @@ import numpy as np
 
 __all__ = ["CHECKS", "draw_cases", "run_case", "grade_item", "serve", "FD_EPS", "DIRECTIONS"]
 
-FD_EPS = 1e-6
+FD_EPS = 1e-5  # central differences: truncation O(eps^2), rounding O(1e-16 |f| / eps)
 DIRECTIONS = 2  # random directions per checked array (input and every parameter)
 
 
@@ -150,6 +151,8 @@ def _module_case(lib, rng, factory, kwargs, x, train=True, kind="module", target
         y = module(arrays["x"])
         arrays["upstream"] = rng.standard_normal(np.shape(y)) + 0.5  # never all ones
     shapes = {"input": arrays["x"].shape, **{n: p.shape for n, p in module.named_parameters()}}
+    for name, p in module.named_parameters():  # gradients already there: backward must add to them
+        arrays[f"grad0.{name}"] = rng.standard_normal(p.shape)
     for t in targets:
         for k in range(DIRECTIONS):
             v = rng.standard_normal(shapes[t])
@@ -167,7 +170,7 @@ def _pick(rng, options):
 def _draw_linear(lib, rng):
     cases = []
     for i in range(6):
-        fin, fout = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+        fin, fout = int(rng.integers(2, 8)), int(rng.integers(2, 8))  # 1 would hide a transpose
         if i == 0:
             fin, fout = 5, 3  # non-square weight
         lead = [int(rng.integers(1, 6))] + ([int(rng.integers(1, 4))] if i in (2, 4) else [])
@@ -375,11 +378,14 @@ def _run_module(lib, spec, arrays, with_fd):
     x = arrays["x"].copy()
     upstream = None if is_loss else arrays["upstream"].copy()
     y = module(x, arrays["target"]) if is_loss else module(x)
-    module.zero_grad()
+    params = dict(module.named_parameters())
+    for name, p in params.items():
+        p.grad[...] = arrays[f"grad0.{name}"]
     grad_input = module.backward() if is_loss else module.backward(upstream)
     out = {"y": _numeric("the forward output", y), "grad.input": _numeric("backward's return value", grad_input)}
-    params = dict(module.named_parameters())
-    out.update({f"grad.{name}": _numeric(f"{name}.grad", p.grad).copy() for name, p in params.items()})
+    # What backward added to each gradient (it must add, not assign: gradients accumulate).
+    out.update({f"grad.{name}": _numeric(f"{name}.grad", p.grad) - arrays[f"grad0.{name}"]
+                for name, p in params.items()})
     notes = []
     if not np.array_equal(x, arrays["x"]):
         notes.append("the input was modified in place")

@@ -41,6 +41,7 @@ __all__ = ["grade", "GradeResult", "ItemResult", "write_report", "write_gradesco
 
 REF_TOL = 1e-6   # float64 against float64: any real bug is off by far more
 FD_TOL = 1e-5    # central differences, eps 1e-6, through several layers
+FD_NOISE = 1e-4  # derivatives below FD_NOISE * |f| are compared on that absolute scale (rounding noise)
 OUTPUT_LIMIT = 2000  # characters of a student's stdout/stderr kept per item
 
 
@@ -103,57 +104,93 @@ def _describe(key):
     return f"parameter {param[5:]} after step {int(step[4:]) + 1}"
 
 
-def judge_case(spec, ref, stu, info, arrays):
-    """``(reason or "", worst reference error, worst finite-difference error)`` of one case."""
-    worst_ref = worst_fd = 0.0
-    grad_scale = max([_max_abs(v) for k, v in ref.items() if k.startswith("grad.")] + [0.0])
-    if spec["kind"] == "structure":
-        want = [[k, list(np.shape(v))] for k, v in arrays.items() if k.startswith("state.")]
-        want = [[k[len("state."):], s] for k, s in want]
-        got = info.get("state_keys")
-        if got != want:
-            return (f"state_dict names/shapes differ from the library's:\n    expected {want}\n    got      {got}",
-                    1.0, 0.0)
-    for note in info.get("notes", []):
-        if isinstance(note, str):
-            return note, worst_ref, worst_fd
+def _structure_problem(info, arrays):
+    """The constructor's state_dict names and shapes against the library's, or None."""
+    want = [[k[len("state."):], list(np.shape(v))] for k, v in arrays.items() if k.startswith("state.")]
+    got = info.get("state_keys")
+    if got != want:
+        return f"state_dict names/shapes differ from the library's:\n    expected {want}\n    got      {got}"
+    return None
+
+
+def _array_problem(ref, stu):
+    """A missing, misshapen or non-finite result, or None."""
     for key, want in ref.items():
-        if key == "fd":
-            continue
-        if key not in stu:
-            return f"{_describe(key)} is missing", 1.0, worst_fd
-        got = stu[key]
+        got = stu.get(key)
+        if got is None:
+            return f"{_describe(key)} is missing"
         if got.shape != want.shape:
-            return f"{_describe(key)} has shape {got.shape}, expected {want.shape}", 1.0, worst_fd
+            return f"{_describe(key)} has shape {got.shape}, expected {want.shape}"
         if not np.all(np.isfinite(got)):
-            return f"{_describe(key)} contains NaN or Inf", 1.0, worst_fd
-    targets = spec.get("targets", [])
-    if targets:
-        fd = stu.get("fd")
-        if fd is None or fd.shape != (len(targets), checks.DIRECTIONS, 2) or not np.all(np.isfinite(fd)):
-            return "the finite-difference evaluations failed (forward output not finite?)", 1.0, 1.0
-        for i, target in enumerate(targets):
-            key = f"grad.{target}"
-            for k in range(checks.DIRECTIONS):
-                v = arrays[f"dir.{target}.{k}"]
-                numeric = (fd[i, k, 0] - fd[i, k, 1]) / (2 * checks.FD_EPS)
-                mine, lib = float(np.sum(stu[key] * v)), float(np.sum(ref[key] * v))
-                if abs(numeric - lib) / max(abs(numeric), abs(lib), 1e-10) > FD_TOL:
-                    continue  # the direction crossed a kink: uninformative for anyone's gradient
-                error = abs(numeric - mine) / max(abs(numeric), abs(mine), 1e-10)
-                worst_fd = max(worst_fd, error)
-                if error > FD_TOL:
-                    return (f"finite differences disagree with {_describe(key)}: relative error {error:.1e} "
-                            f"along a random direction", _rel_error(stu[key], ref[key], 1e-6 * grad_scale), worst_fd)
-    reason = ""
-    for key, want in ref.items():
-        if key == "fd":
-            continue
-        error = _rel_error(stu[key], want, floor=1e-6 * grad_scale if key.startswith("grad.") else 0.0)
-        worst_ref = max(worst_ref, error)
-        if error > REF_TOL and not reason:
+            return f"{_describe(key)} contains NaN or Inf"
+    return None
+
+
+def _finite_difference_check(spec, ref, stu, arrays):
+    """``(problem or None, worst error, key)``: central differences of f against <gradient, direction>.
+
+    A direction along which the differences disagree with the library's gradient too crossed a kink
+    (or met rounding noise of a gradient that is zero by structure): it says nothing and is skipped.
+    """
+    targets, worst = spec.get("targets", []), 0.0
+    fd = stu.get("fd")
+    if targets and (fd is None or fd.shape != (len(targets), checks.DIRECTIONS, 2) or not np.all(np.isfinite(fd))):
+        return "the finite-difference evaluations failed (a forward output was not finite?)", 1.0, None
+    for i, target in enumerate(targets):
+        key = f"grad.{target}"
+        for k in range(checks.DIRECTIONS):
+            v = arrays[f"dir.{target}.{k}"]
+            numeric = (fd[i, k, 0] - fd[i, k, 1]) / (2 * checks.FD_EPS)
+            mine, lib = float(np.sum(stu[key] * v)), float(np.sum(ref[key] * v))
+            # The differences carry rounding noise of about 1e-16 |f| / eps (times the rounding of the
+            # forward): a derivative smaller than FD_NOISE |f| is compared on that absolute scale.
+            floor = FD_NOISE * max(abs(fd[i, k, 0]), abs(fd[i, k, 1]), 1e-300)
+            if abs(numeric - lib) / max(abs(numeric), abs(lib), floor) > FD_TOL:
+                continue
+            error = abs(numeric - mine) / max(abs(numeric), abs(mine), floor)
+            worst = max(worst, error)
+            if error > FD_TOL:
+                return (f"finite differences disagree with {_describe(key)}: relative error {error:.1e} "
+                        "along a random direction"), worst, key
+    return None, worst, None
+
+
+def judge_case(spec, ref, stu, info, arrays):
+    """``(reason or "", worst error against the library, worst finite-difference error)`` of one case.
+
+    ``ref``: the library's results; ``stu``: the submission's (with ``"fd"``, the objective at
+    ``p +- eps v``); ``info``: the submission's JSON notes; ``arrays``: the case's inputs.
+    """
+    if spec["kind"] == "structure":
+        problem = _structure_problem(info, arrays)
+        if problem:
+            return problem, 1.0, 0.0
+    notes = [note for note in info.get("notes", []) if isinstance(note, str)]
+    if notes:
+        return notes[0], 0.0, 0.0
+    problem = _array_problem(ref, stu)
+    if problem:
+        return problem, 1.0, 0.0
+    grad_scale = max([_max_abs(v) for k, v in ref.items() if k.startswith("grad.")] + [0.0])
+    errors = {key: _rel_error(stu[key], want, floor=1e-6 * grad_scale if key.startswith("grad.") else 0.0)
+              for key, want in ref.items()}
+    worst_ref = max(errors.values(), default=0.0)
+    problem, worst_fd, key = _finite_difference_check(spec, ref, stu, arrays)
+    if problem:
+        return problem + _assigned_hint(key, ref, stu, arrays), worst_ref, worst_fd
+    for key, error in errors.items():
+        if error > REF_TOL:
             reason = f"{_describe(key)} differs from the library's: relative error {error:.1e}"
-    return reason, worst_ref, worst_fd
+            return reason + _assigned_hint(key, ref, stu, arrays), worst_ref, worst_fd
+    return "", worst_ref, worst_fd
+
+
+def _assigned_hint(key, ref, stu, arrays):
+    """A hint when a parameter's gradient was assigned (``=``) where it must be added to (``+=``)."""
+    before = arrays.get(f"grad0.{key[len('grad.'):]}") if key and key.startswith("grad.") else None
+    if before is not None and _rel_error(stu[key] + before, ref[key]) < REF_TOL:
+        return " (it was assigned, not added to: use +=, gradients accumulate)"
+    return ""
 
 
 # ----------------------------------------------------------------------------- the subprocess

@@ -1,6 +1,8 @@
 """Make a student package from the library's own source: chosen function bodies become a stub.
 
-A target is ``"package.module:Qualified.name"`` (``"minigrad.nn.linear:Linear.backward"``). Its body is
+A target is ``"package.module:Qualified.name"`` (``"minigrad.nn.linear:Linear.backward"``); the name may
+be a glob (``"minigrad.kernels.batchnorm:*backward*"``: every top-level function or ``Class.method`` it
+matches, at least one), so a kernel module's helpers are covered whatever they are renamed to. Its body is
 found with ``ast`` and replaced, line range by line range, by ``raise NotImplementedError("...")``: the
 ``def`` line(s), decorators and docstring stay, every other line of the file stays byte-identical (so
 comments elsewhere survive), and no line of the removed body (code or comment) is left behind.
@@ -9,13 +11,14 @@ The handout folder holds ``minigrad/`` (without this kit), ``experiments/``, the
 ``HANDOUT.md`` and ``COURSEWORK.json``; never ``__pycache__``, ``*.pyc``, Numba caches or ``.git``.
 """
 import ast
+import fnmatch
 import json
 import shutil
 from pathlib import Path
 
 import minigrad
 
-__all__ = ["library_root", "stub_source", "removed_body_lines", "find_leaks", "copy_library", "make_handout",
+__all__ = ["library_root", "expand_target", "stub_source", "removed_body_lines", "find_leaks", "copy_library", "make_handout",
            "HandoutError"]
 
 # What a handout copies from the library root; anything else (data, results, tests, git) stays out.
@@ -41,6 +44,22 @@ def split_target(target):
     if not module or not qualname:
         raise HandoutError(f"target {target!r} must look like 'package.module:Class.method'")
     return Path(*module.split(".")).with_suffix(".py"), qualname
+
+
+def expand_target(tree, name, where):
+    """The qualified names ``name`` stands for: itself, or the functions and methods a glob matches."""
+    if not any(c in name for c in "*?["):
+        return [name]
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names += [f"{node.name}.{n.name}" for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    matches = [n for n in names if fnmatch.fnmatchcase(n, name)]
+    if not matches:
+        raise HandoutError(f"{where}: no function matches {name!r}")
+    return matches
 
 
 def _find_function(tree, qualname, where):
@@ -162,7 +181,7 @@ def removed_body_lines(assignment, root=None):
     """
     root = library_root() if root is None else Path(root)
     removed, stubbed = set(), {}
-    for rel, qualnames in _targets_by_file(assignment).items():
+    for rel, qualnames in _targets_by_file(assignment, root).items():
         source = (root / rel).read_text(encoding="utf-8")
         new_source, lines = stub_source(source, qualnames, lambda q: "", where=str(rel))
         stubbed[rel] = new_source
@@ -195,12 +214,17 @@ def find_leaks(out_dir, solution_lines):
     return problems
 
 
-def _targets_by_file(assignment):
+def _targets_by_file(assignment, root):
+    """``{relative path: [qualified names]}`` of every body the assignment removes, globs expanded."""
     grouped = {}
     for item in assignment.items:
         for target in item.removes:
-            rel, qualname = split_target(target)
-            grouped.setdefault(rel, []).append(qualname)
+            rel, name = split_target(target)
+            if not (root / rel).is_file():
+                raise HandoutError(f"{target}: the library has no {rel}")
+            tree = ast.parse((root / rel).read_text(encoding="utf-8"), filename=str(rel))
+            names = grouped.setdefault(rel, [])
+            names += [q for q in expand_target(tree, name, str(rel)) if q not in names]
     return grouped
 
 
@@ -215,7 +239,7 @@ def make_handout(assignment, out_dir, root=None):
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise HandoutError(f"{out_dir} exists and is not an empty folder; choose a new --out")
     replacements = {}
-    for rel, qualnames in _targets_by_file(assignment).items():
+    for rel, qualnames in _targets_by_file(assignment, root).items():
         source = (root / rel).read_text(encoding="utf-8")
         replacements[rel], _ = stub_source(source, qualnames, assignment.stub_message, where=str(rel))
     out_dir.mkdir(parents=True, exist_ok=True)
