@@ -101,6 +101,12 @@ def write_manifest(out_dir, study, preset, rows):
     })
 
 
+def plain_warnings():
+    """Show warnings as one ``warning: ...`` line (a CLI user needs the message, not our source line)."""
+    import warnings
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+
 def say(*parts):
     """Print a plain line (flushed, so cluster logs and pipes read in order)."""
     print(*parts, flush=True)

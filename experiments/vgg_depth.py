@@ -66,6 +66,8 @@ def build_parser():
     parser.add_argument("--train-subset", type=int, default=None,
                         help="train on a stratified subset of N training images (default: the preset's)")
     parser.add_argument("--full-train", action="store_true", help="use the whole training split (no subset)")
+    parser.add_argument("--val-size", type=int, default=2500,
+                        help="validation images held out of the 50,000 (stratified, split seed 0; default 2500)")
     parser.add_argument("--reduction-shortcut", choices=("none", "avgpool", "conv1x1"), default="none",
                         help="residual connections in the reduction blocks too (the report's section 5.1)")
     parser.add_argument("--scheduler-interval", choices=("epoch", "iteration"), default="epoch",
@@ -97,7 +99,7 @@ def row_config(args, model, lr):
     return {
         "study": STUDY, "preset": args.preset, "model": model, "lr": lr,
         "epochs": epochs, "batch_size": args.batch_size or preset.batch_size, "seed": args.seed,
-        "dataset": args.dataset or preset.dataset, "train_subset": subset, "n_val": 2500, "split_seed": 0,
+        "dataset": args.dataset or preset.dataset, "train_subset": subset, "n_val": args.val_size, "split_seed": 0,
         "optimizer": "Adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
         "scheduler": "CosineAnnealingLR", "T_max": epochs if args.scheduler_interval == "epoch" else 100,
         "eta_min": 2e-5, "scheduler_interval": args.scheduler_interval,
@@ -111,6 +113,7 @@ def command_for(args, model, lr):
              "--lr", common.format_lr(lr), "--out", str(args.out), "--seed", str(args.seed), "--resume"]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--dataset", args.dataset),
                         ("--train-subset", args.train_subset), ("--data-dir", args.data_dir),
+                        ("--val-size", args.val_size if args.val_size != 2500 else None),
                         ("--threads", args.threads)):
         if value is not None:
             parts += [flag, str(value)]
@@ -166,7 +169,7 @@ def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, pro
     trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, train_loader, val_loader,
                       scheduler=scheduler, test_loader=test_loader, epochs=config["epochs"],
                       run_dir=run.path, seed=config["seed"], config=config,
-                      scheduler_interval=config["scheduler_interval"], progress=progress, name=name)
+                      scheduler_interval=config["scheduler_interval"], progress=progress)
     trainer.fit(resume=run.resume)
     return load_summary(run.path)
 
@@ -336,4 +339,5 @@ def _report(table, records, figures):
 
 
 if __name__ == "__main__":
+    common.plain_warnings()
     sys.exit(main())
