@@ -4,6 +4,14 @@
     python -m minigrad.coursework make mlp --out handout-mlp   # the student package of one assignment
     python -m minigrad.coursework grade SUBMISSION --json results.json --report report.md
 
+On Gradescope, ``run_autograder`` is one line (``results.json`` in Gradescope's format)::
+
+    python -m minigrad.coursework grade /autograder/submission --assignment mlp \
+        --json /autograder/results/results.json --report /autograder/results/report.md
+
+To check the kit against the library after changing the library, grade a copy of the library itself
+(``--assignment all``): every item must score full marks.
+
 ``make`` copies the installed library's source with the assignment's function bodies replaced by
 ``raise NotImplementedError`` (``handout.py``); ``grade`` runs every item of a submission in its own
 limited subprocess on hidden random cases and judges it against the installed library (``grader.py``,

@@ -260,13 +260,11 @@ class _ItemServer:
 
 
 def _kill_group(pid):
+    """SIGKILL an item's process group (the item process leads it: it called setsid)."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        pass
 
 
 def _captured_output(work):
@@ -424,6 +422,7 @@ def _run_all(pending, work_root, submission, timeout, cpu_seconds, memory_bytes,
                     by_pid[event["pid"]] = event["id"]
                 elif "exit" in event:
                     run = running.pop(by_pid.pop(event["pid"]))
+                    _kill_group(event["pid"])  # anything the student's code left running in its group
                     _finish(run["entry"], event["exit"], run["killed"], time.monotonic() - run["started"], timeout)
             for run in running.values():
                 if run["pid"] and not run["killed"] and time.monotonic() - run["started"] > timeout:

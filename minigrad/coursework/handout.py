@@ -25,7 +25,7 @@ __all__ = ["library_root", "expand_target", "stub_source", "removed_body_lines",
 PACKAGES = ("minigrad", "experiments")
 ROOT_FILES = ("pyproject.toml", "setup.cfg", "README.md")
 SOURCE_SUFFIXES = (".py", ".md", ".txt", ".json", ".cfg", ".toml")
-EXCLUDED_DIRS = ("__pycache__", ".git", ".hypothesis", ".pytest_cache", "coursework")
+EXCLUDED_DIRS = ("__pycache__", ".git", ".hypothesis", ".pytest_cache")
 MARKER = "COURSEWORK.json"
 
 
