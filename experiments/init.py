@@ -260,8 +260,9 @@ def _profile_rows(model, x, y, phase):
     rows = [{"phase": phase, "layer": l + 1, "forward_var": float(profile.forward_var[l]),
              "grad_var": float(profile.grad_var[l]), "weight_grad_var": float(profile.weight_grad_var[l])}
             for l in range(profile.depth)]
-    ratio = {"forward_ratio": finite_or_none(profile.forward_var[-1] / profile.forward_var[0]),
-             "backward_ratio": finite_or_none(profile.grad_var[0] / profile.grad_var[-1])}
+    with np.errstate(all="ignore"):  # 0/0 or inf/inf: recorded as None
+        ratio = {"forward_ratio": finite_or_none(profile.forward_var[-1] / profile.forward_var[0]),
+                 "backward_ratio": finite_or_none(profile.grad_var[0] / profile.grad_var[-1])}
     return rows, ratio
 
 
@@ -510,16 +511,22 @@ def plot_training(rows, path):
     width = 0.8 / max(1, len(inits))
     for k, init in enumerate(inits):
         colour, style = INIT_STYLE[init]
-        values = []
+        values, statuses = [], []
         for activation in activations:
             row = next((r for r in rows if r["activation"] == activation and r["init_key"] == init), None)
             acc = row.get("best_val_acc") if row else None
             values.append(100 * acc if acc is not None else 0.0)
-        ax.bar(np.arange(len(activations)) + (k - (len(inits) - 1) / 2) * width, values, width, color=colour,
-               hatch="//" if style == "--" else None, edgecolor="white", label=init_study.INIT_LABELS[init])
+            statuses.append((row or {}).get("train_status") or "")
+        x = np.arange(len(activations)) + (k - (len(inits) - 1) / 2) * width
+        ax.bar(x, values, width, color=colour, hatch="//" if style == "--" else None, edgecolor="white",
+               label=init_study.INIT_LABELS[init])
+        for xi, status in zip(x, statuses):
+            if not status.startswith("finished"):  # no bar to see: say why
+                ax.text(xi, 0.5, status.split(" ")[0] or "missing", rotation=90, ha="center", va="bottom",
+                        fontsize=7, color=colour)
     ax.axhline(10, color="0.3", ls=":", lw=1, label="chance (10%)")
     ax.set_xticks(np.arange(len(activations)), activations)
-    ax.set_ylabel("best validation accuracy (%)  (0 = diverged)")
+    ax.set_ylabel("best validation accuracy (%)")
     ax.set_title("Which combinations train at all (short SGD run on CIFAR-10)")
     ax.legend(fontsize=8, ncols=2)
     ax.grid(True, axis="y", alpha=0.3)
