@@ -274,13 +274,17 @@ def test_log_probability_error_values_and_gradient():
         G.log_probability_error(logits, targets.astype(float))
 
 
-def test_log_slope_growth_and_explosion():
+def test_log_fit_growth_and_explosion():
     layers = np.arange(0, 51)
     exploding = 1.21 ** layers
-    assert G.log_slope(exploding) == pytest.approx(np.log10(1.21), rel=1e-12)
+    slope, r_squared = G.log_fit(exploding)
+    assert slope == pytest.approx(np.log10(1.21), rel=1e-12) and r_squared == pytest.approx(1.0)
+    assert G.log_slope(exploding) == slope
     assert G.growth_per_layer(exploding) == pytest.approx(1.21, rel=1e-12)
     assert G.explodes(exploding)
+    assert G.explodes(1.03 ** layers)
+    assert not G.explodes(1.01 ** layers)  # growth below 2% per layer
     assert not G.explodes(np.ones(51))
-    assert not G.explodes(1.04 ** layers)  # 1.04^49 = 6.8 < 10: too slow to call exponential explosion
-    assert G.explodes(1.06 ** layers)      # 1.06^49 = 17
+    bump = np.exp(np.where(layers > 45, (layers - 45) * 1.0, 0.0))  # flat, then a rise at the input side
+    assert G.growth_per_layer(bump) > 1.02 and G.log_fit(bump)[1] < 0.9 and not G.explodes(bump)
     assert np.isnan(G.log_slope([1.0, 0.0, 2.0])) and not G.explodes([1.0, np.nan, 3.0])

@@ -1,0 +1,119 @@
+"""experiments.gsc end to end: tiny runs of the command line into a tmp folder (table, CSVs, PNG, re-runs)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from experiments import gsc as study
+from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER
+
+TINY = ["--preset", "quick", "--datasets", "2", "--points", "64", "--depth", "10", "--no-progress"]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gsc")
+    return out, study.main(TINY + ["--out", str(out), "--threads", "1"])
+
+
+def test_tiny_run_writes_table_curves_figure_and_manifest(tiny_run, capsys):
+    out, code = tiny_run
+    assert code == 0
+    table = (out / "results.md").read_text()
+    for arch in ARCHITECTURES:
+        assert f"| {arch} |" in table
+    rows = read_csv(out / "results.csv")
+    assert [r["architecture"] for r in rows] == list(ARCHITECTURES)
+    curves = read_csv(out / "gsc_curves.csv")
+    assert len(curves) == 7 * 11  # layers l = 0..10 per architecture
+    for r in rows:
+        curve = [c for c in curves if c["architecture"] == r["architecture"]]
+        assert [int(c["layer"]) for c in curve] == list(range(11))
+        assert float(curve[0]["gsc"]) == 1.0
+        assert float(curve[-1]["gsc"]) == pytest.approx(float(r["gsc_L"]), rel=1e-12)
+        assert r["explodes_in_paper"] == str(r["architecture"] in EXPLODING_IN_PAPER)
+        assert 0 <= float(curve[-1]["sign_diversity"]) <= 0.5
+    png = (out / "gsc_figure1.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(r["row"], r["status"]) for r in manifest["rows"]] == [(a, "finished") for a in ARCHITECTURES]
+    summary = json.loads((out / "batch-ReLU" / "summary.json").read_text())
+    config = json.loads((out / "batch-ReLU" / "config.json").read_text())
+    assert summary["status"] == "finished" and summary["datasets"] == 2 and summary["points"] == 128
+    assert config["dtype"] == "float64" and config["depth"] == 10 and config["datasets"] == 2
+
+
+def test_batch_relu_explodes_even_in_a_tiny_run(tiny_run):
+    out, _ = tiny_run
+    rows = {r["architecture"]: r for r in read_csv(out / "results.csv")}
+    # 1.2 per layer over 10 layers: ~5x; the definition is tested in test_gsc.py
+    assert float(rows["batch-ReLU"]["growth_per_layer"]) > 1.1
+    assert float(rows["batch-ReLU"]["gsc_L"]) > 3 * float(rows["ReLU"]["gsc_L"])
+
+
+def test_rerun_reuses_rows_and_refuses_other_settings(tiny_run, capsys):
+    out, _ = tiny_run
+    before = (out / "results.csv").read_text()
+    capsys.readouterr()
+    assert study.main(TINY + ["--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 7
+    assert printed.strip().splitlines()[-1] == f"Everything went to {out}/"
+    assert (out / "results.csv").read_text() == before
+    code = study.main([a if a != "64" else "32" for a in TINY] + ["--out", str(out), "--threads", "1"])
+    assert code == 2
+    assert "points" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path):
+    args = ["--preset", "quick", "--datasets", "3", "--points", "40", "--depth", "4", "--no-progress",
+            "--arch", "batch_relu", "tanh"]
+    assert study.main(args + ["--out", str(tmp_path / "one"), "--threads", "1"]) == 0
+    assert study.main(args + ["--out", str(tmp_path / "two"), "--threads", "2"]) == 0
+    one, two = read_csv(tmp_path / "one" / "gsc_curves.csv"), read_csv(tmp_path / "two" / "gsc_curves.csv")
+    assert [r["architecture"] for r in one] == ["batch-ReLU"] * 5 + ["tanh"] * 5
+    for a, b in zip(one, two):
+        for key in ("gsc", "pre_activation_std", "sign_diversity"):
+            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--download"], "--download is only for --train"),
+    (["--arch", "sigmoid"], "unknown MLP architecture"),
+    (["--datasets", "0"], "--datasets must be a positive integer"),
+])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        study.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_tiny_run_on_fake_cifar(tmp_path, capsys):
+    from fake_cifar import make_fake_cifar
+
+    data = tmp_path / "data"
+    make_fake_cifar(data, "cifar10", n_train=2600, n_test=20)
+    out = tmp_path / "out"
+    argv = ["--train", "--data-dir", str(data), "--out", str(out), "--arch", "batch-ReLU", "SeLU", "--lr", "1e-2",
+            "--epochs", "2", "--train-subset", "60", "--gsc-batch", "30", "--depth", "4", "--width", "8",
+            "--batch-size", "20", "--no-progress", "--threads", "1"]
+    assert study.main(argv) == 0
+    row = out / "cifar10" / "batch-ReLU-lr1e-2"
+    gsc_rows = read_csv(row / "gsc.csv")
+    assert [int(r["epoch"]) for r in gsc_rows] == [0, 1, 2]  # initialisation, then after each epoch
+    assert all(float(r["gsc_L"]) > 0 and float(r["gsc_l0"]) == 1.0 for r in gsc_rows)
+    assert len(gsc_rows[0]) == 3 + 6  # epoch, gsc_L, gsc_1, and l = 0..5 (4 hidden + out.linear)
+    config = json.loads((row / "config.json").read_text())
+    assert config["linear_layers"] == 5 and config["factor"] == 0.333 and config["optimizer"] == "SGD"
+    assert len(read_csv(row / "metrics.csv")) == 2
+    table = (out / "cifar10" / "results.md").read_text()
+    assert "batch-ReLU" in table and "SeLU" in table and "Best lr per architecture" in table
+    assert (out / "cifar10" / "training_gsc.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"Everything went to {out / 'cifar10'}/"
