@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import minigrad
-from minigrad.coursework import checks
-from minigrad.coursework import ASSIGNMENTS, HandoutError, grade, make_handout, report_markdown
+from minigrad.coursework import ASSIGNMENTS, HandoutError, checks, grade, make_handout, report_markdown
 from minigrad.coursework.__main__ import main as cli_main
 from minigrad.coursework.grader import FD_TOL, gradescope_json, judge_case
 from minigrad.coursework.handout import library_root, split_target, stub_source
@@ -369,7 +368,7 @@ def test_planted_bugs_are_caught_named_and_cost_only_their_item(planted):
     assert 0 < bias.passed < bias.cases and "bias.grad" in bias.first_failure  # cases without a bias pass
     bn = items["BatchNorm2d.backward"]
     assert 0 < bn.passed < bn.cases  # eval mode (running statistics) has no such term: it passes
-    assert "BatchNorm2d" in bn.first_failure and "in train mode" in bn.first_failure and "input gradient" in bn.first_failure
+    assert all(text in bn.first_failure for text in ("BatchNorm2d", "in train mode", "input gradient"))
     for name in ("CrossEntropyLoss.backward", "AvgPool2d.backward"):
         assert items[name].score == items[name].points, report_markdown(result)
     text = report_markdown(result)
@@ -403,7 +402,7 @@ def test_judge_names_shapes_nans_and_wrong_values_and_skips_kinks():
     kinked[0, 0] = [5 * eps, -5 * eps]
     reason, _, fd_err = judge_case(*_module_case(np.array([2.0, -3.0]), kinked))
     assert reason == "" and fd_err < 1e-9
-    spec, ref, stu, info, arrays = _module_case(np.array([2.0, -3.0]), good_fd)
+    spec, ref, stu, _, arrays = _module_case(np.array([2.0, -3.0]), good_fd)
     reason, *_ = judge_case(spec, ref, stu, {"notes": ["backward modified grad_output in place"]}, arrays)
     assert reason == "backward modified grad_output in place"
 

@@ -56,8 +56,8 @@ def main(argv=None):
         print(report_markdown(result))
     if args.json:
         write_gradescope(result, args.json)
-    print(f"{result.assignment}: {result.score:g} / {result.max_score:g}"
-          + (f" (report: {args.report})" if args.report else "") + (f" (Gradescope JSON: {args.json})" if args.json else ""))
+    where = (f" (report: {args.report})" if args.report else "") + (f" (Gradescope JSON: {args.json})" if args.json else "")
+    print(f"{result.assignment}: {result.score:g} / {result.max_score:g}{where}")
     return 0
 
 

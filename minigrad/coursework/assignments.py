@@ -58,9 +58,10 @@ class Assignment:
                 "Install it in a fresh environment with `pip install -e .` (or run from this folder).\n\n"
                 f"## What to implement ({self.max_score} points)\n\n{table}\n\n"
                 "You may add helper functions, but keep every signature, and do not change other files: the "
-                "grader uses the rest of the library as given. The helpers marked *also stubbed* (a `*` "
-                "stands for any name) held the same formula in a Numba kernel; they are optional: write the "
-                "formula in the method itself, in NumPy, if you prefer.\n\n"
+                "grader uses the rest of the library as given."
+                + (" The helpers marked *also stubbed* (a `*` stands for any name) held the same formula in a "
+                   "Numba kernel; they are optional: write the formula in the method itself, in NumPy, if you "
+                   "prefer." if any(len(item.removes) > 1 for item in self.items) else "") + "\n\n"
                 f"{self.text.strip()}\n\n"
                 "## How you are graded\n\n"
                 "Each item is run in its own process with a time and memory limit, on hidden random cases "
@@ -289,7 +290,7 @@ print(gradcheck(ProcessingBlock(3, batch_norm=True, residual=True), (2, 3, 6, 4)
 print(gradcheck(ReductionBlock(3, batch_norm=True, shortcut="conv1x1"), (2, 3, 6, 4)))
 print(gradcheck(nn.Residual(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4)),
                             nn.ConvShortcut(3, 4, stride=2)), (2, 3, 6, 5)))
-print(ProcessingBlock(3, batch_norm=True).state_dict().keys())   # the names the grader expects"""))),
+print(list(ProcessingBlock(3, batch_norm=True).state_dict()))   # compare with the names above"""))),
 }
 
 

@@ -532,8 +532,9 @@ def serve():
     ``{"id", "submission", "work", "cpu_seconds", "memory_bytes"}`` -> ``{"id", "pid"}``, later
     ``{"pid", "exit": code}`` (negative: killed by that signal). Stdin closed: wait for all, exit.
     """
-    import numba  # noqa: F401 - preloaded for the forked processes
     import select
+
+    import numba  # noqa: F401 - preloaded for the forked processes
 
     def emit(event):
         os.write(1, (json.dumps(event) + "\n").encode())

@@ -458,8 +458,8 @@ def _fence(text):
 
 def item_summary(item):
     """One item's text for a report or Gradescope: score, cases, first failure, worst errors."""
-    lines = [f"Score {item.score:g} / {item.points:g}: {item.passed} of {item.cases} hidden cases passed "
-             f"({item.status}, {item.seconds:.1f} s)."]
+    lines = [(f"Score {item.score:g} / {item.points:g}: {item.passed} of {item.cases} hidden cases passed "
+              f"({item.status}, {item.seconds:.1f} s).")]
     if item.first_failure:
         lines.append(f"First failing case: {item.first_failure}")
     if item.compared:
@@ -473,9 +473,9 @@ def _worst(item):
 
 
 def report_markdown(result):
-    lines = [f"# Grading report: {result.assignment}", "",
-             f"Submission `{result.submission}`, minigrad {minigrad.__version__}, hidden cases drawn with "
-             f"seed {result.seed} (re-grade with `--seed {result.seed}` to reproduce).", "",
+    seed = (f"Submission `{result.submission}`, minigrad {minigrad.__version__}, hidden cases drawn with "
+            f"seed {result.seed} (re-grade with `--seed {result.seed}` to reproduce).")
+    lines = [f"# Grading report: {result.assignment}", "", seed, "",
              f"**Total: {result.score:g} / {result.max_score:g}**", "",
              "| Item | Score | Cases passed | Worst rel. error (library / finite diff.) | Status |",
              "|---|---|---|---|---|"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import minigrad
 
-__all__ = ["library_root", "expand_target", "stub_source", "removed_body_lines", "find_leaks", "copy_library", "make_handout",
-           "HandoutError"]
+__all__ = ["library_root", "expand_target", "stub_source", "removed_body_lines", "find_leaks", "copy_library",
+           "make_handout", "HandoutError"]
 
 # What a handout copies from the library root; anything else (data, results, tests, git) stays out.
 PACKAGES = ("minigrad", "experiments")
@@ -50,12 +50,13 @@ def expand_target(tree, name, where):
     """The qualified names ``name`` stands for: itself, or the functions and methods a glob matches."""
     if not any(c in name for c in "*?["):
         return [name]
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
     names = []
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(node, functions):
             names.append(node.name)
         elif isinstance(node, ast.ClassDef):
-            names += [f"{node.name}.{n.name}" for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            names += [f"{node.name}.{n.name}" for n in node.body if isinstance(n, functions)]
     matches = [n for n in names if fnmatch.fnmatchcase(n, name)]
     if not matches:
         raise HandoutError(f"{where}: no function matches {name!r}")
