@@ -1,4 +1,4 @@
-"""The coursework kit: handouts made from the library itself, graded against it.
+r"""The coursework kit: handouts made from the library itself, graded against it.
 
     python -m minigrad.coursework list                         # the assignments and their items
     python -m minigrad.coursework make mlp --out handout-mlp   # the student package of one assignment

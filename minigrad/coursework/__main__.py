@@ -2,13 +2,15 @@
 import argparse
 import sys
 
+from .. import coursework
 from .assignments import ASSIGNMENTS, get_assignment
 from .grader import grade, report_markdown, write_gradescope, write_report
 from .handout import HandoutError, make_handout
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m minigrad.coursework", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m minigrad.coursework", description=coursework.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="show the assignments and their graded items")
     make = sub.add_parser("make", help="write the student package of one assignment")
