@@ -46,28 +46,56 @@ def _valid_range(out_len, stride, offset, in_len):
 @serial_when_small
 @numba.njit(parallel=True, cache=True)
 def im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
-    """Fill ``cols`` (C*kh*kw, (n1-n0)*h_out*w_out) from images ``x[n0:n1]`` (mapping in the module doc)."""
+    """Fill ``cols`` (C*kh*kw, (n1-n0)*h_out*w_out) from images ``x[n0:n1]`` (mapping in the module doc).
+
+    Fast path: with stride 1 and ``w_out == W`` (e.g. 3x3 with padding 1), source and destination
+    advance together across image rows, so one (channel, i, j) row of an image is a single long slice
+    copy (vectorised); the few entries that wrapped around from a neighbouring image row are then zeroed
+    (they are the left/right padding). Otherwise entries are copied one by one.
+    """
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     plane = h_out * w_out
-    for r in prange(channels * kh * kw):  # one row of cols per iteration: threads write disjoint rows
-        c = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        w_lo, w_hi = _valid_range(w_out, sw, j - pw, width)
-        for n in range(n0, n1):
-            for h in range(h_out):
-                row = h * sh + i - ph
-                base = (n - n0) * plane + h * w_out
-                if row < 0 or row >= height:
-                    for w in range(w_out):
-                        cols[r, base + w] = 0
+    xf = x.reshape(x.size)  # flat views: cheap index arithmetic in the inner loops
+    cf = cols.reshape(cols.size)
+    if sw == 1 and sh == 1 and w_out == width:  # a separate loop: sharing a body slows both paths
+        for r in prange(channels * kh * kw):  # one row of cols per iteration: threads write disjoint rows
+            c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+            w_lo, w_hi = _valid_range(w_out, 1, j - pw, width)
+            h_lo, h_hi = _valid_range(h_out, 1, i - ph, height)
+            for n in range(n0, n1):
+                d = r * cols.shape[1] + (n - n0) * plane  # start of this image's block in row r
+                cf[d:d + h_lo * w_out] = 0  # output rows that read the top padding
+                cf[d + h_hi * w_out:d + plane] = 0  # ... and the bottom padding
+                if h_hi <= h_lo or w_hi <= w_lo:
+                    cf[d + h_lo * w_out:d + h_hi * w_out] = 0
                     continue
+                shift = (n * channels + c) * height * width + (i - ph) * width + (j - pw)  # source - dest
+                start, stop = h_lo * w_out + w_lo, (h_hi - 1) * w_out + w_hi
+                cf[d + start:d + stop] = xf[start + shift:stop + shift]
+                for h in range(h_lo, h_hi):  # wrapped-around entries: the left and right padding
+                    for w in range(w_lo):
+                        cf[d + h * w_out + w] = 0
+                    for w in range(w_hi, w_out):
+                        cf[d + h * w_out + w] = 0
+        return
+    for r in prange(channels * kh * kw):
+        c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+        w_lo, w_hi = _valid_range(w_out, sw, j - pw, width)
+        h_lo, h_hi = _valid_range(h_out, sh, i - ph, height)
+        for n in range(n0, n1):
+            d = r * cols.shape[1] + (n - n0) * plane
+            s = (n * channels + c) * height * width  # start of plane x[n, c]
+            cf[d:d + h_lo * w_out] = 0
+            cf[d + h_hi * w_out:d + plane] = 0
+            for h in range(h_lo, h_hi):
+                e = d + h * w_out
+                t = s + (h * sh + i - ph) * width + j - pw
                 for w in range(w_lo):
-                    cols[r, base + w] = 0
+                    cf[e + w] = 0
                 for w in range(w_lo, w_hi):
-                    cols[r, base + w] = x[n, c, row, w * sw + j - pw]
+                    cf[e + w] = xf[t + w * sw]
                 for w in range(w_hi, w_out):
-                    cols[r, base + w] = 0
+                    cf[e + w] = 0
 
 
 @serial_when_small
@@ -80,20 +108,22 @@ def col2im(cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, out):
     """
     channels, height, width = out.shape[1], out.shape[2], out.shape[3]
     plane = h_out * w_out
+    of = out.reshape(out.size)
+    cf = cols.reshape(cols.size)
     for c in prange(channels):  # a thread owns whole channel planes: overlapping windows never race
         for n in range(n0, n1):
-            out[n, c] = 0
+            s = (n * channels + c) * height * width
+            of[s:s + height * width] = 0
             for i in range(kh):
+                h_lo, h_hi = _valid_range(h_out, sh, i - ph, height)
                 for j in range(kw):
-                    r = (c * kh + i) * kw + j
                     w_lo, w_hi = _valid_range(w_out, sw, j - pw, width)
-                    for h in range(h_out):
-                        row = h * sh + i - ph
-                        if row < 0 or row >= height:
-                            continue
-                        base = (n - n0) * plane + h * w_out
+                    d = ((c * kh + i) * kw + j) * cols.shape[1] + (n - n0) * plane
+                    for h in range(h_lo, h_hi):
+                        e = d + h * w_out
+                        t = s + (h * sh + i - ph) * width + j - pw
                         for w in range(w_lo, w_hi):
-                            out[n, c, row, w * sw + j - pw] += cols[r, base + w]
+                            of[t + w * sw] += cf[e + w]
 
 
 @serial_when_small
@@ -104,11 +134,12 @@ def rows_to_nchw(rows, bias, n0, n1, out):
     plane = out.shape[2] * out.shape[3]
     for c in prange(channels):
         b = bias[c]
+        src = rows[c]
         for n in range(n0, n1):
-            flat = out[n, c].reshape(plane)
+            dst = out[n, c].reshape(plane)
             base = (n - n0) * plane
             for p in range(plane):
-                flat[p] = rows[c, base + p] + b
+                dst[p] = src[base + p] + b
 
 
 @serial_when_small
@@ -119,7 +150,5 @@ def nchw_to_rows(x, n0, n1, rows):
     plane = x.shape[2] * x.shape[3]
     for c in prange(channels):
         for n in range(n0, n1):
-            flat = x[n, c].reshape(plane)
             base = (n - n0) * plane
-            for p in range(plane):
-                rows[c, base + p] = flat[p]
+            rows[c, base:base + plane] = x[n, c].reshape(plane)

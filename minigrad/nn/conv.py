@@ -47,8 +47,7 @@ class Conv2d(Module):
               y[n, o, h, w] = b[o] + sum_{c,i,j} weight[o, c, i, j] * x_pad[n, c, h*sh + i, w*sw + j]
     Backward  dW = dY @ cols.T,  db = sum_{n,h,w} dY,  dx = col2im(W_mat.T @ dY)
               (dY: grad_output as (C_out, N*H_out*W_out), cols = im2col(x): (C_in*kh*kw, N*H_out*W_out))
-              With stride 1 the same dx is computed as a convolution of dY, padded by (kh-1-ph, kw-1-pw),
-              with the flipped, transposed kernel: dx = W_flip @ im2col(dY). It needs no scatter-add.
+              With stride 1 the same gradients come from im2col(dY) instead: see _backward_stride_one.
     Shapes    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out),
               H_out = floor((H + 2*ph - kh) / sh) + 1,  W_out = floor((W + 2*pw - kw) / sw) + 1
               weight (C_out, C_in, kh, kw), bias (C_out,)
@@ -113,37 +112,59 @@ class Conv2d(Module):
 
     def backward(self, grad_output):
         x, self._x = self._x, None  # backward runs once per forward: let the input go afterwards
-        dtype = x.dtype
-        g = np.ascontiguousarray(grad_output, dtype=dtype)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        n, h_out, w_out = g.shape[0], g.shape[2], g.shape[3]
-        plane = h_out * w_out
-        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
-        transposed_conv = self.stride == (1, 1)
-        if transposed_conv:  # W_flip[c, (o*kh + i)*kw + j] = weight[o, c, kh-1-i, kw-1-j]
-            w_flip = np.ascontiguousarray(
-                self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype).reshape(self.in_channels, -1)
-            zeros = np.zeros(self.in_channels, dtype)
-        grad_weight = np.zeros_like(w_mat)
-        grad_input = np.empty_like(x)
-        for n0, n1 in self._chunks(n, plane):
-            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * plane), dtype)
-            K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)
-            g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), dtype)
-            K.nchw_to_rows(g, n0, n1, g_rows)
-            grad_weight += g_rows @ cols.T
-            if transposed_conv:
-                g_cols = _buffer("grad_cols", (w_flip.shape[1], (n1 - n0) * x.shape[2] * x.shape[3]), dtype)
-                K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, x.shape[2], x.shape[3], g_cols)
-                dx_rows = np.matmul(w_flip, g_cols, out=_buffer("dx_rows", (self.in_channels, g_cols.shape[1]), dtype))
-                K.rows_to_nchw(dx_rows, zeros, n0, n1, grad_input)
-            else:
-                d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
-                K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
-        self.weight.grad += grad_weight.reshape(self.weight.shape)
+        g = np.ascontiguousarray(grad_output, dtype=x.dtype)
+        if self.stride == (1, 1):
+            grad_weight, grad_input = self._backward_stride_one(x, g)
+        else:
+            grad_weight, grad_input = self._backward_im2col(x, g)
+        self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, 2, 3))
         return grad_input
+
+    def _backward_im2col(self, x, g):
+        """The textbook backward, chunk by chunk: ``dW += dY @ cols.T``, ``dx = col2im(W_mat.T @ dY)``."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        h_out, w_out = g.shape[2:]
+        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
+        grad_weight = np.zeros_like(w_mat)
+        grad_input = np.empty_like(x)
+        for n0, n1 in self._chunks(x.shape[0], h_out * w_out):
+            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
+            K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept from forward
+            g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
+            K.nchw_to_rows(g, n0, n1, g_rows)
+            grad_weight += g_rows @ cols.T
+            d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
+            K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
+        return grad_weight.reshape(self.weight.shape), grad_input
+
+    def _backward_stride_one(self, x, g):
+        """Stride 1: both gradients from one column matrix of dY, and no scatter-add.
+
+        ``g_cols = im2col(dY, padding=(kh-1-ph, kw-1-pw))`` holds, for each input pixel, every output pixel
+        whose window covered it, with the kernel flipped. So (a full correlation with the flipped kernel)
+        ``dx = W_flip @ g_cols`` with ``W_flip[c, (o*kh + i)*kw + j] = weight[o, c, kh-1-i, kw-1-j]``, and
+        ``dW_flip = x_rows @ g_cols.T`` (x_rows: x as (C_in, N*H*W)) is dW with its kernel flipped and
+        its first two axes swapped. Same results as the textbook backward, one im2col fewer.
+        """
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        height, width = x.shape[2:]
+        w_flip = np.ascontiguousarray(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), x.dtype)
+        w_flip = w_flip.reshape(self.in_channels, -1)
+        grad_flip = np.zeros_like(w_flip)
+        grad_input = np.empty_like(x)
+        no_bias = np.zeros(self.in_channels, x.dtype)
+        for n0, n1 in self._chunks(x.shape[0], height * width):
+            g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
+            K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
+            x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
+            K.nchw_to_rows(x, n0, n1, x_rows)
+            grad_flip += x_rows @ g_cols.T
+            dx_rows = np.matmul(w_flip, g_cols, out=x_rows)  # x_rows are used up: reuse their memory
+            K.rows_to_nchw(dx_rows, no_bias, n0, n1, grad_input)
+        grad_weight = grad_flip.reshape(self.in_channels, self.out_channels, kh, kw)[:, :, ::-1, ::-1]
+        return grad_weight.transpose(1, 0, 2, 3), grad_input
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
