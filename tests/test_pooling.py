@@ -68,10 +68,38 @@ def test_max_pool_two_by_two_on_a_vgg_sized_batch():
     np.testing.assert_array_equal(y, x.reshape(100, 32, 16, 2, 16, 2).max(axis=(3, 5)))
 
 
-def test_max_pool_nan_propagates():
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 3, 5, 7), (1, 2, 2, 2), (3, 1, 9, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_by_two_fast_path_with_ties_and_odd_sizes(shape, dtype):
+    """The unrolled 2x2/stride-2 kernels against the naive loops, on inputs full of ties (few distinct
+    values): the first maximum in row-major order must win, odd last rows/columns get no gradient."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 3, shape).astype(dtype)
+    grad_output = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(dtype)
+    m = nn.MaxPool2d(2)
+    y_ref, where = ref.max_pool2d(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(m(x), y_ref)
+    np.testing.assert_array_equal(m.backward(grad_output), ref.max_pool2d_backward(grad_output, where, shape))
+    a = nn.AvgPool2d(2)
+    np.testing.assert_allclose(a(x), ref.avg_pool2d(x, (2, 2), (2, 2), (0, 0)), rtol=1e-6)
+    expected = np.zeros(shape)
+    h, w = shape[2] // 2 * 2, shape[3] // 2 * 2
+    expected[:, :, :h, :w] = np.repeat(np.repeat(grad_output / 4, 2, axis=2), 2, axis=3)
+    np.testing.assert_allclose(a.backward(grad_output), expected, rtol=1e-6)
+    for layer, inp in ((nn.MaxPool2d(2), distinct_values(shape, 1)), (nn.AvgPool2d(2), x.astype(np.float64))):
+        res = gradcheck(layer, inp)
+        assert res.ok, str(res)
+
+
+@pytest.mark.parametrize("where", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (2, 1)])  # the fast path and the general loops
+def test_max_pool_nan_propagates(where, kernel, stride):
     x = np.zeros((1, 1, 2, 2))
-    x[0, 0, 1, 0] = np.nan
-    assert np.isnan(nn.MaxPool2d(2)(x)).all()
+    x[(0, 0) + where] = np.nan
+    m = nn.MaxPool2d(kernel, stride)
+    assert np.isnan(m(x)).all()
+    dx = m.backward(np.ones((1, 1, 1, 1)))
+    assert dx[(0, 0) + where] == 1.0 and dx.sum() == 1.0  # the gradient goes to the NaN
 
 
 # ---------------------------------------------------------------------------------------- AvgPool2d

@@ -47,7 +47,7 @@ class Conv2d(Module):
               y[n, o, h, w] = b[o] + sum_{c,i,j} weight[o, c, i, j] * x_pad[n, c, h*sh + i, w*sw + j]
     Backward  dW = dY @ cols.T,  db = sum_{n,h,w} dY,  dx = col2im(W_mat.T @ dY)
               (dY: grad_output as (C_out, N*H_out*W_out), cols = im2col(x): (C_in*kh*kw, N*H_out*W_out))
-              With stride 1 the same gradients come from im2col(dY) instead: see _backward_stride_one.
+              With stride 1 the same gradients come from im2col(dY) instead (see backward).
     Shapes    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out),
               H_out = floor((H + 2*ph - kh) / sh) + 1,  W_out = floor((W + 2*pw - kw) / sw) + 1
               weight (C_out, C_in, kh, kw), bias (C_out,)
@@ -113,58 +113,45 @@ class Conv2d(Module):
     def backward(self, grad_output):
         x, self._x = self._x, None  # backward runs once per forward: let the input go afterwards
         g = np.ascontiguousarray(grad_output, dtype=x.dtype)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (height, width), (h_out, w_out) = x.shape[2:], g.shape[2:]
+        grad_input = np.empty_like(x)
         if self.stride == (1, 1):
-            grad_weight, grad_input = self._backward_stride_one(x, g)
+            # Both gradients from one column matrix of dY, and no scatter-add (one im2col fewer):
+            # g_cols = im2col(dY, padding=(kh-1-ph, kw-1-pw)) lists, for each input pixel, the output pixels
+            # whose windows covered it, kernel flipped. So dx = W_flip @ g_cols (a full correlation with
+            # W_flip[c, (o*kh + i)*kw + j] = weight[o, c, kh-1-i, kw-1-j]), and dW_flip = x_rows @ g_cols.T
+            # (x_rows: x as (C_in, N*H*W)) is dW with its kernel flipped and its first two axes swapped.
+            w_flip = np.ascontiguousarray(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), x.dtype)
+            w_flip = w_flip.reshape(self.in_channels, -1)
+            grad_flip = np.zeros_like(w_flip)
+            no_bias = np.zeros(self.in_channels, x.dtype)
+            for n0, n1 in self._chunks(x.shape[0], height * width):
+                g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
+                K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
+                x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
+                K.nchw_to_rows(x, n0, n1, x_rows)
+                grad_flip += x_rows @ g_cols.T
+                dx_rows = np.matmul(w_flip, g_cols, out=x_rows)  # x_rows are used up: reuse their memory
+                K.rows_to_nchw(dx_rows, no_bias, n0, n1, grad_input)
+            grad_weight = grad_flip.reshape(self.in_channels, self.out_channels, kh, kw)[:, :, ::-1, ::-1]
+            self.weight.grad += grad_weight.transpose(1, 0, 2, 3)
         else:
-            grad_weight, grad_input = self._backward_im2col(x, g)
-        self.weight.grad += grad_weight
+            # The textbook backward, chunk by chunk: dW += dY @ cols.T, dx = col2im(W_mat.T @ dY).
+            w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
+            grad_weight = np.zeros_like(w_mat)
+            for n0, n1 in self._chunks(x.shape[0], h_out * w_out):
+                cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
+                K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept
+                g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
+                K.nchw_to_rows(g, n0, n1, g_rows)
+                grad_weight += g_rows @ cols.T
+                d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
+                K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
+            self.weight.grad += grad_weight.reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, 2, 3))
         return grad_input
-
-    def _backward_im2col(self, x, g):
-        """The textbook backward, chunk by chunk: ``dW += dY @ cols.T``, ``dx = col2im(W_mat.T @ dY)``."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        h_out, w_out = g.shape[2:]
-        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
-        grad_weight = np.zeros_like(w_mat)
-        grad_input = np.empty_like(x)
-        for n0, n1 in self._chunks(x.shape[0], h_out * w_out):
-            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
-            K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept from forward
-            g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
-            K.nchw_to_rows(g, n0, n1, g_rows)
-            grad_weight += g_rows @ cols.T
-            d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
-            K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
-        return grad_weight.reshape(self.weight.shape), grad_input
-
-    def _backward_stride_one(self, x, g):
-        """Stride 1: both gradients from one column matrix of dY, and no scatter-add.
-
-        ``g_cols = im2col(dY, padding=(kh-1-ph, kw-1-pw))`` holds, for each input pixel, every output pixel
-        whose window covered it, with the kernel flipped. So (a full correlation with the flipped kernel)
-        ``dx = W_flip @ g_cols`` with ``W_flip[c, (o*kh + i)*kw + j] = weight[o, c, kh-1-i, kw-1-j]``, and
-        ``dW_flip = x_rows @ g_cols.T`` (x_rows: x as (C_in, N*H*W)) is dW with its kernel flipped and
-        its first two axes swapped. Same results as the textbook backward, one im2col fewer.
-        """
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        height, width = x.shape[2:]
-        w_flip = np.ascontiguousarray(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), x.dtype)
-        w_flip = w_flip.reshape(self.in_channels, -1)
-        grad_flip = np.zeros_like(w_flip)
-        grad_input = np.empty_like(x)
-        no_bias = np.zeros(self.in_channels, x.dtype)
-        for n0, n1 in self._chunks(x.shape[0], height * width):
-            g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
-            K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
-            x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
-            K.nchw_to_rows(x, n0, n1, x_rows)
-            grad_flip += x_rows @ g_cols.T
-            dx_rows = np.matmul(w_flip, g_cols, out=x_rows)  # x_rows are used up: reuse their memory
-            K.rows_to_nchw(dx_rows, no_bias, n0, n1, grad_input)
-        grad_weight = grad_flip.reshape(self.in_channels, self.out_channels, kh, kw)[:, :, ::-1, ::-1]
-        return grad_weight.transpose(1, 0, 2, 3), grad_input
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
