@@ -14,7 +14,7 @@ def to_torch(module):
     from minigrad.models.vgg import _SkipBlock
 
     def tensor(array):
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.array(array, order="C", copy=True))  # ascontiguousarray would make 0-d 1-d
 
     def convert(m):
         if isinstance(m, _SkipBlock):
