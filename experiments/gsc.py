@@ -97,9 +97,10 @@ def build_parser():
     parser.add_argument("--points", type=int, default=None, help="points per dataset (default: the preset's)")
     parser.add_argument("--depth", type=int, default=DEPTH, help=f"hidden layers (default {DEPTH})")
     parser.add_argument("--width", type=int, default=WIDTH, help=f"units per layer (default {WIDTH})")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64",
-                        help="compute dtype of the synthetic study (default float64: in exploding nets float32 "
-                             "rounding grows by the explosion factor; sums are float64 either way)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="compute dtype of the synthetic study (default float32, twice as fast; its rounding "
+                             "moves one dataset's batch-ReLU GSC by <1%%, the 100-dataset mean by ~0.05%%, far "
+                             "below the 15%% spread between datasets: see minigrad.gsc; sums are float64)")
     parser.add_argument("--train", action="store_true", help="run the CIFAR-10 training part instead")
     parser.add_argument("--lr", type=float, nargs="+", default=None, help="--train: learning rates (default: the preset's grid)")
     parser.add_argument("--epochs", type=int, default=None, help="--train: epochs (default: the preset's)")

@@ -46,7 +46,7 @@ def test_tiny_run_writes_table_curves_figure_and_manifest(tiny_run, capsys):
     summary = json.loads((out / "batch-ReLU" / "summary.json").read_text())
     config = json.loads((out / "batch-ReLU" / "config.json").read_text())
     assert summary["status"] == "finished" and summary["datasets"] == 2 and summary["points"] == 128
-    assert config["dtype"] == "float64" and config["depth"] == 10 and config["datasets"] == 2
+    assert config["dtype"] == "float32" and config["depth"] == 10 and config["datasets"] == 2
 
 
 def test_batch_relu_explodes_even_in_a_tiny_run(tiny_run):

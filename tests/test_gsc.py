@@ -288,3 +288,44 @@ def test_log_fit_growth_and_explosion():
     bump = np.exp(np.where(layers > 45, (layers - 45) * 1.0, 0.0))  # flat, then a rise at the input side
     assert G.growth_per_layer(bump) > 1.02 and G.log_fit(bump)[1] < 0.9 and not G.explodes(bump)
     assert np.isnan(G.log_slope([1.0, 0.0, 2.0])) and not G.explodes([1.0, np.nan, 3.0])
+
+
+# ----------------------------------------------------------------------------------------- the fused MLP path
+@given(arch=st.sampled_from(list(ARCHITECTURES)), depth=st.integers(1, 5), width=st.integers(2, 7),
+       in_features=st.integers(1, 6), n=st.integers(2, 9), biases=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_mlp_path_matches_the_modules(arch, depth, width, in_features, n, biases, seed):
+    rng = np.random.default_rng(seed)
+    model = build_mlp(arch, depth=depth, width=width, in_features=in_features, generator=rng, dtype=np.float64)
+    if biases:  # the study's biases are zero; the fused path must not rely on it
+        for layer in model.hidden_layers:
+            layer.linear.bias.data[...] = rng.standard_normal(width)
+    x, y = rng.standard_normal((n, in_features)), rng.standard_normal((n, width))
+    x0 = x.copy()
+    fused = G.measure_mlp(model, x, y)
+    oracle = G.measure_batch(model.hidden_layers, x, y)
+    np.testing.assert_array_equal(x, x0)
+    for name in ("gsc", "pre_activation_std", "sign_diversity"):
+        np.testing.assert_allclose(getattr(fused, name), getattr(oracle, name), rtol=1e-10, atol=1e-300,
+                                   equal_nan=True, err_msg=name)
+    np.testing.assert_allclose(fused.grad_sq, oracle.grad_sq, rtol=1e-10)
+    np.testing.assert_allclose(fused.error_sq, oracle.error_sq, rtol=1e-10)
+    assert (fused.n_points, fused.n_batches, fused.widths.tolist()) == (oracle.n_points, 1, [width] * depth)
+
+
+def test_fused_mlp_path_in_float32_is_close_to_the_modules():
+    rng = np.random.default_rng(4)
+    model = build_mlp("layer-tanh", depth=6, width=10, in_features=10, generator=rng)
+    x, y = rng.standard_normal((40, 10)).astype(np.float32), rng.standard_normal((40, 10)).astype(np.float32)
+    np.testing.assert_allclose(G.measure_mlp(model, x, y).gsc, G.measure_batch(model.hidden_layers, x, y).gsc,
+                               rtol=1e-5)
+
+
+def test_fused_mlp_path_refuses_other_models():
+    with pytest.raises(TypeError, match="measure_batch"):
+        G.measure_mlp(nn.Sequential(nn.Linear(3, 3)), np.ones((2, 3)), np.ones((2, 3)))
+    model = build_mlp("batch-ReLU", depth=2, width=3)
+    model.layer1.norm = nn.BatchNorm1d(3)  # learnable affine: not one of the study's networks
+    with pytest.raises(TypeError, match="measure_batch"):
+        G.measure_mlp(model, np.ones((2, 100)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        G.measure_mlp(build_mlp("ReLU", depth=2, width=3), np.ones((2, 7)), np.ones((2, 3)))
