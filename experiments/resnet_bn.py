@@ -98,8 +98,12 @@ def row_config(args, model):
     """Every setting of one row (written to its config.json; a re-run must match it)."""
     preset = PRESETS[args.preset]
     epochs = args.epochs if args.epochs is not None else preset.epochs
-    if epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    for flag, value in (("--epochs", epochs), ("--batch-size", args.batch_size), ("--width", args.width),
+                        ("--blocks-per-scale", args.blocks_per_scale)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
     subset = None if args.full_train else (args.train_subset if args.train_subset is not None else preset.train_subset)
     probes = sorted({epochs if e == "last" else e for e in preset.probe_epochs if e == "last" or e <= epochs})
     return {

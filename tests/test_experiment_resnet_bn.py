@@ -188,6 +188,8 @@ def test_list_and_bad_settings(tmp_path, capsys):
     assert "Model-1-lr1e-1" in listed and "Model-3-lr1e-1" in listed
     assert resnet_bn.main(["--epochs", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert resnet_bn.main(["--width", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--width must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_row_config_presets():
