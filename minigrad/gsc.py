@@ -435,7 +435,7 @@ def _mlp_plan(model):
             norm_kind, eps = "batch", norm.eps
         else:
             break
-        bias = None if linear.bias is None else linear.bias.data
+        bias = None if linear.bias is None or not linear.bias.data.any() else linear.bias.data  # zero: skip
         plan.append((linear.weight.data, bias, norm_kind, eps, _ACTIVATION_KINDS[type(act)]))
     else:
         if plan:

@@ -99,7 +99,7 @@ def test_train_tiny_run_on_fake_cifar(tmp_path, capsys):
     from fake_cifar import make_fake_cifar
 
     data = tmp_path / "data"
-    make_fake_cifar(data, "cifar10", n_train=2600, n_test=20)
+    make_fake_cifar(data, "cifar10", n_train=2600, n_test=20, as_tarball=False)
     out = tmp_path / "out"
     argv = ["--train", "--data-dir", str(data), "--out", str(out), "--arch", "batch-ReLU", "SeLU", "--lr", "1e-2",
             "--epochs", "2", "--train-subset", "60", "--gsc-batch", "30", "--depth", "4", "--width", "8",
@@ -117,3 +117,27 @@ def test_train_tiny_run_on_fake_cifar(tmp_path, capsys):
     assert "batch-ReLU" in table and "SeLU" in table and "Best lr per architecture" in table
     assert (out / "cifar10" / "training_gsc.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"Everything went to {out / 'cifar10'}/"
+
+
+def test_a_failing_architecture_is_recorded_and_the_others_still_reported(tmp_path, monkeypatch, capsys):
+    real = study.measure_one
+
+    def flaky(architecture, k, config):
+        if architecture == "tanh":
+            raise FloatingPointError("boom")
+        return real(architecture, k, config)
+
+    monkeypatch.setattr(study, "measure_one", flaky)
+    args = ["--preset", "quick", "--datasets", "1", "--points", "16", "--depth", "3", "--no-progress",
+            "--threads", "1", "--arch", "ReLU", "tanh", "--out", str(tmp_path)]
+    assert study.main(args) == 1
+    assert "tanh failed: FloatingPointError: boom" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tanh" / "summary.json").read_text())["status"] == "failed"
+    assert [r["architecture"] for r in read_csv(tmp_path / "results.csv")] == ["ReLU"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [(r["row"], r["status"]) for r in manifest["rows"]] == [("ReLU", "finished"), ("tanh", "failed")]
+    # the failed row is unfinished: a re-run asks for --resume, and --resume measures it again
+    monkeypatch.setattr(study, "measure_one", real)
+    assert study.main(args) == 2 and "--resume" in capsys.readouterr().err
+    assert study.main(args + ["--resume"]) == 0
+    assert [r["architecture"] for r in read_csv(tmp_path / "results.csv")] == ["ReLU", "tanh"]
