@@ -1,4 +1,5 @@
-"""Thread counts of Numba's parallel kernels and of the BLAS, set together so they never oversubscribe.
+"""Thread counts of Numba's parallel kernels and of the BLAS, set together so they never oversubscribe,
+and the worker threads that layers use to process a batch in parallel chunks.
 
 A training step alternates Numba kernels (im2col, pooling, activations) and BLAS GEMMs. If each pool
 believes it owns every core, the two pools fight for them; so both get the same count, ``n``:
@@ -7,16 +8,28 @@ believes it owns every core, the two pools fight for them; so both get the same 
   ``set_num_threads`` from the thread that runs the training (the main thread, normally).
 - BLAS (OpenBLAS, MKL, ...): ``threadpoolctl.threadpool_limits(n, user_api="blas")``, kept in force
   for the rest of the process (until the next call).
+
+``parallel_chunks`` runs a layer's per-chunk work (e.g. Conv2d: im2col, GEMM, reshuffle of a few images)
+on ``n`` worker threads, each doing whole chunks on one core: single-threaded kernels and a
+single-threaded BLAS for the duration. One hand-off per layer call instead of a fork and join of both
+thread pools for every kernel and every GEMM; on a busy machine the fork-join way was several times
+slower (a thread the others wait for at each join may not be running).
 """
 import numbers
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
-from threadpoolctl import threadpool_info, threadpool_limits
+import numpy as np  # noqa: F401  (loads the BLAS before threadpoolctl looks for it)
+from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
-__all__ = ["set_num_threads", "get_num_threads", "available_cores"]
+__all__ = ["set_num_threads", "get_num_threads", "available_cores", "parallel_chunks"]
 
 _blas_limits = None  # the threadpoolctl handle in force (held so the limit's owner stays reachable)
+_blas = None  # ThreadpoolController of the BLAS libraries, made on first use (its scan costs ~2 ms)
+_pool, _pool_size = None, 0
+_pool_lock = threading.Lock()
 
 
 def available_cores():
@@ -32,6 +45,7 @@ def set_num_threads(n=None):
 
     ``n`` may not exceed Numba's pool size, ``numba.config.NUMBA_NUM_THREADS`` (all cores unless the
     environment variable of that name says less), because Numba cannot grow its pool after start-up.
+    ``parallel_chunks`` uses ``n`` worker threads.
     """
     global _blas_limits
     ceiling = numba.config.NUMBA_NUM_THREADS
@@ -53,3 +67,60 @@ def get_num_threads():
     libraries loaded, ``None`` if threadpoolctl finds none)."""
     blas = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
     return {"numba": numba.get_num_threads(), "blas": max(blas) if blas else None}
+
+
+def _worker_start():
+    numba.set_num_threads(1)  # per thread: kernels called from a worker run on that worker alone
+
+
+def _workers(n):
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool_size != n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(n, thread_name_prefix="minigrad-worker", initializer=_worker_start)
+            _pool_size = n
+        return _pool
+
+
+def _single_threaded_blas():
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas.limit(limits=1)
+
+
+def parallel_chunks(work, chunks, make_state=None):
+    """Call ``work(n0, n1, state)`` for every ``(n0, n1)`` in ``chunks``; returns the list of states.
+
+    The chunks go, in order of availability, to ``numba.get_num_threads()`` worker threads (of the
+    calling thread: ``set_num_threads`` sets it). Each worker makes one ``state = make_state()`` (e.g.
+    its partial gradient sums; ``None`` without ``make_state``) and passes it to each chunk it takes.
+    Workers run their Numba kernels on themselves alone and the BLAS is single-threaded meanwhile, so
+    ``work`` must only write to its own chunk's part of shared arrays. With one thread, or one chunk,
+    everything runs in the calling thread with the usual thread counts.
+    """
+    threads = min(numba.get_num_threads(), len(chunks))
+    if threads <= 1:
+        state = make_state() if make_state is not None else None
+        for n0, n1 in chunks:
+            work(n0, n1, state)
+        return [state]
+    pending = iter(chunks)
+    lock = threading.Lock()
+
+    def worker():
+        state = make_state() if make_state is not None else None
+        while True:
+            with lock:
+                chunk = next(pending, None)
+            if chunk is None:
+                return state
+            work(chunk[0], chunk[1], state)
+
+    pool = _workers(numba.get_num_threads())
+    with _single_threaded_blas():
+        futures = [pool.submit(worker) for _ in range(threads)]
+        wait(futures)  # all of them, even if one fails: none may still write once we return
+    return [future.result() for future in futures]

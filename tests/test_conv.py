@@ -20,29 +20,26 @@ def _conv(g, bias, dtype=np.float64):
 
 
 @given(g=conv_geometry(), bias=st.booleans(), seed=seeds, chunk=small_chunks)
-def test_forward_and_backward_match_naive_loops(g, bias, seed, chunk, monkeypatch_module):
-    """Exact formula check in float64, across chunk sizes that split the batch anywhere."""
-    monkeypatch_module.setattr(conv_module, "_CHUNK_COLUMNS", chunk)
+def test_forward_and_backward_match_naive_loops(g, bias, seed, chunk):
+    """Exact formula check in float64, across chunk sizes that split the batch anywhere (the chunks then
+    run on the worker threads, each with its partial weight gradient)."""
     rng = np.random.default_rng(seed)
     m = _conv(g, bias)
     x = rng.standard_normal(g.input_shape)
-    y = m(x)
+    grad_output = rng.standard_normal(g.output_shape)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_module, "_CHUNK_COLUMNS", chunk)
+        mp.setattr(conv_module, "_MIN_CHUNK_COLUMNS", 1)
+        y = m(x)
+        dx = m.backward(grad_output)
     b = None if m.bias is None else m.bias.data
     assert y.shape == g.output_shape
     np.testing.assert_allclose(y, ref.conv2d(x, m.weight.data, b, g.stride, g.padding), rtol=1e-12, atol=1e-12)
-    grad_output = rng.standard_normal(y.shape)
-    dx = m.backward(grad_output)
     dx_ref, dw_ref, db_ref = ref.conv2d_backward(x, m.weight.data, grad_output, g.stride, g.padding)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(m.weight.grad, dw_ref, rtol=1e-12, atol=1e-12)
     if bias:
         np.testing.assert_allclose(m.bias.grad, db_ref, rtol=1e-12, atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 @given(g=conv_geometry(), bias=st.booleans(), seed=seeds)
@@ -52,10 +49,13 @@ def test_gradcheck(g, bias, seed):
     assert res.ok, str(res)
 
 
+@pytest.mark.parametrize("in_channels, out_channels", [(3, 2), (2, 4), (1, 3), (2, 5)])
 @given(g=conv_geometry(max_stride=1), seed=seeds)
-@settings(max_examples=10)
-def test_gradcheck_stride_one_path(g, seed):
-    """Stride 1 takes the transposed-convolution path for dx; make sure it is always exercised."""
+@settings(max_examples=8)
+def test_gradcheck_stride_one_both_paths(in_channels, out_channels, g, seed):
+    """Stride 1 computes both gradients from im2col(dY) when C_out <= 2*C_in (first two cases), else the
+    textbook way (col2im): make sure both are always exercised."""
+    g = type(g)(**{**g.__dict__, "in_channels": in_channels, "out_channels": out_channels})
     res = gradcheck(_conv(g, True), np.random.default_rng(seed).standard_normal(g.input_shape))
     assert res.ok, str(res)
 

@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from minigrad.kernels import _threading
 from minigrad.kernels import im2col as K
-from minigrad.threads import available_cores, get_num_threads, set_num_threads
+from minigrad.threads import available_cores, get_num_threads, parallel_chunks, set_num_threads
 
 
 @pytest.fixture(autouse=True)
@@ -84,3 +84,60 @@ def test_openmp_workers_sleep_unless_the_user_says_otherwise(preset, expected):
                          env=env, capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == expected
+
+
+def test_parallel_chunks_runs_each_chunk_once_on_single_threaded_workers():
+    set_num_threads(2)
+    chunks = [(n, n + 1) for n in range(40)]
+    seen, lock = [], __import__("threading").Lock()
+
+    def work(n0, n1, state):
+        with lock:
+            seen.append((n0, n1, numba.get_num_threads(), frozenset(_blas_counts())))
+        state.append(n0)
+
+    states = parallel_chunks(work, chunks, make_state=list)
+    assert sorted((n0, n1) for n0, n1, _, _ in seen) == chunks
+    assert len(states) == 2 and sorted(sum(states, [])) == list(range(40))
+    assert all(threads == 1 and blas == {1} for _, _, threads, blas in seen)  # workers: one thread each
+    assert _blas_counts() == {2} and numba.get_num_threads() == 2  # restored for the caller
+
+
+def test_parallel_chunks_with_one_thread_or_one_chunk_runs_in_the_caller():
+    import threading
+    caller = threading.get_ident()
+    for threads, chunks in ((1, [(0, 1), (1, 2)]), (2, [(0, 5)])):
+        set_num_threads(threads)
+        where = []
+        states = parallel_chunks(lambda n0, n1, s: where.append(threading.get_ident()), chunks)
+        assert states == [None] and set(where) == {caller}
+
+
+def test_parallel_chunks_propagates_errors_after_all_workers_stop():
+    set_num_threads(2)
+    done = []
+
+    def work(n0, n1, state):
+        if n0 == 3:
+            raise RuntimeError("chunk 3 failed")
+        done.append(n0)
+
+    with pytest.raises(RuntimeError, match="chunk 3"):
+        parallel_chunks(work, [(n, n + 1) for n in range(10)])
+    assert 3 not in done and _blas_counts() == {2}
+
+
+def test_conv_same_result_on_one_and_two_threads():
+    from minigrad import nn
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 4, 12, 10))
+    g = rng.standard_normal((16, 6, 12, 10))
+    results = []
+    for threads in (1, 2):
+        set_num_threads(threads)
+        m = nn.Conv2d(4, 6, 3, padding=1).double()
+        m.weight.data[...] = np.linspace(-1, 1, m.weight.size).reshape(m.weight.shape)
+        m.bias.data[...] = np.linspace(-1, 1, m.bias.size)
+        results.append((m(x), m.backward(g), m.weight.grad.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -44,7 +44,7 @@ def _valid_range(out_len, stride, offset, in_len):
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
     """Fill ``cols`` (C*kh*kw, (n1-n0)*h_out*w_out) from images ``x[n0:n1]`` (mapping in the module doc).
 
@@ -99,7 +99,7 @@ def im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def col2im(cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, out):
     """Overwrite ``out[n0:n1]`` with the adjoint of ``im2col``: each entry of ``cols`` added to its pixel.
 
@@ -127,7 +127,7 @@ def col2im(cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, out):
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def rows_to_nchw(rows, bias, n0, n1, out):
     """``out[n, c].flat[p] = rows[c, (n - n0)*H*W + p] + bias[c]`` for n0 <= n < n1 (bias fused)."""
     channels = out.shape[1]
@@ -143,7 +143,7 @@ def rows_to_nchw(rows, bias, n0, n1, out):
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def nchw_to_rows(x, n0, n1, rows):
     """``rows[c, (n - n0)*H*W + p] = x[n, c].flat[p]``: images n0..n1-1 side by side, one row per channel."""
     channels = x.shape[1]

@@ -55,7 +55,7 @@ def _is_two_by_two(kh, kw, sh, sw, ph, pw, h_out, w_out, height, width):
 # through flat views with explicit offsets (plane p of x starts at p*H*W).
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def max_pool_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
     """``out[n,c,h,w]`` = max over the window; ``argmax[n,c,h,w]`` = flat index ``r*W + s`` of the
     first maximum in row-major window order (PyTorch's choice on ties); NaN wins, as in PyTorch."""
@@ -103,7 +103,7 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def max_pool_backward(grad_output, argmax, grad_input):
     """``grad_input[n, c].flat[argmax[n,c,h,w]] += grad_output[n,c,h,w]``, zero elsewhere."""
     n, channels, height, width = grad_input.shape
@@ -117,7 +117,7 @@ def max_pool_backward(grad_output, argmax, grad_input):
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def avg_pool_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, out):
     """``out[n,c,h,w]`` = (sum of the window's real pixels) / divisor (see ``_divisor``)."""
     n, channels, height, width = x.shape
@@ -151,7 +151,7 @@ def avg_pool_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
 
 
 @serial_when_small
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def avg_pool_backward(grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, grad_input):
     """Each real pixel of a window receives ``grad_output[n,c,h,w] / divisor`` (overlaps add up)."""
     n, channels, height, width = grad_input.shape

@@ -1,32 +1,39 @@
 """2-D convolution, as ``torch.nn.Conv2d`` (groups=1, dilation=1), by im2col + GEMM.
 
 The index shuffling (im2col, col2im) is in ``minigrad/kernels/im2col.py``; this file holds the maths.
-The batch is processed in chunks of a few images so that the column matrix of a chunk stays in the CPU
-cache and is rebuilt in backward instead of being kept: memory stays at one input per layer.
+The batch is processed in chunks of a few images, spread over the worker threads
+(``minigrad.threads.parallel_chunks``): a chunk's column matrix stays in its core's cache, and it is
+rebuilt in backward instead of being kept, so memory stays at one input per layer.
 """
 import math
+import threading
 
+import numba
 import numpy as np
 
 from ..kernels import im2col as K
+from ..threads import parallel_chunks
 from . import init
 from .module import Module, Parameter
 
 __all__ = ["Conv2d"]
 
 # Columns (images x output pixels) per GEMM. Enough for the BLAS to run at full speed, few enough that a
-# chunk's column matrix (C_in*kh*kw x this) stays in the last-level cache.
+# chunk's column matrix (C_in*kh*kw x this) stays in cache. Below _MIN_CHUNK_COLUMNS a chunk is not worth
+# a thread hand-off (gradient checks and other tiny inputs run in one chunk).
 _CHUNK_COLUMNS = 2048
-_scratch = {}
+_MIN_CHUNK_COLUMNS = 256
+_scratch = threading.local()  # per worker thread: each needs its own buffers
 
 
 def _buffer(name, shape, dtype):
-    """A reusable scratch array of ``shape`` (grown on demand, shared by all Conv2d layers)."""
+    """A reusable scratch array of ``shape`` for this thread (grown on demand, shared by all layers)."""
     size = math.prod(shape)
+    buffers = _scratch.__dict__.setdefault("buffers", {})
     key = (name, np.dtype(dtype))
-    buf = _scratch.get(key)
+    buf = buffers.get(key)
     if buf is None or buf.size < size:
-        buf = _scratch[key] = np.empty(size, dtype)
+        buf = buffers[key] = np.empty(size, dtype)
     return buf[:size].reshape(shape)
 
 
@@ -47,7 +54,7 @@ class Conv2d(Module):
               y[n, o, h, w] = b[o] + sum_{c,i,j} weight[o, c, i, j] * x_pad[n, c, h*sh + i, w*sw + j]
     Backward  dW = dY @ cols.T,  db = sum_{n,h,w} dY,  dx = col2im(W_mat.T @ dY)
               (dY: grad_output as (C_out, N*H_out*W_out), cols = im2col(x): (C_in*kh*kw, N*H_out*W_out))
-              With stride 1 the same gradients come from im2col(dY) instead (see backward).
+              With stride 1 (and C_out <= 2*C_in) the same gradients come from im2col(dY) (see backward).
     Shapes    x (N, C_in, H, W) -> y (N, C_out, H_out, W_out),
               H_out = floor((H + 2*ph - kh) / sh) + 1,  W_out = floor((W + 2*pw - kw) / sw) + 1
               weight (C_out, C_in, kh, kw), bias (C_out,)
@@ -87,9 +94,13 @@ class Conv2d(Module):
                 f"kernel_size {self.kernel_size}: the output size would be ({h_out}, {w_out})")
         return h_out, w_out
 
-    def _chunks(self, batch, plane):
-        """Slices ``(n0, n1)`` of the batch with about ``_CHUNK_COLUMNS`` output pixels each."""
-        step = max(1, min(batch, _CHUNK_COLUMNS // plane))
+    @staticmethod
+    def _chunks(batch, plane):
+        """Slices ``(n0, n1)`` of the batch: about ``_CHUNK_COLUMNS`` pixels each, one per worker thread at
+        least when the batch is small, never fewer than ``_MIN_CHUNK_COLUMNS`` pixels (``plane``: pixels
+        per image)."""
+        per_worker = -(-batch // numba.get_num_threads())
+        step = max(1, min(_CHUNK_COLUMNS // plane, per_worker), -(-_MIN_CHUNK_COLUMNS // plane))
         return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
 
     def forward(self, x):
@@ -102,11 +113,14 @@ class Conv2d(Module):
         w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data.astype(dtype)
         y = np.empty((n, self.out_channels, h_out, w_out), dtype)
-        for n0, n1 in self._chunks(n, plane):
+
+        def chunk(n0, n1, _):  # y[n0:n1] = W_mat @ im2col(x[n0:n1]) + b
             cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * plane), dtype)
             K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)
             rows = np.matmul(w_mat, cols, out=_buffer("rows", (self.out_channels, cols.shape[1]), dtype))
             K.rows_to_nchw(rows, bias, n0, n1, y)
+
+        parallel_chunks(chunk, self._chunks(n, plane))
         self._x = x  # backward rebuilds the columns from x, chunk by chunk
         return y
 
@@ -116,17 +130,19 @@ class Conv2d(Module):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         (height, width), (h_out, w_out) = x.shape[2:], g.shape[2:]
         grad_input = np.empty_like(x)
-        if self.stride == (1, 1):
+        if self.stride == (1, 1) and self.out_channels <= 2 * self.in_channels:
             # Both gradients from one column matrix of dY, and no scatter-add (one im2col fewer):
             # g_cols = im2col(dY, padding=(kh-1-ph, kw-1-pw)) lists, for each input pixel, the output pixels
             # whose windows covered it, kernel flipped. So dx = W_flip @ g_cols (a full correlation with
             # W_flip[c, (o*kh + i)*kw + j] = weight[o, c, kh-1-i, kw-1-j]), and dW_flip = x_rows @ g_cols.T
             # (x_rows: x as (C_in, N*H*W)) is dW with its kernel flipped and its first two axes swapped.
+            # im2col(dY) has C_out*kh*kw rows against 2*C_in*kh*kw for im2col(x) + col2im: hence the test
+            # on the channels (a 3-channel input layer takes the textbook way).
             w_flip = np.ascontiguousarray(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), x.dtype)
             w_flip = w_flip.reshape(self.in_channels, -1)
-            grad_flip = np.zeros_like(w_flip)
             no_bias = np.zeros(self.in_channels, x.dtype)
-            for n0, n1 in self._chunks(x.shape[0], height * width):
+
+            def chunk(n0, n1, grad_flip):  # grad_flip: this worker's partial sum of dW_flip
                 g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
                 K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
                 x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
@@ -134,13 +150,16 @@ class Conv2d(Module):
                 grad_flip += x_rows @ g_cols.T
                 dx_rows = np.matmul(w_flip, g_cols, out=x_rows)  # x_rows are used up: reuse their memory
                 K.rows_to_nchw(dx_rows, no_bias, n0, n1, grad_input)
-            grad_weight = grad_flip.reshape(self.in_channels, self.out_channels, kh, kw)[:, :, ::-1, ::-1]
-            self.weight.grad += grad_weight.transpose(1, 0, 2, 3)
+
+            partials = parallel_chunks(chunk, self._chunks(x.shape[0], height * width),
+                                       make_state=lambda: np.zeros_like(w_flip))
+            grad_flip = sum(partials).reshape(self.in_channels, self.out_channels, kh, kw)
+            self.weight.grad += grad_flip[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
         else:
             # The textbook backward, chunk by chunk: dW += dY @ cols.T, dx = col2im(W_mat.T @ dY).
             w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
-            grad_weight = np.zeros_like(w_mat)
-            for n0, n1 in self._chunks(x.shape[0], h_out * w_out):
+
+            def chunk(n0, n1, grad_weight):  # grad_weight: this worker's partial sum of dW
                 cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
                 K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept
                 g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
@@ -148,7 +167,10 @@ class Conv2d(Module):
                 grad_weight += g_rows @ cols.T
                 d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
                 K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
-            self.weight.grad += grad_weight.reshape(self.weight.shape)
+
+            partials = parallel_chunks(chunk, self._chunks(x.shape[0], h_out * w_out),
+                                       make_state=lambda: np.zeros_like(w_mat))
+            self.weight.grad += sum(partials).reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, 2, 3))
         return grad_input
