@@ -422,6 +422,15 @@ def _variance_range(points, label):
     return min(values), max(values)
 
 
+def _input_block_change(points):
+    """Last probe / init of the input-side block's variance (how far the first block's gradient moved)."""
+    if len(points) < 2 or points[0]["label"] != "init":
+        return None
+    first = next(iter(points[0]["blocks"]))
+    before, after = points[0]["blocks"][first]["batch_var"], points[-1]["blocks"][first]["batch_var"]
+    return after / before if before and after is not None else None
+
+
 def _format_range(lo, hi):
     if hi == "non-finite":
         return "non-finite"
@@ -450,7 +459,7 @@ def row_record(folder):
         "test_acc": summary.get("test_acc"), "seconds": summary.get("seconds"), "status": status,
         "var_init": _format_range(*_variance_range(points, "init")),
         "var_end": _format_range(*_variance_range(points, end_label)) if end_label else "-",
-        "end_label": end_label,
+        "end_label": end_label, "input_block_change": _input_block_change(points),
     }
 
 
@@ -470,14 +479,23 @@ def findings(records):
     m1, m2, m3 = (by_model.get(m) for m in MODELS)
     if m1 and m2 and m1["test_acc"] is not None and m2["test_acc"] is not None:
         notes.append(f"Model-1 minus Model-2 test accuracy: {100 * (m1['test_acc'] - m2['test_acc']):+.2f} points.")
-    if m3:
+    if m3 and m3["status"] == "finished":
+        notes.append(f"Model-3 finished without a non-finite loss (the paper's diverged); final train accuracy "
+                     f"{format_pct(m3['train_acc'])}% (chance 10%).")
+    elif m3:
         notes.append(f"Model-3: {m3['status']}.")
     for r in records:
+        change = r["input_block_change"]
+        moved = "" if change is None else f"; the input-side block's variance moved x{change:.1e} from init"
         notes.append(f"{r['model']}: per-block gradient variance at init {r['var_init']}; "
-                     f"at {r['end_label'] or 'the end'} {r['var_end']}.")
+                     f"at {r['end_label'] or 'the end'} {r['var_end']}{moved}.")
     notes.append("Block gradient variance: one fixed batch (first training images, unaugmented, BN in train "
                  "mode), mean over features of the variance over the batch of d loss / d block output.")
     return notes
+
+
+def format_pct(value):
+    return common.format_cell(value, "pct")
 
 
 def find_row_dirs(paths):
@@ -490,8 +508,11 @@ def find_row_dirs(paths):
     return rows
 
 
-def collect(paths, out_dir, preset=None, names=None):
-    """Table, manifest and study figures from the row folders under ``paths``; returns (table, records, figures)."""
+def collect(paths, out_dir, preset=None, names=None, redraw=False):
+    """Table, manifest and figures from the row folders under ``paths``; returns (table, records, figures).
+
+    Row figures are drawn when missing or older than their block_stats.json, or always with ``redraw``.
+    """
     folders = [f for f in find_row_dirs(paths) if load_config(f).get("study") == STUDY]
     if preset is not None:
         folders = [f for f in folders if load_config(f).get("preset") == preset]
@@ -509,7 +530,7 @@ def collect(paths, out_dir, preset=None, names=None):
                           [{"row": r["row"], "folder": r["folder"], "status": r["status"]} for r in records])
     figures = []
     for folder in folders:
-        figures += draw_row_figures(folder) if _figures_stale(folder) else _row_figures(folder)
+        figures += draw_row_figures(folder) if redraw or _figures_stale(folder) else _row_figures(folder)
     figures += draw_study_figures(folders, out_dir)
     return table, records, figures
 
@@ -526,7 +547,7 @@ def main(argv=None):
             common.say(f"  {common.row_name(model, args.lr)}")
         return 0
     if args.collect:
-        table, records, figures = collect(args.collect, args.out)
+        table, records, figures = collect(args.collect, args.out, redraw=True)
         _report(table, figures, args.out)
         return 0
 
