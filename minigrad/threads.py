@@ -32,6 +32,16 @@ _pool, _pool_size = None, 0
 _pool_lock = threading.Lock()
 
 
+def _forget_workers_after_fork():
+    """A forked child has none of its parent's threads: start a new pool there when one is needed."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
+
+
 def available_cores():
     """Cores this process may run on (its CPU affinity where the OS reports it)."""
     try:

@@ -155,6 +155,8 @@ def test_parameters_state_dict_and_repr():
     assert m.weight.shape == (5, 4, 2, 3) and m.bias.shape == (5,)
     assert repr(m) == "Conv2d(4, 5, kernel_size=(2, 3), stride=(2, 1))"
     assert [name for name, _ in m.named_parameters()] == ["weight", "bias"]
+    # PyTorch's positional order: in, out, kernel_size, stride, padding, dilation, groups, bias
+    assert nn.Conv2d(2, 3, 3, 1, 1, 1, 1, False).bias is None
 
 
 def test_default_init_is_pytorchs():
@@ -204,6 +206,7 @@ def test_integer_input_is_a_type_error(dtype):
     (dict(in_channels=0), ValueError), (dict(out_channels=-1), ValueError), (dict(kernel_size=0), ValueError),
     (dict(kernel_size=(2, 0)), ValueError), (dict(stride=0), ValueError), (dict(padding=-1), ValueError),
     (dict(kernel_size=(1, 2, 3)), TypeError), (dict(kernel_size=2.5), TypeError), (dict(padding="same"), TypeError),
+    (dict(dilation=2), ValueError), (dict(groups=2), ValueError), (dict(padding_mode="reflect"), ValueError),
 ])
 def test_bad_constructor_arguments(kwargs, error):
     args = dict(in_channels=2, out_channels=2, kernel_size=3)

@@ -141,3 +141,24 @@ def test_conv_same_result_on_one_and_two_threads():
         results.append((m(x), m.backward(g), m.weight.grad.copy()))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_worker_pool_is_recreated_in_a_forked_child():
+    """The parent's worker threads do not exist after fork(): the child must not wait for them forever."""
+    code = """
+import os, sys
+from minigrad.threads import parallel_chunks, set_num_threads
+set_num_threads(2)
+chunks = [(n, n + 1) for n in range(8)]
+assert len(parallel_chunks(lambda a, b, s: None, chunks)) == 2  # the parent's pool now exists
+pid = os.fork()
+if pid == 0:
+    states = parallel_chunks(lambda a, b, s: s.append(a), chunks, make_state=list)
+    os._exit(0 if sorted(sum(states, [])) == list(range(8)) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr

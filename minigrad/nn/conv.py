@@ -61,8 +61,13 @@ class Conv2d(Module):
     Init      weight, bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in*kh*kw (PyTorch's default).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
         super().__init__()
+        # PyTorch's signature, so that positional arguments mean the same; only these values are supported.
+        if dilation not in (1, (1, 1)) or groups != 1 or padding_mode != "zeros":
+            raise ValueError(f"Conv2d: only dilation=1, groups=1 and padding_mode='zeros' are supported, got "
+                             f"dilation={dilation!r}, groups={groups!r}, padding_mode={padding_mode!r}")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
