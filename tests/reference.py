@@ -60,7 +60,7 @@ def conv2d(x, weight, bias, stride, padding):
     """y[n,o,h,w] = b[o] + sum_{c,i,j} weight[o,c,i,j] * x_pad[n, c, h*sh + i, w*sw + j]."""
     (sh, sw) = stride
     n, _, height, width = x.shape
-    c_out, c_in, kh, kw = weight.shape
+    c_out, _, kh, kw = weight.shape
     h_out, w_out = out_size(height, kh, sh, padding[0]), out_size(width, kw, sw, padding[1])
     xp = pad(x, padding)
     y = np.zeros((n, c_out, h_out, w_out))
@@ -77,7 +77,7 @@ def conv2d_backward(x, weight, grad_output, stride, padding):
     """(dx, dW, db) of ``conv2d`` by the chain rule on each term of the forward sum."""
     (sh, sw), (ph, pw) = stride, padding
     n, _, height, width = x.shape
-    c_out, c_in, kh, kw = weight.shape
+    c_out, _, kh, kw = weight.shape
     h_out, w_out = grad_output.shape[2:]
     xp = pad(x, padding)
     dxp = np.zeros_like(xp)

@@ -3,13 +3,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+import reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import conv_geometry, seeds
 
 import minigrad
 from minigrad import gradcheck, nn
 from minigrad.nn import conv as conv_module
-import reference as ref
-from strategies import conv_geometry, seeds
 
 small_chunks = st.sampled_from([1, 5, 40, conv_module._CHUNK_COLUMNS])  # columns per GEMM chunk
 

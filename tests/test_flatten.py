@@ -1,10 +1,11 @@
 """Flatten: shapes as torch.flatten, backward reshaping back, finite differences, errors."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import seeds
 
 from minigrad import gradcheck, nn
-from strategies import seeds
 
 
 @given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=5), data=st.data(), seed=seeds)

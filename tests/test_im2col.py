@@ -1,11 +1,14 @@
 """The im2col / col2im Numba kernels: index mapping against a naive loop, adjointness, chunks, layouts."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from reference import col2im as ref_col2im
+from reference import im2col as ref_im2col
+from reference import out_size
+from strategies import conv_geometry, seeds
 
 from minigrad.kernels import im2col as K
-from reference import col2im as ref_col2im, im2col as ref_im2col, out_size
-from strategies import conv_geometry, seeds
 
 
 def _cols(x, g, n0=0, n1=None):

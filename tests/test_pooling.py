@@ -1,11 +1,12 @@
 """MaxPool2d, AvgPool2d, AdaptiveAvgPool2d: naive-loop oracles, finite differences, ties, errors."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+import reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import pool_geometry, seeds
 
 from minigrad import gradcheck, nn
-import reference as ref
-from strategies import pool_geometry, seeds
 
 
 def distinct_values(shape, seed):

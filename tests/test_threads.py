@@ -109,7 +109,7 @@ def test_parallel_chunks_with_one_thread_or_one_chunk_runs_in_the_caller():
     for threads, chunks in ((1, [(0, 1), (1, 2)]), (2, [(0, 5)])):
         set_num_threads(threads)
         where = []
-        states = parallel_chunks(lambda n0, n1, s: where.append(threading.get_ident()), chunks)
+        states = parallel_chunks(lambda n0, n1, s, where=where: where.append(threading.get_ident()), chunks)
         assert states == [None] and set(where) == {caller}
 
 
@@ -159,6 +159,6 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr

@@ -19,7 +19,6 @@ threads never write the same element. Arrays must be C-contiguous float32 or flo
 signatures); integers are Python ints.
 """
 import numba
-import numpy as np
 from numba import prange
 
 from ._threading import serial_when_small  # also sets the OpenMP wait policy before Numba starts
@@ -62,21 +61,25 @@ def im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols):
             c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
             w_lo, w_hi = _valid_range(w_out, 1, j - pw, width)
             h_lo, h_hi = _valid_range(h_out, 1, i - ph, height)
+            empty = h_hi <= h_lo or w_hi <= w_lo
+            start, stop = h_lo * w_out + w_lo, (h_hi - 1) * w_out + w_hi  # the run, in block offsets
             for n in range(n0, n1):
                 d = r * cols.shape[1] + (n - n0) * plane  # start of this image's block in row r
-                cf[d:d + h_lo * w_out] = 0  # output rows that read the top padding
-                cf[d + h_hi * w_out:d + plane] = 0  # ... and the bottom padding
-                if h_hi <= h_lo or w_hi <= w_lo:
-                    cf[d + h_lo * w_out:d + h_hi * w_out] = 0
+                if empty:
+                    cf[d:d + plane] = 0
                     continue
                 shift = (n * channels + c) * height * width + (i - ph) * width + (j - pw)  # source - dest
-                start, stop = h_lo * w_out + w_lo, (h_hi - 1) * w_out + w_hi
                 cf[d + start:d + stop] = xf[start + shift:stop + shift]
-                for h in range(h_lo, h_hi):  # wrapped-around entries: the left and right padding
-                    for w in range(w_lo):
-                        cf[d + h * w_out + w] = 0
-                    for w in range(w_hi, w_out):
-                        cf[d + h * w_out + w] = 0
+                if start > 0:  # output rows that read the top padding (and the row's left padding)
+                    cf[d:d + start] = 0
+                if stop < plane:
+                    cf[d + stop:d + plane] = 0
+                if w_lo > 0 or w_hi < w_out:  # entries that wrapped around: left and right padding
+                    for h in range(h_lo, h_hi):
+                        for w in range(w_lo):
+                            cf[d + h * w_out + w] = 0
+                        for w in range(w_hi, w_out):
+                            cf[d + h * w_out + w] = 0
         return
     for r in prange(channels * kh * kw):
         c, i, j = r // (kh * kw), (r // kw) % kh, r % kw

@@ -72,13 +72,13 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
                     k = 2 * h * width + 2 * w
                     a, b = xf[xs + k], xf[xs + k + 1]
                     c, d = xf[xs + k + width], xf[xs + k + width + 1]
-                    top = (b > a) | (b != b)  # a later value wins only if larger, or NaN (PyTorch)
+                    top = (b > a) | np.isnan(b)  # a later value wins only if larger, or NaN (PyTorch)
                     m1 = b if top else a  # scalar selects (not tuples) compile to branch-free code
                     i1 = k + 1 if top else k
-                    bottom = (d > c) | (d != d)
+                    bottom = (d > c) | np.isnan(d)
                     m2 = d if bottom else c
                     i2 = k + width + 1 if bottom else k + width
-                    last = (m2 > m1) | (m2 != m2)
+                    last = (m2 > m1) | np.isnan(m2)
                     of[os + h * w_out + w] = m2 if last else m1
                     af[os + h * w_out + w] = i2 if last else i1
         return

@@ -40,7 +40,8 @@ def _buffer(name, shape, dtype):
 def _pair(value, name, minimum):
     """``value`` as an (h, w) pair of ints >= ``minimum`` (an int means the same for both)."""
     pair = (value, value) if isinstance(value, (int, np.integer)) else value
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or \
+            not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
         raise TypeError(f"Conv2d: {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"Conv2d: {name} must be >= {minimum}, got {value!r}")
@@ -147,37 +148,41 @@ class Conv2d(Module):
             w_flip = w_flip.reshape(self.in_channels, -1)
             no_bias = np.zeros(self.in_channels, x.dtype)
 
-            def chunk(n0, n1, grad_flip):  # grad_flip: this worker's partial sum of dW_flip
+            def chunk(n0, n1, partial):  # partial: this worker's sums of dW_flip and db
                 g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
                 K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
                 x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
                 K.nchw_to_rows(x, n0, n1, x_rows)
-                grad_flip += x_rows @ g_cols.T
+                partial[0] += x_rows @ g_cols.T
+                if self.bias is not None:
+                    partial[1] += g[n0:n1].reshape(n1 - n0, self.out_channels, -1).sum(axis=(0, 2))
                 dx_rows = np.matmul(w_flip, g_cols, out=x_rows)  # x_rows are used up: reuse their memory
                 K.rows_to_nchw(dx_rows, no_bias, n0, n1, grad_input)
 
             partials = parallel_chunks(chunk, self._chunks(x.shape[0], height * width),
-                                       make_state=lambda: np.zeros_like(w_flip))
-            grad_flip = sum(partials).reshape(self.in_channels, self.out_channels, kh, kw)
+                                       make_state=lambda: [np.zeros_like(w_flip), np.zeros(self.out_channels, x.dtype)])
+            grad_flip = sum(p[0] for p in partials).reshape(self.in_channels, self.out_channels, kh, kw)
             self.weight.grad += grad_flip[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
         else:
             # The textbook backward, chunk by chunk: dW += dY @ cols.T, dx = col2im(W_mat.T @ dY).
             w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
 
-            def chunk(n0, n1, grad_weight):  # grad_weight: this worker's partial sum of dW
+            def chunk(n0, n1, partial):  # partial: this worker's sums of dW and db
                 cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
                 K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept
                 g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
                 K.nchw_to_rows(g, n0, n1, g_rows)
-                grad_weight += g_rows @ cols.T
+                partial[0] += g_rows @ cols.T
+                if self.bias is not None:
+                    partial[1] += g_rows.sum(axis=1)
                 d_cols = np.matmul(w_mat.T, g_rows, out=cols)  # cols are used up: reuse their memory
                 K.col2im(d_cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, grad_input)
 
             partials = parallel_chunks(chunk, self._chunks(x.shape[0], h_out * w_out),
-                                       make_state=lambda: np.zeros_like(w_mat))
-            self.weight.grad += sum(partials).reshape(self.weight.shape)
+                                       make_state=lambda: [np.zeros_like(w_mat), np.zeros(self.out_channels, x.dtype)])
+            self.weight.grad += sum(p[0] for p in partials).reshape(self.weight.shape)
         if self.bias is not None:
-            self.bias.grad += g.sum(axis=(0, 2, 3))
+            self.bias.grad += sum(p[1] for p in partials)
         return grad_input
 
     def extra_repr(self):

@@ -2,8 +2,6 @@
 
 The window loops are Numba kernels in ``minigrad/kernels/pooling.py``.
 """
-import math
-
 import numpy as np
 
 from ..kernels import pooling as K
