@@ -46,6 +46,7 @@ def test_tiny_run_writes_table_curves_figure_and_manifest(tiny_run, capsys):
     summary = json.loads((out / "batch-ReLU" / "summary.json").read_text())
     config = json.loads((out / "batch-ReLU" / "config.json").read_text())
     assert summary["status"] == "finished" and summary["datasets"] == 2 and summary["points"] == 128
+    assert 0 < summary["cpu_seconds"] < 60 and summary["seconds"] > 0
     assert config["dtype"] == "float32" and config["depth"] == 10 and config["datasets"] == 2
 
 
