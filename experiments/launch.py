@@ -1,0 +1,520 @@
+"""A study's rows as cluster jobs through submitit: a SLURM job array, or local subprocesses.
+
+    python -m experiments.vgg_depth --preset full --launcher slurm --partition cpu --time-limit 720 \\
+        --cpus-per-job 8 --mem-gb 8 --download        # submits the 7 rows as one job array, prints the ids
+    python -m experiments.vgg_depth --collect results/vgg_depth   # the table from the rows done so far
+    python -m experiments.vgg_depth --launcher local  # the same jobs as local processes (waits for them)
+
+Each row becomes one job that calls the study's own row function, ``fn(config, out_dir, *, data_dir,
+download, resume, progress)`` (``vgg_depth.run_row``), exactly as the in-process run does: one row = one run
+folder ``OUT/<row>/``. The job first sets Numba's and the BLAS's thread count to the CPUs it was given.
+
+Preemption and time limits. SLURM sends SIGUSR2 before it stops a job (``--signal``; submitit asks for it
+90 s before the time limit) and on preemption. submitit catches it and calls the job's ``checkpoint()``,
+which resubmits the same row with ``resume=True`` (``RowJob.checkpoint``); submitit then requeues the job.
+Nothing needs saving at that moment: the Trainer checkpoints every epoch and ``fit(resume=True)`` redoes the
+interrupted epoch exactly, so a requeued row ends with the metrics of an uninterrupted one. A row may be
+requeued after a time-out ``max_timeouts`` times (preemptions do not count).
+
+Records. ``OUT/jobs/`` is submitit's folder (pickled jobs, logs ``<job>_0_log.out`` / ``.err``);
+``OUT/jobs.json`` maps each submitted row to its job id and logs; each job writes
+``OUT/jobs/<job>_row.json`` (host, pid, threads, state: running | requeued | finished | failed, the error).
+``row_states`` reads them (and asks ``squeue``, or checks the local process) to tell which rows are
+finished, running, pending, failed (with the log) or missing. Nothing here unpickles anything.
+
+submitit is optional (``pip install -e .[cluster]``): it is imported only when a launcher is used.
+"""
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minigrad.runs import (
+    DONE_STATUSES, RunDirError, load_config, load_metrics, load_summary, prepare_run_dir, write_json_atomic,
+)
+
+__all__ = ["LAUNCHERS", "LauncherError", "LaunchOptions", "RowJob", "RowState", "add_launcher_args",
+           "import_submitit", "make_executor", "launch_rows", "row_states", "describe_states", "job_threads"]
+
+LAUNCHERS = ("none", "local", "slurm")
+JOBS_FILE = "jobs.json"     # OUT/jobs.json: row -> job id and logs (written by the submitting process)
+JOBS_FOLDER = "jobs"        # OUT/jobs/: submitit's pickles and logs, and each job's own record
+LOCAL_TIME_LIMIT = 7 * 24 * 60  # minutes: the local executor always has one (its own default is 2 min)
+INSTALL_HINT = 'pip install -e ".[cluster]"'
+
+
+class LauncherError(RuntimeError):
+    """The launcher cannot be used as asked (the message says why and what to do)."""
+
+
+# ----------------------------------------------------------------------------------------- options
+def add_launcher_args(parser):
+    """--launcher and its options (partition, time limit, CPUs, memory, rows at once)."""
+    group = parser.add_argument_group("cluster jobs (submitit; needs " + INSTALL_HINT + ")")
+    group.add_argument("--launcher", choices=LAUNCHERS, default="none",
+                       help="none: run the rows here, one after the other (default); slurm: submit them as one "
+                            "SLURM job array and return; local: the same jobs as local processes, then wait")
+    group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    group.add_argument("--time-limit", type=int, default=None, metavar="MIN",
+                       help="time limit of each job in minutes (slurm default 1440); a row that reaches it is "
+                            "requeued and resumes from its latest checkpoint")
+    group.add_argument("--cpus-per-job", type=int, default=None,
+                       help="CPUs of each job, and its thread count (slurm default 4; local: cores / --max-parallel)")
+    group.add_argument("--mem-gb", type=float, default=None, help="memory of each job in GB (default: the cluster's)")
+    group.add_argument("--max-parallel", type=int, default=None,
+                       help="rows running at once (slurm default: all; local default 1)")
+    return parser
+
+
+@dataclass
+class LaunchOptions:
+    """How rows become jobs: ``launcher`` "local" or "slurm", and what each job asks for."""
+
+    launcher: str
+    partition: str = None
+    time_limit: int = None      # minutes
+    cpus_per_job: int = None
+    mem_gb: float = None
+    max_parallel: int = None
+    max_timeouts: int = 10      # requeues after a time-out before the row is failed (preemptions are free)
+
+    def __post_init__(self):
+        if self.launcher not in ("local", "slurm"):
+            raise LauncherError(f"launcher must be 'local' or 'slurm', got {self.launcher!r}")
+        for name in ("time_limit", "cpus_per_job", "max_parallel"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise LauncherError(f"--{name.replace('_', '-')} must be a positive whole number, got {value!r}")
+        if self.mem_gb is not None and not self.mem_gb > 0:
+            raise LauncherError(f"--mem-gb must be positive, got {self.mem_gb!r}")
+        if self.launcher == "local" and self.partition is not None:
+            raise LauncherError("--partition is a SLURM setting; it means nothing with --launcher local")
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(args.launcher, partition=args.partition, time_limit=args.time_limit,
+                   cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, max_parallel=args.max_parallel)
+
+    def resolved(self, n_rows):
+        """The options with every default filled in for ``n_rows`` rows."""
+        from minigrad.threads import available_cores
+        if self.launcher == "slurm":
+            parallel = self.max_parallel or n_rows
+            cpus = self.cpus_per_job or 4
+            limit = self.time_limit or 1440
+        else:
+            parallel = self.max_parallel or 1
+            cpus = self.cpus_per_job or max(1, available_cores() // parallel)
+            limit = self.time_limit or LOCAL_TIME_LIMIT
+        return LaunchOptions(self.launcher, self.partition, limit, cpus, self.mem_gb, parallel, self.max_timeouts)
+
+
+def import_submitit(launcher="slurm"):
+    """submitit, or a LauncherError that says how to install it."""
+    try:
+        import submitit
+    except ImportError:
+        raise LauncherError(f"--launcher {launcher} needs submitit, an optional extra: {INSTALL_HINT} "
+                            "(or pip install submitit)") from None
+    return submitit
+
+
+def make_executor(options, folder):
+    """A submitit executor for ``options`` (resolved) writing its pickles and logs into ``folder``."""
+    submitit = import_submitit(options.launcher)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=options.launcher,
+                                         **{f"{options.launcher}_max_num_timeout": options.max_timeouts})
+    except RuntimeError as error:  # SlurmExecutor refuses to start without srun
+        raise LauncherError(f"--launcher slurm: no SLURM here ({error}); sbatch and srun must be on PATH") from None
+    params = dict(timeout_min=options.time_limit, cpus_per_task=options.cpus_per_job, mem_gb=options.mem_gb,
+                  nodes=1, tasks_per_node=1)
+    if options.launcher == "slurm":
+        params.update(slurm_partition=options.partition, slurm_array_parallelism=options.max_parallel)
+    executor.update_parameters(**params)
+    return executor
+
+
+# ----------------------------------------------------------------------------------------- the job
+def job_threads(requested=None):
+    """Threads for a job: the CPUs SLURM gave it, else ``requested``, within this process's cores."""
+    import numba
+    from minigrad.threads import available_cores
+    for variable in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        if os.environ.get(variable, "").isdigit():
+            requested = int(os.environ[variable])
+            break
+    ceiling = min(available_cores(), numba.config.NUMBA_NUM_THREADS)
+    return max(1, min(requested or ceiling, ceiling))
+
+
+def _function_path(function):
+    """``"module:qualname"`` of a study's row function, so the job imports it instead of unpickling it."""
+    module = function.__module__
+    if module == "__main__":  # python -m experiments.vgg_depth: the module's real name is in its spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is None:
+            raise LauncherError("run the study as a module (python -m experiments.<study>) to use --launcher")
+        module = spec.name
+    return f"{module}:{function.__qualname__}"
+
+
+def _resolve(path):
+    module, _, qualname = path.partition(":")
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+class RowJob:
+    """One row as a checkpointable submitit job: ``job()`` trains the row, ``job.checkpoint()`` requeues it.
+
+    ``function`` is ``"module:qualname"`` of the study's row function, called as
+    ``function(config, out_dir, resume=resume, progress=False, **row_kwargs)``. This follows submitit's
+    ``helpers.Checkpointable`` protocol (submitit calls ``checkpoint`` on any job callable that has one and
+    runs the DelayedSubmission it returns after the requeue) without subclassing it, so that importing this
+    module does not import submitit.
+    """
+
+    def __init__(self, function, row, config, out_dir, row_kwargs=None, cpus=None, resume=False, attempt=1):
+        self.function, self.row, self.config = function, row, config
+        self.out_dir, self.row_kwargs, self.cpus = str(out_dir), dict(row_kwargs or {}), cpus
+        self.resume, self.attempt = resume, attempt
+
+    def __call__(self):
+        from minigrad.threads import set_num_threads
+        threads = set_num_threads(job_threads(self.cpus))
+        folder = Path(self.out_dir) / self.row
+        self._record("running", threads=threads)
+        again = f" (attempt {self.attempt}: resuming from the latest checkpoint)" if self.attempt > 1 else ""
+        print(f"[{self.row}] job {self._job_id()} on {socket.gethostname()}, {threads} thread(s), "
+              f"writing {folder}{again}", flush=True)
+        try:
+            summary = _resolve(self.function)(self.config, self.out_dir, resume=self.resume, progress=False,
+                                              **self.row_kwargs)
+        except Exception as error:
+            self._record("failed", threads=threads, error=f"{type(error).__name__}: {error}")
+            raise
+        status = summary.get("status") if isinstance(summary, dict) else None
+        self._record(status if status in DONE_STATUSES else "failed", threads=threads,
+                     error=None if status in DONE_STATUSES else f"the row ended with status {status!r}")
+        print(f"[{self.row}] {status}: {folder}", flush=True)
+        return summary
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on SIGUSR2 (preemption, time limit): the same row, resumed, after the requeue."""
+        from submitit.helpers import DelayedSubmission
+        self._record("requeued")
+        print(f"[{self.row}] interrupted: requeued, it will resume from its latest checkpoint", flush=True)
+        return DelayedSubmission(RowJob(self.function, self.row, self.config, self.out_dir, self.row_kwargs,
+                                        self.cpus, resume=True, attempt=self.attempt + 1))
+
+    # the job's own record, OUT/jobs/<job>_row.json
+    @staticmethod
+    def _job_id():
+        from submitit import JobEnvironment
+        return JobEnvironment().job_id
+
+    def _record(self, state, **extra):
+        from submitit import JobEnvironment
+        env = JobEnvironment()
+        write_json_atomic(Path(env.paths.folder) / f"{env.job_id}_row.json", {
+            "row": self.row, "job_id": env.job_id, "state": state, "attempt": self.attempt, "host": socket.gethostname(),
+            "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+# ----------------------------------------------------------------------------------------- submitting
+@dataclass
+class LaunchResult:
+    """What ``launch_rows`` did: ``code`` (0 ok, 1 a row failed, 2 nothing submitted), ``waited`` (local),
+    the rows submitted with their job ids and logs, and those skipped because they were done."""
+
+    code: int
+    waited: bool = False
+    submitted: list = field(default_factory=list)
+    reused: list = field(default_factory=list)
+
+
+def _say(*parts):
+    print(*parts, flush=True)
+
+
+def _error(message):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
+    """Submit ``rows`` = [(row name, config)] of a study as jobs running ``function``; returns a LaunchResult.
+
+    Uses the study's common flags on ``args`` (``out``, ``resume``, ``data_dir``, ``download``, ``preset``) and
+    the launcher options (``LaunchOptions.from_args(args)`` unless ``options`` is given). Before anything is
+    submitted every row folder is checked as an in-process run would (``prepare_run_dir``: a config that
+    differs, an unfinished row without ``--resume``), a row whose job is still queued or running refuses a
+    second job, finished rows are reused, and the data is found (or downloaded, once). SLURM: one job array,
+    then return. Local: at most ``max_parallel`` rows at once, waiting for all of them.
+    """
+    module = _function_path(function).split(":")[0]
+    study = study or module.rsplit(".", 1)[-1]
+    out_dir = Path(args.out).absolute()
+    try:
+        options = (options or LaunchOptions.from_args(args)).resolved(len(rows))
+        import_submitit(options.launcher)
+        _check_preset(out_dir, getattr(args, "preset", None))
+        todo, reused = _check_rows(rows, out_dir, args.resume)
+        if todo:
+            _check_data([config for _, config in todo], args.data_dir, args.download)
+            executor = make_executor(options, out_dir / JOBS_FOLDER)
+    except (LauncherError, RunDirError, FileNotFoundError, ValueError, OSError) as error:
+        _error(error)
+        return LaunchResult(2)
+    if not todo:
+        _say(f"every row is done already ({len(reused)}); nothing to submit")
+        return LaunchResult(0, waited=options.launcher == "local", reused=reused)
+    row_kwargs = {"data_dir": str(Path(args.data_dir).absolute()) if args.data_dir else None,
+                  "download": bool(args.download)}
+    jobs = [RowJob(_function_path(function), name, config, out_dir, row_kwargs, options.cpus_per_job, resume=True)
+            for name, config in todo]
+    # resume=True in the job is safe: _check_rows already refused unfinished rows without --resume, so
+    # what a job may find is its own folder, or a folder this same submission was asked to continue.
+    collect = f"python -m {module} --collect {out_dir}"
+    if options.launcher == "slurm":
+        submitted = _record_jobs(out_dir, study, args, options, todo, executor.submit_array(jobs))
+        array = submitted[0]["job_id"].split("_")[0]
+        _say(f"Submitted {len(submitted)} row(s) of {study} to SLURM as job array {array} "
+             f"(at most {options.max_parallel} at once; {options.cpus_per_job} CPUs, {options.time_limit} min"
+             f"{f', {options.mem_gb:g} GB' if options.mem_gb else ''} each"
+             f"{f', partition {options.partition}' if options.partition else ''}):")
+        _print_rows(submitted)
+        _say(f"Job records: {out_dir / JOBS_FILE}")
+        _say(f"Watch:       squeue -j {array}        Cancel: scancel {array}")
+        _say(f"Collect:     {collect}")
+        return LaunchResult(0, submitted=submitted, reused=reused)
+    submitted, failed = _run_local(executor, jobs, todo, out_dir, study, args, options, poll_s)
+    _say(f"Collect again any time: {collect}")
+    return LaunchResult(1 if failed else 0, waited=True, submitted=submitted, reused=reused)
+
+
+def _check_rows(rows, out_dir, resume):
+    """Split rows into (to submit, done); raise before any submission if a row may not run."""
+    live = {s.row: s for s in row_states(out_dir) if s.status in ("running", "pending")}
+    busy = [f"{name} (job {live[name].job_id}, {live[name].detail})" for name, _ in rows if name in live]
+    if busy:
+        raise LauncherError(f"rows already queued or running: {'; '.join(busy)}. Wait for them "
+                            "(--collect shows their state) or cancel them first.")
+    todo, reused = [], []
+    for name, config in rows:
+        run = prepare_run_dir(out_dir, name, config, resume=resume)  # the in-process run's checks, same words
+        if run.done:
+            _say(f"[{name}] already {run.summary.get('status')}; reusing {run.path}")
+            reused.append(name)
+        else:
+            todo.append((name, config))
+    return todo, reused
+
+
+def _check_preset(out_dir, preset):
+    """One study folder holds the jobs of one preset (a table never mixes presets)."""
+    record = _read_json(out_dir / JOBS_FILE) or {}
+    if record.get("preset") not in (None, preset):
+        raise LauncherError(f"{out_dir / JOBS_FILE}: this folder holds jobs of preset {record['preset']!r}, "
+                            f"not {preset!r}; choose another --out")
+
+
+def _check_data(configs, data_dir, download):
+    """Find each CIFAR dataset the rows read (download it once here, not in every job)."""
+    names = sorted({c.get("dataset") for c in configs if c.get("dataset") in ("cifar10", "cifar100")})
+    if not names:
+        return
+    from minigrad.data import find_cifar, load_cifar
+    for name in names:
+        if find_cifar(name, data_dir) is None:
+            load_cifar(name, data_dir=data_dir, download=download)  # raises the usual "not found" message
+
+
+def _record_jobs(out_dir, study, args, options, todo, jobs):
+    """Write OUT/jobs.json (earlier rows' entries kept) and return this submission's entries."""
+    path = out_dir / JOBS_FILE
+    record = _read_json(path) or {}
+    entries = []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for (name, _), job in zip(todo, jobs):
+        entries.append({"row": name, "job_id": str(job.job_id), "launcher": options.launcher,
+                        "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "submitted": stamp})
+    rows = {r["row"]: r for r in record.get("rows", [])}
+    rows.update({e["row"]: e for e in entries})
+    write_json_atomic(path, {"study": study, "preset": getattr(args, "preset", None),
+                             "folder": str(out_dir / JOBS_FOLDER), "rows": list(rows.values())})
+    return entries
+
+
+def _print_rows(entries):
+    width = max(len(e["row"]) for e in entries)
+    for e in entries:
+        _say(f"  {e['row']:<{width}}  job {e['job_id']:<10}  log {e['stdout']}")
+
+
+def _run_local(executor, jobs, todo, out_dir, study, args, options, poll_s):
+    """Local jobs, ``max_parallel`` at a time: start, wait, report each; returns (entries, failed rows)."""
+    waiting = list(zip(todo, jobs))
+    running, entries, failed = [], [], []
+    _say(f"Running {len(jobs)} row(s) of {study} as local submitit jobs ({options.max_parallel} at once, "
+         f"{options.cpus_per_job} thread(s) each); Ctrl-C stops them")
+    try:
+        while waiting or running:
+            if waiting and len(running) < options.max_parallel:
+                wave = waiting[:options.max_parallel - len(running)]
+                waiting = waiting[len(wave):]
+                started = executor.submit_array([job for _, job in wave])
+                new = _record_jobs(out_dir, study, args, options, [row for row, _ in wave], started)
+                _print_rows(new)
+                entries += new
+                running += list(zip(new, started))
+            time.sleep(poll_s)
+            for entry, job in list(running):
+                if not job.done():
+                    continue
+                running.remove((entry, job))
+                state = _row_state(out_dir, entry["row"], entry)
+                if state.status in DONE_STATUSES:
+                    _say(f"[{entry['row']}] {state.status} (job {entry['job_id']})")
+                else:
+                    failed.append(entry["row"])
+                    _say(f"[{entry['row']}] failed (job {entry['job_id']}): {state.detail}; log {state.log}")
+    except KeyboardInterrupt:
+        for _, job in running:
+            job.cancel(check=False)
+        raise
+    return entries, failed
+
+
+# ----------------------------------------------------------------------------------------- states
+@dataclass
+class RowState:
+    """Where a row stands: ``status`` finished | diverged | running | pending | failed | unfinished | missing."""
+
+    row: str
+    status: str
+    folder: Path
+    job_id: str = None
+    log: Path = None     # the job's error log (stderr; stdout is next to it, .out)
+    detail: str = ""
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _slurm_alive(job_ids):
+    """{job id: SLURM state} of the jobs still known to squeue; None if squeue cannot answer."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        # squeue rejects ids it has forgotten (ended more than MinJobAge ago): then nothing is alive
+        return {} if "Invalid job id" in out.stderr else None
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        states[job_id] = state
+    return states
+
+
+def _local_alive(job_id):
+    """True if the local job's controller process (pid = job id) still runs."""
+    try:
+        cmdline = Path(f"/proc/{int(job_id)}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        try:
+            os.kill(int(job_id), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+    return b"submitit" in cmdline
+
+
+def _progress(folder):
+    try:
+        done = len(load_metrics(folder))
+        return f"{done}/{load_config(folder).get('epochs', '?')} epochs"
+    except (OSError, ValueError):
+        return "no epoch done yet"
+
+
+def _row_state(out_dir, row, entry, slurm_states=None):
+    """The state of one row from its folder, its job record and (if needed) the cluster."""
+    folder = Path(out_dir) / row
+    summary = _read_json(folder / "summary.json") or {}
+    status = summary.get("status")
+    if status in DONE_STATUSES:
+        return RowState(row, status, folder, entry and entry["job_id"],
+                        detail="" if status == "finished" else f"diverged: {summary.get('diverged')}")
+    if entry is None:
+        if not folder.exists():
+            return RowState(row, "missing", folder, detail="no run folder: not run or not submitted")
+        if status == "failed":
+            return RowState(row, "failed", folder, detail=summary.get("error", "failed"))
+        return RowState(row, "unfinished", folder,
+                        detail=f"{_progress(folder)}; no job record (continue it with --resume)")
+    job_id, log = entry["job_id"], Path(entry["stderr"])
+    own = _read_json(Path(entry["stderr"]).parent / f"{job_id}_row.json") or {}
+    if entry.get("launcher") == "slurm":
+        states = slurm_states if slurm_states is not None else _slurm_alive([job_id])
+        alive = None if states is None else states.get(job_id)
+        if states is None:
+            return RowState(row, "unknown", folder, job_id, log, f"squeue did not answer; {_progress(folder)}")
+    else:
+        alive = "RUNNING" if _local_alive(job_id) else None
+    if alive:
+        pending = alive not in ("RUNNING", "COMPLETING")
+        what = "requeued, waiting to resume" if own.get("state") == "requeued" else alive.lower()
+        return RowState(row, "pending" if pending else "running", folder, job_id, log,
+                        f"{what}; {_progress(folder)}")
+    if own.get("state") == "failed":
+        return RowState(row, "failed", folder, job_id, log, own.get("error") or "failed")
+    if status == "failed":
+        return RowState(row, "failed", folder, job_id, log, summary.get("error", "failed"))
+    if not own:
+        return RowState(row, "failed", folder, job_id, log, "the job ended without starting the row")
+    return RowState(row, "failed", folder, job_id, log,
+                    f"the job ended while the row was {own.get('state')} ({_progress(folder)}): killed "
+                    "(time limit, memory, node)?")
+
+
+def row_states(study_dir, expected=()):
+    """RowState of every row of a study folder: its row folders, its submitted jobs and ``expected`` names."""
+    study_dir = Path(study_dir)
+    record = _read_json(study_dir / JOBS_FILE) or {}
+    entries = {e["row"]: e for e in record.get("rows", [])}
+    names = list(expected) + [n for n in entries if n not in expected]
+    if study_dir.is_dir():
+        names += sorted(p.name for p in study_dir.iterdir()
+                        if (p / "config.json").exists() and p.name not in names)
+    slurm_ids = [e["job_id"] for e in entries.values() if e.get("launcher") == "slurm"]
+    slurm_states = _slurm_alive(slurm_ids) if slurm_ids else {}
+    return [_row_state(study_dir, name, entries.get(name), slurm_states) for name in names]
+
+
+def describe_states(states):
+    """Lines for the user: a count per status, then one line per row that is not finished."""
+    order = ("finished", "diverged", "running", "pending", "unfinished", "failed", "unknown", "missing")
+    counts = {s: sum(st.status == s for st in states) for s in order}
+    lines = ["Rows: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    for st in states:
+        if st.status == "finished":
+            continue
+        job = f"job {st.job_id}: " if st.job_id else ""
+        log = f"; log {st.log} (and {Path(st.log).with_suffix('.out').name})" if st.log and st.status == "failed" else ""
+        lines.append(f"  {st.status:<10} {st.row}  {job}{st.detail}{log}")
+    return lines

@@ -1,0 +1,303 @@
+"""The studies' rows as submitit jobs (experiments.launch): local executor always, a real SLURM cluster when up.
+
+Local tests run real subprocesses through submitit's local executor. The ``slurm`` tests need the one-node
+cluster of tests/slurm_cluster.sh (root: ``sudo tests/slurm_cluster.sh``); without it they skip, unless
+MINIGRAD_REQUIRE_SLURM=1 (set by .ci/run after starting it) turns the skip into a failure.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import common, launch, vgg_depth
+from minigrad.runs import load_metrics, load_summary
+from fake_cifar import make_fake_cifar
+
+REPO = Path(__file__).resolve().parent.parent
+pytest.importorskip("submitit", reason='the cluster tests need submitit: pip install -e ".[test]"')
+
+
+@pytest.fixture(scope="module")
+def fake_cifar(tmp_path_factory):
+    """Fake CIFAR-10, and Numba's on-disk cache warmed by one tiny row in this process, so that jobs running
+    side by side load the compiled kernels instead of each compiling them."""
+    folder = tmp_path_factory.mktemp("data")
+    make_fake_cifar(folder, "cifar10", n_train=200, n_test=30)
+    args = study_args(folder, tmp_path_factory.mktemp("warm"), "none", epochs=1)
+    vgg_depth.run_row(vgg_depth.row_config(args, "VGG08", 1e-3), args.out, data_dir=folder, progress=False)
+    return folder
+
+
+@pytest.fixture
+def data(fake_cifar, monkeypatch):
+    """The fake data, in an environment in which a job imports this checkout."""
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + (os.pathsep + path if path else ""))
+    return fake_cifar
+
+
+def study_args(data, out, launcher, *extra, epochs=2):
+    return vgg_depth.build_parser().parse_args(
+        ["--data-dir", str(data), "--out", str(out), "--epochs", str(epochs), "--train-subset", "100",
+         "--val-size", "20", "--batch-size", "20", "--no-progress", "--launcher", launcher, "--cpus-per-job", "1",
+         *extra])
+
+
+def rows_of(args, *models_lrs):
+    return [(common.row_name(m, lr), vgg_depth.row_config(args, m, lr)) for m, lr in models_lrs]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def epochs_done(row_dir):
+    try:
+        return len(load_metrics(row_dir))
+    except (OSError, ValueError):
+        return 0
+
+
+def job_of(out, row):
+    record = json.loads((out / launch.JOBS_FILE).read_text())
+    return next(r for r in record["rows"] if r["row"] == row)
+
+
+def own_record(out, row):
+    entry = job_of(out, row)
+    return json.loads((Path(entry["stderr"]).parent / f"{entry['job_id']}_row.json").read_text())
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def assert_resumed_exactly(interrupted, reference, before):
+    """Same metrics as the reference (seconds aside); the epochs done before the signal were not redone."""
+    got, want = load_metrics(interrupted), load_metrics(reference)
+    assert len(got) == len(want) and without_seconds(got) == without_seconds(want)
+    # resume may redo the epoch being saved when the signal came, never the ones before it
+    assert got[:len(before) - 1] == before[:-1] and len(before) >= 2
+    a, b = load_summary(interrupted), load_summary(reference)
+    assert a["status"] == b["status"] == "finished"
+    assert (a["test_acc"], a["best_val_acc"], a["best_epoch"]) == (b["test_acc"], b["best_val_acc"], b["best_epoch"])
+
+
+# ----------------------------------------------------------------------------------------- local executor
+def test_local_rows_run_collect_and_a_failing_row_is_reported(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = study_args(data, out, "local", "--max-parallel", "3")
+    # VGG09 is no VGG depth (8 + 6k): that row fails inside its job, after submission
+    rows = rows_of(args, ("VGG08", 1e-3), ("VGG08", 1e-2), ("VGG09", 1e-3))
+    result = launch.launch_rows(vgg_depth.run_row, rows, args, study="vgg_depth", poll_s=0.2)
+    printed = capsys.readouterr().out
+    assert result.code == 1 and result.waited and [e["row"] for e in result.submitted] == [n for n, _ in rows]
+    for entry in result.submitted:
+        assert re.search(rf"{re.escape(entry['row'])}\s+job {entry['job_id']}\s+log ", printed)
+    assert f"python -m experiments.vgg_depth --collect {out}" in printed
+    assert re.search(r"\[VGG09-lr1e-3\] failed \(job \d+\): ValueError: VGG09: depth must be 8 \+ 6k.*; log ", printed)
+
+    for name in ("VGG08-lr1e-3", "VGG08-lr1e-2"):
+        assert load_summary(out / name)["status"] == "finished" and epochs_done(out / name) == 2
+        assert own_record(out, name)["threads"] == 1  # --cpus-per-job 1 became the job's thread count
+    bad = {s.row: s for s in launch.row_states(out)}["VGG09-lr1e-3"]
+    assert bad.status == "failed" and "depth must be 8 + 6k" in bad.detail
+    assert bad.log.is_file() and "depth must be 8 + 6k" in bad.log.read_text()  # the traceback is in the log
+
+    assert vgg_depth.main(["--collect", str(out), "--out", str(tmp_path / "table")]) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((tmp_path / "table" / "manifest.json").read_text())
+    assert {r["row"]: r["status"] for r in manifest["rows"]} == {
+        "VGG08-lr1e-3": "finished", "VGG08-lr1e-2": "finished", "VGG09-lr1e-3": "failed"}
+    assert (tmp_path / "table" / "training_curves.png").is_file()
+    assert "Rows: 2 finished, 1 failed, 2 missing" in printed  # missing: the quick preset's other rows
+    assert re.search(rf"failed\s+VGG09-lr1e-3  job \d+: ValueError.*; log {re.escape(str(bad.log))}", printed)
+    assert re.search(r"missing\s+VGG38-lr1e-3", printed)
+
+    # a second submission reuses the finished rows: nothing is submitted
+    assert launch.launch_rows(vgg_depth.run_row, rows[:2], args, study="vgg_depth").code == 0
+    assert "reusing" in capsys.readouterr().out and len(json.loads((out / "jobs.json").read_text())["rows"]) == 3
+
+
+def test_local_row_interrupted_by_a_signal_is_requeued_and_ends_as_an_uninterrupted_one(data, tmp_path, capsys):
+    """SIGUSR2 (what SLURM sends before a time limit or on preemption) to a running row's process."""
+    outs = {which: tmp_path / which for which in ("interrupted", "reference")}
+    results = {}
+
+    def submit(which):
+        args = study_args(data, outs[which], "local", epochs=6)
+        results[which] = launch.launch_rows(vgg_depth.run_row, rows_of(args, ("VGG08", 1e-3)), args, poll_s=0.2)
+
+    threads = [threading.Thread(target=submit, args=(which,)) for which in outs]
+    for thread in threads:
+        thread.start()
+    row = outs["interrupted"] / "VGG08-lr1e-3"
+    try:
+        wait_for(lambda: epochs_done(row) >= 2, 120, "two epochs of the row")
+        before = load_metrics(row)
+        assert len(before) < 6, "the row finished before it could be interrupted"
+        os.kill(own_record(outs["interrupted"], "VGG08-lr1e-3")["pid"], signal.SIGUSR2)
+    finally:
+        for thread in threads:
+            thread.join(timeout=180)
+    assert all(results[w].code == 0 for w in outs), capsys.readouterr()
+    record = own_record(outs["interrupted"], "VGG08-lr1e-3")
+    assert record["state"] == "finished" and record["attempt"] == 2
+    log = Path(job_of(outs["interrupted"], "VGG08-lr1e-3")["stdout"]).read_text()
+    assert "interrupted: requeued" in log and re.search(r"resumed \S+ from epoch [1-5]/6", log)
+    assert_resumed_exactly(row, outs["reference"] / "VGG08-lr1e-3", before)
+
+
+# ----------------------------------------------------------------------------------------- refusals, states
+def test_submission_refused_before_anything_is_submitted(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = study_args(data, out, "local")
+    name, config = rows_of(args, ("VGG08", 1e-3))[0]
+    (out / name).mkdir(parents=True)
+    (out / name / "config.json").write_text(json.dumps({**config, "epochs": 7}))
+    assert launch.launch_rows(vgg_depth.run_row, [(name, config)], args).code == 2
+    assert "epochs: saved 7, given 2" in capsys.readouterr().err
+    assert not (out / launch.JOBS_FOLDER).exists() and not (out / launch.JOBS_FILE).exists()
+
+    args = study_args(data, tmp_path / "o2", "local", "--dataset", "cifar100")
+    assert launch.launch_rows(vgg_depth.run_row, rows_of(args, ("VGG08", 1e-3)), args).code == 2
+    assert "cifar-100-python.tar.gz" in capsys.readouterr().err and not (tmp_path / "o2" / "jobs").exists()
+
+    with pytest.raises(launch.LauncherError, match="--cpus-per-job must be a positive"):
+        launch.LaunchOptions("slurm", cpus_per_job=0)
+    with pytest.raises(launch.LauncherError, match="--partition is a SLURM setting"):
+        launch.LaunchOptions("local", partition="gpu")
+
+
+def test_without_submitit_the_launcher_says_how_to_install_it(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    code = vgg_depth.main(["--model", "VGG08", "--data-dir", str(data), "--out", str(tmp_path / "o"),
+                           "--launcher", "slurm"])
+    assert code == 2 and 'pip install -e ".[cluster]"' in capsys.readouterr().err
+
+
+def test_importing_the_library_and_studies_does_not_import_submitit():
+    code = ("import sys, minigrad, experiments.launch, experiments.vgg_depth; "
+            "assert 'submitit' not in sys.modules, 'submitit imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_row_states_from_records(tmp_path):
+    """Rows whose job still runs, died without a result, failed, or never got a folder."""
+    out, jobs = tmp_path / "out", tmp_path / "out" / "jobs"
+    jobs.mkdir(parents=True)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass", "submitit"])
+    dead.wait()
+    try:
+        entries = []
+        for row, job_id in (("A-lr1e-3", alive.pid), ("B-lr1e-3", dead.pid), ("C-lr1e-3", dead.pid + 10**7)):
+            (out / row).mkdir()
+            (out / row / "config.json").write_text(json.dumps({"epochs": 3}))
+            entries.append({"row": row, "job_id": str(job_id), "launcher": "local",
+                            "stdout": str(jobs / f"{job_id}_0_log.out"), "stderr": str(jobs / f"{job_id}_0_log.err")})
+        (out / "jobs.json").write_text(json.dumps({"preset": "quick", "rows": entries}))
+        (out / "B-lr1e-3" / "metrics.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
+                                                      "1,2.0,0.1,2.0,0.1,0.001,1.0\n")
+        (jobs / f"{dead.pid}_row.json").write_text(json.dumps({"state": "running"}))
+        (jobs / f"{dead.pid + 10**7}_row.json").write_text(json.dumps({"state": "failed", "error": "KeyError: 'x'"}))
+        states = {s.row: s for s in launch.row_states(out, expected=["D-lr1e-3"])}
+    finally:
+        alive.kill()
+        alive.wait()
+    assert states["A-lr1e-3"].status == "running" and "no epoch done yet" in states["A-lr1e-3"].detail
+    assert states["B-lr1e-3"].status == "failed" and "1/3 epochs" in states["B-lr1e-3"].detail
+    assert states["B-lr1e-3"].log == jobs / f"{dead.pid}_0_log.err"
+    assert states["C-lr1e-3"].status == "failed" and states["C-lr1e-3"].detail == "KeyError: 'x'"
+    assert states["D-lr1e-3"].status == "missing"
+    lines = launch.describe_states(list(states.values()))
+    assert lines[0] == "Rows: 1 running, 2 failed, 1 missing"
+
+
+# ----------------------------------------------------------------------------------------- real SLURM
+def _cluster_problem():
+    for exe in ("sbatch", "squeue", "scontrol", "scancel", "srun"):
+        if shutil.which(exe) is None:
+            return f"{exe} not found (sudo tests/slurm_cluster.sh starts a one-node cluster)"
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    if "UP" not in ping.stdout:
+        return "no slurmctld answers (sudo tests/slurm_cluster.sh)"
+    state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.split()
+    if not set(state) & {"idle", "mix", "alloc"}:
+        return f"no usable node (sinfo: {state})"
+    return None
+
+
+@pytest.fixture
+def slurm_cluster():
+    problem = _cluster_problem()
+    if problem:
+        if os.environ.get("MINIGRAD_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MINIGRAD_REQUIRE_SLURM=1 but {problem}")
+        pytest.skip(problem)
+
+
+def _squeue(job_id):
+    out = subprocess.run(["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i %T %r"],
+                         capture_output=True, text=True).stdout
+    return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}.get(job_id)
+
+
+@pytest.mark.slurm
+def test_slurm_rows_preempted_requeued_and_collected(slurm_cluster, data, tmp_path, capsys):
+    """Two job arrays on the real cluster; one row gets scancel --signal=USR2, is requeued and resumes."""
+    outs = {which: tmp_path / which for which in ("interrupted", "reference")}
+    submitted = {}
+    for which, models in (("interrupted", [("VGG08", 1e-3)]), ("reference", [("VGG08", 1e-3), ("VGG09", 1e-3)])):
+        args = study_args(data, outs[which], "slurm", "--time-limit", "60", epochs=6)
+        result = launch.launch_rows(vgg_depth.run_row, rows_of(args, *models), args)
+        assert result.code == 0 and not result.waited, capsys.readouterr()
+        submitted[which] = result.submitted
+    printed = capsys.readouterr().out
+    assert "to SLURM as job array" in printed and "Collect:     python -m experiments.vgg_depth --collect" in printed
+    job_id = submitted["interrupted"][0]["job_id"]
+    row = outs["interrupted"] / "VGG08-lr1e-3"
+    try:
+        wait_for(lambda: epochs_done(row) >= 2, 180, "two epochs of the SLURM row")
+        before = load_metrics(row)
+        assert len(before) < 6, "the row finished before it could be interrupted"
+        assert {s.row: s.status for s in launch.row_states(outs["interrupted"])}["VGG08-lr1e-3"] == "running"
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        # SLURM holds a requeued job back (BeginTime, about two minutes); let it start again at once
+        state = wait_for(lambda: (_squeue(job_id) or [None])[0] == "PENDING" and _squeue(job_id), 60, "the requeue")
+        assert {s.row: s.status for s in launch.row_states(outs["interrupted"])}["VGG08-lr1e-3"] == "pending"
+        if "BeginTime" in state:
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        done = ("finished", "failed")
+        for out in outs.values():
+            wait_for(lambda: all(s.status in done for s in launch.row_states(out)), 300, f"the jobs of {out}")
+    finally:
+        for entries in submitted.values():
+            subprocess.run(["scancel", entries[0]["job_id"].split("_")[0]], capture_output=True)
+    record = own_record(outs["interrupted"], "VGG08-lr1e-3")
+    assert record["state"] == "finished" and record["attempt"] == 2 and record["threads"] == 1
+    log = Path(submitted["interrupted"][0]["stdout"]).read_text()
+    assert "interrupted: requeued" in log and re.search(r"resumed \S+ from epoch [1-5]/6", log)
+    assert_resumed_exactly(row, outs["reference"] / "VGG08-lr1e-3", before)
+
+    assert vgg_depth.main(["--collect", str(outs["reference"]), "--out", str(tmp_path / "table")]) == 0
+    printed = capsys.readouterr().out
+    failed = submitted["reference"][1]
+    assert re.search(rf"failed\s+VGG09-lr1e-3  job {failed['job_id']}: ValueError: VGG09: depth must be 8 \+ 6k"
+                     rf".*; log {re.escape(failed['stderr'])}", printed)
+    assert "depth must be 8 + 6k" in Path(failed["stderr"]).read_text()
+    assert "| VGG08 |" in (tmp_path / "table" / "results.md").read_text()
