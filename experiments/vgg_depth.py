@@ -4,6 +4,7 @@
     python -m experiments.vgg_depth --preset full --download   # the report's protocol on CIFAR-100
     python -m experiments.vgg_depth --model VGG38_BN --lr 1e-2 --epochs 2   # one row
     python -m experiments.vgg_depth --list | --print-commands | --collect DIR [DIR ...]
+    python -m experiments.vgg_depth --preset full --launcher slurm --time-limit 720   # rows as SLURM jobs
 
 Settings of the report (and the course's code): Adam lr 1e-3 (no weight decay), CosineAnnealingLR(T_max =
 epochs, eta_min = 2e-5) stepped per epoch, batch 100, crop + flip augmentation, 47,500 / 2,500 split,
@@ -23,7 +24,7 @@ from minigrad import nn, optim
 from minigrad.models.vgg import build_vgg, parse_vgg_name
 from minigrad.runs import load_config, load_grad_stats, load_metrics, load_summary, prepare_run_dir
 
-from . import common
+from . import common, launch
 
 STUDY = "vgg_depth"
 
@@ -76,7 +77,9 @@ def build_parser():
     parser.add_argument("--list", action="store_true", help="list the rows of the preset and exit")
     parser.add_argument("--print-commands", action="store_true", help="print one command per row and exit")
     parser.add_argument("--collect", nargs="+", type=Path, metavar="DIR",
-                        help="build the table and figures from finished run folders (or study folders)")
+                        help="build the table and figures from finished run folders (or study folders), and "
+                             "say which rows are missing, running or failed")
+    launch.add_launcher_args(parser)
     return parser
 
 
@@ -251,7 +254,11 @@ def findings(records, folders):
 
 
 def collect(paths, out_dir, preset=None):
-    """Table, manifest and figures from the row folders under ``paths``; returns (records, missing)."""
+    """Table, manifest and figures from the row folders under ``paths``.
+
+    Returns (table path, records, figures, row states): the states (``launch.row_states``) say which rows
+    of the preset are finished, running, pending (cluster jobs), failed (with the job's log) or missing.
+    """
     from minigrad import plots
 
     folders = find_row_dirs(paths)
@@ -261,6 +268,10 @@ def collect(paths, out_dir, preset=None):
     if len(presets) > 1:
         raise ValueError(f"the folders mix presets {sorted(map(str, presets))}; collect one preset at a time")
     records = [row_record(f) for f in folders]
+    states = _row_states(paths, folders, preset or next(iter(presets), None))
+    for record in records:  # a dead job's row says "running" in its summary: the job state knows better
+        if record["row"] in states and states[record["row"]].status != "unknown":
+            record["status"] = states[record["row"]].status
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"VGG depth study ({records[0]['dataset'] if records else '?'}, preset {next(iter(presets), '?')})"
@@ -278,7 +289,22 @@ def collect(paths, out_dir, preset=None):
             figures.append(plots.plot_training_curves([folder], folder / "training_curves.png"))
             for epoch in ("first", "last"):
                 figures.append(plots.plot_grad_flow([folder], folder / f"grad_flow_{epoch}.png", epoch=epoch, log=True))
-    return table, records, [f for f in figures if f]
+    return table, records, [f for f in figures if f], list(states.values())
+
+
+def _row_states(paths, folders, preset):
+    """launch.RowState per row: the preset's rows and every row folder or submitted job under ``paths``."""
+    expected = [common.row_name(m, lr) for m, lr in PRESETS[preset].rows] if preset in PRESETS else []
+    states = {}
+    for path in map(Path, paths):
+        if (path / "config.json").exists():  # a row folder: its study folder knows its job
+            states.update({s.row: s for s in launch.row_states(path.parent) if s.row == path.name})
+        elif path.is_dir():
+            states.update({s.row: s for s in launch.row_states(path, expected)})
+    for name in expected:
+        states.setdefault(name, launch.RowState(name, "missing", None, detail="no run folder found"))
+    return {name: state for name, state in states.items()
+            if name in expected or any(f.name == name for f in folders) or state.job_id}
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -298,27 +324,35 @@ def main(argv=None):
             common.say(command_for(args, model, lr))
         return 0
     if args.collect:
-        table, records, figures = collect(args.collect, args.out)
-        _report(table, records, figures)
+        table, records, figures, states = collect(args.collect, args.out)
+        _report(table, records, figures, states)
         return 0
 
-    threads = common.apply_threads(args.threads)
-    common.say(f"VGG depth study, preset {args.preset}: {len(rows)} row(s) -> {args.out} ({threads} threads)")
-    failed = 0
-    for model, lr in rows:
-        config = row_config(args, model, lr)
-        try:
-            run_row(config, args.out, data_dir=args.data_dir, download=args.download, resume=args.resume,
-                    progress=not args.no_progress)
-        except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
-            if _is_setup_error(error):
-                print(f"error: {error}", file=sys.stderr, flush=True)
-                return 2
-            failed += 1
-            print(f"error: row {common.row_name(model, lr)} failed: {error}", file=sys.stderr, flush=True)
+    if args.launcher != "none":  # the rows as submitit jobs (experiments.launch): slurm returns at once
+        result = launch.launch_rows(run_row, [(common.row_name(m, lr), row_config(args, m, lr)) for m, lr in rows],
+                                    args, study=STUDY)
+        if result.code == 2 or not result.waited:
+            return result.code
+        failed = result.code
+    else:
+        threads = common.apply_threads(args.threads)
+        common.say(f"VGG depth study, preset {args.preset}: {len(rows)} row(s) -> {args.out} ({threads} threads)")
+        failed = 0
+        for model, lr in rows:
+            config = row_config(args, model, lr)
+            try:
+                run_row(config, args.out, data_dir=args.data_dir, download=args.download, resume=args.resume,
+                        progress=not args.no_progress)
+            except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
+                if _is_setup_error(error):
+                    print(f"error: {error}", file=sys.stderr, flush=True)
+                    return 2
+                failed += 1
+                print(f"error: row {common.row_name(model, lr)} failed: {error}", file=sys.stderr, flush=True)
     names = {common.row_name(m, lr) for m, lr in rows}
-    table, records, figures = collect([args.out], args.out, preset=args.preset)
-    _report(table, [r for r in records if r["row"] in names] or records, figures)
+    table, records, figures, states = collect([args.out], args.out, preset=args.preset)
+    _report(table, [r for r in records if r["row"] in names] or records, figures,
+            [s for s in states if s.row in names])
     return 1 if failed else 0
 
 
@@ -329,9 +363,11 @@ def _is_setup_error(error):
     return isinstance(error, (DatasetNotFoundError, RunDirError))
 
 
-def _report(table, records, figures):
+def _report(table, records, figures, states=()):
     common.say("")
     common.say(Path(table).read_text())
+    for line in launch.describe_states(states) if states else ():
+        common.say(line)
     common.say(f"Results table: {table}")
     common.say(f"Results CSV:   {Path(table).with_suffix('.csv')}")
     for figure in figures:
