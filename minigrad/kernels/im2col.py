@@ -11,14 +11,17 @@ so ``cols`` is ``(C*kh*kw, (n1-n0)*H_out*W_out)`` and a convolution chunk is ``W
 ``W_mat = weight.reshape(C_out, C*kh*kw)``. ``col2im`` is the adjoint (transpose) of ``im2col``: it adds
 every column entry back into the pixel it was copied from, so ``<im2col(x), C> = <x, col2im(C)>``.
 
-``rows_to_nchw`` / ``nchw_to_rows`` move a GEMM result ``(C, (n1-n0)*H*W)`` into NCHW images and back.
+``rows_to_nchw`` / ``nchw_to_rows`` move a GEMM result ``(C, (n1-n0)*H*W)`` into NCHW images and back
+(plain NumPy).
 
-Every kernel works on one chunk of the batch, writes into an ``out`` array given by the caller (reused
-scratch memory, no allocation), and runs its outer loop in parallel (``prange``) over rows or channels so
-threads never write the same element. Arrays must be C-contiguous float32 or float64 (the only compiled
-signatures); integers are Python ints.
+Every function works on one chunk of the batch and writes into an array given by the caller (reused
+scratch memory, no allocation). The two Numba kernels run their outer loop in parallel (``prange``) over
+rows or channels, so threads never write the same element; they take C-contiguous float32 or float64
+arrays (the only compiled signatures) and Python ints, and check no index: the caller passes shapes and a
+chunk ``0 <= n0 < n1 <= N`` that agree.
 """
 import numba
+import numpy as np
 from numba import prange
 
 from ._threading import serial_when_small  # also sets the OpenMP wait policy before Numba starts
@@ -129,29 +132,17 @@ def col2im(cols, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, out):
                             of[t + w * sw] += cf[e + w]
 
 
-@serial_when_small
-@numba.njit(parallel=True, nogil=True, cache=True)
 def rows_to_nchw(rows, bias, n0, n1, out):
-    """``out[n, c].flat[p] = rows[c, (n - n0)*H*W + p] + bias[c]`` for n0 <= n < n1 (bias fused)."""
+    """``out[n, c].flat[p] = rows[c, (n - n0)*H*W + p] + bias[c]`` for n0 <= n < n1 (bias fused).
+
+    Plain NumPy, one strided pass (releases the GIL): a Numba version was no faster and cost compile time.
+    """
     channels = out.shape[1]
-    plane = out.shape[2] * out.shape[3]
-    for c in prange(channels):
-        b = bias[c]
-        src = rows[c]
-        for n in range(n0, n1):
-            dst = out[n, c].reshape(plane)
-            base = (n - n0) * plane
-            for p in range(plane):
-                dst[p] = src[base + p] + b
+    target = out[n0:n1].reshape(n1 - n0, channels, -1)  # a view: out is C-contiguous
+    np.add(rows.reshape(channels, n1 - n0, -1).transpose(1, 0, 2), bias[:, None], out=target)
 
 
-@serial_when_small
-@numba.njit(parallel=True, nogil=True, cache=True)
 def nchw_to_rows(x, n0, n1, rows):
     """``rows[c, (n - n0)*H*W + p] = x[n, c].flat[p]``: images n0..n1-1 side by side, one row per channel."""
     channels = x.shape[1]
-    plane = x.shape[2] * x.shape[3]
-    for c in prange(channels):
-        for n in range(n0, n1):
-            base = (n - n0) * plane
-            rows[c, base:base + plane] = x[n, c].reshape(plane)
+    np.copyto(rows.reshape(channels, n1 - n0, -1), x[n0:n1].reshape(n1 - n0, channels, -1).transpose(1, 0, 2))
