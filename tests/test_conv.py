@@ -131,6 +131,14 @@ def test_dtype_rules_and_accumulation():
     assert m.weight.grad.dtype == np.float32
 
 
+def test_float16_input_computes_in_float32_and_float16_weights_are_refused():
+    m = nn.Conv2d(1, 1, 2)
+    assert m(np.ones((1, 1, 3, 3), np.float16)).dtype == np.float32
+    m.to(np.float16)
+    with pytest.raises(TypeError, match="Conv2d.*float16"):
+        m(np.ones((1, 1, 3, 3), np.float16))
+
+
 def test_inputs_not_mutated_and_non_contiguous_input():
     rng = np.random.default_rng(2)
     m = nn.Conv2d(3, 2, (2, 3), stride=(1, 2), padding=(1, 1)).double()

@@ -6,9 +6,10 @@ Window of output pixel (h, w) in the padded input, clipped to the real image::
     cols  max(w*sw - pw, 0) ... min(w*sw - pw + kw, W) - 1
 
 Max pooling pads with -inf (padding never wins); average pooling pads with zeros. With ceil_mode a last
-window may hang over the padding; it always starts inside the image or the left padding. Every kernel runs its
-outer loop in parallel over the N*C image planes (``prange``), so threads never write the same element
-even when windows overlap. Arrays are C-contiguous float32 or float64; ``out`` arrays are overwritten.
+window may hang over the padding; it always starts inside the image or the left padding. Every kernel
+runs its outer loop in parallel over the N*C image planes (``prange``), so threads never write the same
+element even when windows overlap. Arrays are C-contiguous float32 or float64; ``out`` arrays are
+overwritten. 2x2 windows with stride 2 (the usual downsampling) have an unrolled fast path.
 """
 import numba
 import numpy as np

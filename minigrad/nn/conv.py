@@ -113,6 +113,9 @@ class Conv2d(Module):
         x = self._check_input(x, ndim=4, channels=self.in_channels)
         h_out, w_out = self._geometry(x)
         dtype = self._compute_dtype(x)
+        if dtype not in (np.float32, np.float64):  # the kernels' two compiled signatures
+            raise TypeError(f"{self._display_name()}: computes in float32 or float64, but input {x.dtype} and "
+                            f"weight {self.weight.dtype} give {dtype}")
         x = np.ascontiguousarray(x, dtype=dtype)  # a copy only when needed; the caller's x is never written
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, plane = x.shape[0], h_out * w_out
