@@ -35,11 +35,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigrad.runs import (
-    DONE_STATUSES, RunDirError, load_config, load_metrics, load_summary, prepare_run_dir, write_json_atomic,
+    DONE_STATUSES,
+    RunDirError,
+    load_config,
+    load_metrics,
+    prepare_run_dir,
+    write_json_atomic,
 )
 
-__all__ = ["LAUNCHERS", "LauncherError", "LaunchOptions", "RowJob", "RowState", "add_launcher_args",
-           "import_submitit", "make_executor", "launch_rows", "row_states", "describe_states", "job_threads"]
+__all__ = [
+    "LAUNCHERS",
+    "LaunchOptions",
+    "LauncherError",
+    "RowJob",
+    "RowState",
+    "add_launcher_args",
+    "describe_states",
+    "import_submitit",
+    "job_threads",
+    "launch_rows",
+    "make_executor",
+    "row_states",
+]
 
 LAUNCHERS = ("none", "local", "slurm")
 JOBS_FILE = "jobs.json"     # OUT/jobs.json: row -> job id and logs (written by the submitting process)
@@ -132,8 +149,8 @@ def make_executor(options, folder):
                                          **{f"{options.launcher}_max_num_timeout": options.max_timeouts})
     except RuntimeError as error:  # SlurmExecutor refuses to start without srun
         raise LauncherError(f"--launcher slurm: no SLURM here ({error}); sbatch and srun must be on PATH") from None
-    params = dict(timeout_min=options.time_limit, cpus_per_task=options.cpus_per_job, mem_gb=options.mem_gb,
-                  nodes=1, tasks_per_node=1)
+    params = {"timeout_min": options.time_limit, "cpus_per_task": options.cpus_per_job, "mem_gb": options.mem_gb,
+              "nodes": 1, "tasks_per_node": 1}
     if options.launcher == "slurm":
         params.update(slurm_partition=options.partition, slurm_array_parallelism=options.max_parallel)
     executor.update_parameters(**params)
@@ -144,6 +161,7 @@ def make_executor(options, folder):
 def job_threads(requested=None):
     """Threads for a job: the CPUs SLURM gave it, else ``requested``, within this process's cores."""
     import numba
+
     from minigrad.threads import available_cores
     for variable in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
         if os.environ.get(variable, "").isdigit():
@@ -418,7 +436,7 @@ def _slurm_alive(job_ids):
     arrays = sorted({j.split("_")[0] for j in job_ids})
     try:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_cifar import make_fake_cifar
 
 from experiments import common, launch, vgg_depth
 from minigrad.runs import load_metrics, load_summary
-from fake_cifar import make_fake_cifar
 
 REPO = Path(__file__).resolve().parent.parent
 pytest.importorskip("submitit", reason='the cluster tests need submitit: pip install -e ".[test]"')
@@ -233,10 +233,10 @@ def _cluster_problem():
     for exe in ("sbatch", "squeue", "scontrol", "scancel", "srun"):
         if shutil.which(exe) is None:
             return f"{exe} not found (sudo tests/slurm_cluster.sh starts a one-node cluster)"
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False)
     if "UP" not in ping.stdout:
         return "no slurmctld answers (sudo tests/slurm_cluster.sh)"
-    state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout.split()
+    state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, check=False).stdout.split()
     if not set(state) & {"idle", "mix", "alloc"}:
         return f"no usable node (sinfo: {state})"
     return None
@@ -253,8 +253,13 @@ def slurm_cluster():
 
 def _squeue(job_id):
     out = subprocess.run(["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i %T %r"],
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, check=False).stdout
     return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}.get(job_id)
+
+
+def _queued(job_ids):
+    out = subprocess.run(["squeue", "-h", "-j", job_ids], capture_output=True, text=True, check=False)
+    return out.returncode != 0 and "Invalid job id" not in out.stderr or bool(out.stdout.strip())
 
 
 @pytest.mark.slurm
@@ -263,12 +268,18 @@ def test_slurm_rows_preempted_requeued_and_collected(slurm_cluster, data, tmp_pa
     outs = {which: tmp_path / which for which in ("interrupted", "reference")}
     submitted = {}
     for which, models in (("interrupted", [("VGG08", 1e-3)]), ("reference", [("VGG08", 1e-3), ("VGG09", 1e-3)])):
-        args = study_args(data, outs[which], "slurm", "--time-limit", "60", epochs=6)
+        args = study_args(data, outs[which], "slurm", "--time-limit", "60", "--partition", "debug", "--mem-gb", "1",
+                          "--max-parallel", "1", epochs=6)
         result = launch.launch_rows(vgg_depth.run_row, rows_of(args, *models), args)
         assert result.code == 0 and not result.waited, capsys.readouterr()
         submitted[which] = result.submitted
     printed = capsys.readouterr().out
     assert "to SLURM as job array" in printed and "Collect:     python -m experiments.vgg_depth --collect" in printed
+    array = submitted["reference"][0]["job_id"].split("_")[0]
+    script = (outs["reference"] / "jobs" / f"{array}_submission.sh").read_text()
+    for line in ("--array=0-1%1", "--time=60", "--signal=USR2@90", "--cpus-per-task=1", "--mem=1GB",
+                 "--partition=debug"):  # the options, and SIGUSR2 90 s before the time limit
+        assert f"#SBATCH {line}\n" in script, line
     job_id = submitted["interrupted"][0]["job_id"]
     row = outs["interrupted"] / "VGG08-lr1e-3"
     try:
@@ -282,12 +293,13 @@ def test_slurm_rows_preempted_requeued_and_collected(slurm_cluster, data, tmp_pa
         assert {s.row: s.status for s in launch.row_states(outs["interrupted"])}["VGG08-lr1e-3"] == "pending"
         if "BeginTime" in state:
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-        done = ("finished", "failed")
-        for out in outs.values():
-            wait_for(lambda: all(s.status in done for s in launch.row_states(out)), 300, f"the jobs of {out}")
+        arrays = ",".join(entries[0]["job_id"].split("_")[0] for entries in submitted.values())
+        wait_for(lambda: not _queued(arrays), 300, "the jobs to leave the queue")
     finally:
         for entries in submitted.values():
-            subprocess.run(["scancel", entries[0]["job_id"].split("_")[0]], capture_output=True)
+            subprocess.run(["scancel", entries[0]["job_id"].split("_")[0]], capture_output=True, check=False)
+    assert {s.row: s.status for s in launch.row_states(outs["reference"])} == {
+        "VGG08-lr1e-3": "finished", "VGG09-lr1e-3": "failed"}
     record = own_record(outs["interrupted"], "VGG08-lr1e-3")
     assert record["state"] == "finished" and record["attempt"] == 2 and record["threads"] == 1
     log = Path(submitted["interrupted"][0]["stdout"]).read_text()
