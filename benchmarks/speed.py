@@ -168,6 +168,21 @@ def bench_layers(repeats, with_torch):
 
 
 # ------------------------------------------------------------------------------------------- steps
+def peak_rss_mb():
+    """This process's peak resident memory in MB.
+
+    On Linux, VmHWM of /proc/self/status: ``ru_maxrss`` would not do, because exec keeps the parent's
+    high-water mark (a worker started by a 600 MB benchmark process would report at least 600 MB).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux, bytes on macOS
+
+
 def step_worker(model_name, framework, threads, repeats, num_classes=100):
     """Time one model's training step in this (fresh) process; prints one JSON line."""
     set_threads(threads)
@@ -179,7 +194,7 @@ def step_worker(model_name, framework, threads, repeats, num_classes=100):
     y = rng.integers(0, num_classes, BATCH)
     minigrad.manual_seed(0)
     model = build_vgg(model_name, num_classes=num_classes)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = peak_rss_mb()
     if framework == "minigrad":
         crit = nn.CrossEntropyLoss()
         opt = optim.Adam(model.parameters(), lr=1e-3)
@@ -204,7 +219,7 @@ def step_worker(model_name, framework, threads, repeats, num_classes=100):
             opt.step()
 
     seconds = median_time(step, repeats, warmup=2)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"model": model_name, "framework": framework, "seconds": seconds,
                       "peak_rss_mb": peak, "baseline_rss_mb": baseline}))
 

@@ -22,7 +22,19 @@ Records. ``OUT/jobs/`` is submitit's folder (pickled jobs, logs ``<job>_0_log.ou
 ``row_states`` reads them (and asks ``squeue``, or checks the local process) to tell which rows are
 finished, running, pending, failed (with the log) or missing. Nothing here unpickles anything.
 
-submitit is optional (``pip install -e .[cluster]``): it is imported only when a launcher is used.
+A study adopts ``--launcher`` in a few lines (``vgg_depth`` does)::
+
+    launch.add_launcher_args(parser)                                    # in build_parser()
+    if args.launcher != "none":                                         # in main(), before the in-process loop
+        result = launch.launch_rows(run_row, [(row name, row config), ...], args, study=STUDY)
+        if result.code == 2 or not result.waited:                       # refused, or submitted to SLURM
+            return result.code
+    states = launch.row_states(study_dir, expected_row_names)           # in --collect
+    print("\\n".join(launch.describe_states(states)))
+
+This lives in ``experiments/`` because it is command-line wiring around a study's rows (flags, run folders
+under ``--out``, the collect command); the library itself knows nothing of clusters. submitit is optional
+(``pip install -e .[cluster]``): it is imported only when a launcher is used.
 """
 import importlib
 import json
@@ -277,10 +289,9 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
     second job, finished rows are reused, and the data is found (or downloaded, once). SLURM: one job array,
     then return. Local: at most ``max_parallel`` rows at once, waiting for all of them.
     """
-    module = _function_path(function).split(":")[0]
-    study = study or module.rsplit(".", 1)[-1]
     out_dir = Path(args.out).absolute()
     try:
+        function_path = _function_path(function)
         options = (options or LaunchOptions.from_args(args)).resolved(len(rows))
         import_submitit(options.launcher)
         _check_preset(out_dir, getattr(args, "preset", None))
@@ -296,10 +307,12 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
         return LaunchResult(0, waited=options.launcher == "local", reused=reused)
     row_kwargs = {"data_dir": str(Path(args.data_dir).absolute()) if args.data_dir else None,
                   "download": bool(args.download)}
-    jobs = [RowJob(_function_path(function), name, config, out_dir, row_kwargs, options.cpus_per_job, resume=True)
+    jobs = [RowJob(function_path, name, config, out_dir, row_kwargs, options.cpus_per_job, resume=True)
             for name, config in todo]
     # resume=True in the job is safe: _check_rows already refused unfinished rows without --resume, so
     # what a job may find is its own folder, or a folder this same submission was asked to continue.
+    module = function_path.split(":")[0]
+    study = study or module.rsplit(".", 1)[-1]
     collect = f"python -m {module} --collect {out_dir}"
     if options.launcher == "slurm":
         submitted = _record_jobs(out_dir, study, args, options, todo, executor.submit_array(jobs))
