@@ -39,7 +39,7 @@ from minigrad.runs import (finite_or_none, load_config, load_metrics, load_summa
                            write_json_atomic)
 from minigrad.train import Trainer
 
-from . import common
+from . import common, launch
 
 STUDY = "resnet_bn"
 BLOCK_STATS = "block_stats.json"
@@ -90,6 +90,7 @@ def build_parser():
     parser.add_argument("--list", action="store_true", help="list the rows of the preset and exit")
     parser.add_argument("--collect", nargs="+", type=Path, metavar="DIR",
                         help="rebuild the table and figures from finished row (or study) folders")
+    launch.add_launcher_args(parser)
     return parser
 
 
@@ -524,6 +525,8 @@ def collect(paths, out_dir, preset=None, names=None, redraw=False):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     presets = sorted({str(r["preset"]) for r in records})
+    if len(presets) > 1:
+        raise ValueError(f"the folders mix presets {presets}; collect one preset at a time")
     title = f"BN vs residual branches in ResNet-15 (CIFAR-10, preset {', '.join(presets) or '?'})"
     table = common.write_study_table(out_dir, records, COLUMNS, title, notes=findings(records))
     common.write_manifest(out_dir, STUDY, presets[0] if len(presets) == 1 else presets,
@@ -547,14 +550,38 @@ def main(argv=None):
             common.say(f"  {common.row_name(model, args.lr)}")
         return 0
     if args.collect:
-        table, records, figures = collect(args.collect, args.out, redraw=True)
+        try:
+            table, records, figures = collect(args.collect, args.out, redraw=True)
+        except ValueError as error:
+            return common.fail(str(error))
         _report(table, figures, args.out)
+        for path in args.collect:  # a study folder: which rows are finished, running, failed (cluster jobs)
+            if path.is_dir() and not (path / "config.json").exists():
+                common.say("\n".join(launch.describe_states(launch.row_states(path))))
         return 0
 
     try:
         configs = {model: row_config(args, model) for model in models}  # bad settings stop before training
     except ValueError as error:
         return common.fail(str(error))
+    if args.launcher != "none":  # the rows as submitit jobs (experiments.launch): slurm returns at once
+        result = launch.launch_rows(run_row, [(common.row_name(m, args.lr), configs[m]) for m in models], args,
+                                    study=STUDY)
+        if result.code == 2 or not result.waited:
+            return result.code
+        failed = result.code
+    else:
+        failed = _run_here(models, configs, args)
+        if failed is None:
+            return 2
+    names = {common.row_name(m, args.lr) for m in models}
+    table, _, figures = collect([args.out], args.out, preset=args.preset, names=names)
+    _report(table, figures, args.out)
+    return 1 if failed else 0
+
+
+def _run_here(models, configs, args):
+    """The rows one after the other in this process; the number that failed (None: stop the study)."""
     threads = common.apply_threads(args.threads)
     common.say(f"ResNet BN study, preset {args.preset}: {len(models)} row(s) -> {args.out} ({threads} threads)")
     failed = 0
@@ -565,13 +592,10 @@ def main(argv=None):
         except Exception as error:  # noqa: BLE001 - one row failing must not lose the others' table
             if _is_setup_error(error):
                 print(f"error: {error}", file=sys.stderr, flush=True)
-                return 2
+                return None
             failed += 1
             print(f"error: row {model} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-    names = {common.row_name(m, args.lr) for m in models}
-    table, _, figures = collect([args.out], args.out, preset=args.preset, names=names)
-    _report(table, figures, args.out)
-    return 1 if failed else 0
+    return failed
 
 
 def _is_setup_error(error):

@@ -69,6 +69,8 @@ def build_parser():
     parser.add_argument("--full-train", action="store_true", help="use the whole training split (no subset)")
     parser.add_argument("--val-size", type=int, default=2500,
                         help="validation images held out of the 50,000 (stratified, split seed 0; default 2500)")
+    parser.add_argument("--test-subset", type=int, default=None,
+                        help="evaluate on a stratified subset of N test images (default: all 10,000)")
     parser.add_argument("--reduction-shortcut", choices=("none", "avgpool", "conv1x1"), default="none",
                         help="residual connections in the reduction blocks too (the report's section 5.1)")
     parser.add_argument("--scheduler-interval", choices=("epoch", "iteration"), default="epoch",
@@ -103,6 +105,7 @@ def row_config(args, model, lr):
         "study": STUDY, "preset": args.preset, "model": model, "lr": lr,
         "epochs": epochs, "batch_size": args.batch_size or preset.batch_size, "seed": args.seed,
         "dataset": args.dataset or preset.dataset, "train_subset": subset, "n_val": args.val_size, "split_seed": 0,
+        "test_subset": args.test_subset,
         "optimizer": "Adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
         "scheduler": "CosineAnnealingLR", "T_max": epochs if args.scheduler_interval == "epoch" else 100,
         "eta_min": 2e-5, "scheduler_interval": args.scheduler_interval,
@@ -117,6 +120,7 @@ def command_for(args, model, lr):
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--dataset", args.dataset),
                         ("--train-subset", args.train_subset), ("--data-dir", args.data_dir),
                         ("--val-size", args.val_size if args.val_size != 2500 else None),
+                        ("--test-subset", args.test_subset),
                         ("--threads", args.threads)):
         if value is not None:
             parts += [flag, str(value)]
@@ -147,7 +151,7 @@ def load_splits(config, data_dir, download):
 
 def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, progress=True):
     """Train one row into ``out_dir/<row>/`` (or reuse it when finished); returns its summary dict."""
-    from minigrad.data import BatchLoader
+    from minigrad.data import BatchLoader, stratified_subset
     from minigrad.train import Trainer
 
     name = common.row_name(config["model"], config["lr"])
@@ -166,7 +170,11 @@ def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, pro
     train_loader = BatchLoader(splits.train_images, splits.train_labels, batch, shuffle=True, augment=True,
                                mean=splits.mean, std=splits.std)
     val_loader = BatchLoader(splits.val_images, splits.val_labels, batch, mean=splits.mean, std=splits.std)
-    test_loader = BatchLoader(splits.test_images, splits.test_labels, batch, mean=splits.mean, std=splits.std)
+    test_images, test_labels = splits.test_images, splits.test_labels
+    if config.get("test_subset") is not None and config["test_subset"] < len(test_labels):
+        keep = stratified_subset(test_labels, config["test_subset"], seed=0)
+        test_images, test_labels = test_images[keep], test_labels[keep]
+    test_loader = BatchLoader(test_images, test_labels, batch, mean=splits.mean, std=splits.std)
     common.say(f"[{name}] {model.num_parameters():,} parameters, {len(train_loader)} steps/epoch, "
                f"{config['epochs']} epochs -> {run.path}")
     trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, train_loader, val_loader,
@@ -212,7 +220,7 @@ def row_record(folder):
     return {
         "row": folder.name, "folder": str(folder), "model": config.get("model"), "lr": config.get("lr"),
         "preset": config.get("preset"), "dataset": config.get("dataset"),
-        "params": summary.get("parameters"), "epochs": len(metrics),
+        "params": summary.get("num_parameters"), "epochs": len(metrics),
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
         "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
         "best_val_acc": summary.get("best_val_acc"), "test_acc": summary.get("test_acc"),
@@ -280,16 +288,16 @@ def collect(paths, out_dir, preset=None):
     common.write_manifest(out_dir, STUDY, next(iter(presets), None),
                           [{"row": r["row"], "folder": r["folder"], "status": r["status"]} for r in records])
     finished = [f for f, r in zip(folders, records) if (f / "metrics.csv").exists() and r["epochs"]]
-    figures = []
+    figures = []  # the study's figures (each row folder gets the same three of its own)
     if finished:
-        figures.append(plots.plot_training_curves(finished, out_dir / "training_curves.png"))
+        figures += plots.plot_training_curves(finished, out_dir / "training_curves.png")
         for epoch in ("first", "last"):
-            figures.append(plots.plot_grad_flow(finished, out_dir / f"grad_flow_{epoch}.png", epoch=epoch, log=True))
+            figures += plots.plot_grad_flow(finished, out_dir / f"grad_flow_{epoch}.png", epoch=epoch, log=True)
         for folder in finished:
-            figures.append(plots.plot_training_curves([folder], folder / "training_curves.png"))
+            plots.plot_training_curves([folder], folder / "training_curves.png")
             for epoch in ("first", "last"):
-                figures.append(plots.plot_grad_flow([folder], folder / f"grad_flow_{epoch}.png", epoch=epoch, log=True))
-    return table, records, [f for f in figures if f], list(states.values())
+                plots.plot_grad_flow([folder], folder / f"grad_flow_{epoch}.png", epoch=epoch, log=True)
+    return table, records, figures, list(states.values())
 
 
 def _row_states(paths, folders, preset):
@@ -372,6 +380,8 @@ def _report(table, records, figures, states=()):
     common.say(f"Results CSV:   {Path(table).with_suffix('.csv')}")
     for figure in figures:
         common.say(f"Figure:        {figure}")
+    if figures:
+        common.say("Each row's folder has its own training_curves.png, grad_flow_first.png and grad_flow_last.png.")
 
 
 if __name__ == "__main__":

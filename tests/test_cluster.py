@@ -136,6 +136,24 @@ def test_local_rows_run_collect_and_a_failing_row_is_reported(data, tmp_path, ca
     assert "reusing" in capsys.readouterr().out and len(json.loads((out / "jobs.json").read_text())["rows"]) == 3
 
 
+def test_resnet_bn_rows_as_local_jobs_then_collected(data, tmp_path, capsys):
+    """The other long study takes the same --launcher: its rows run as jobs and its --collect says what ran."""
+    from experiments import resnet_bn
+    out = tmp_path / "resnet"
+    tiny = ["--width", "2", "--blocks-per-scale", "1", "--batch-size", "16", "--n-val", "20", "--train-subset", "64",
+            "--epochs", "1", "--no-progress", "--data-dir", str(data), "--out", str(out)]
+    assert resnet_bn.main(tiny + ["--launcher", "local", "--cpus-per-job", "1", "--max-parallel", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"python -m experiments.resnet_bn --collect {out.absolute()}" in printed
+    assert all(f"| {m} |" in (out / "results.md").read_text() for m in ("Model-1", "Model-2", "Model-3"))
+    for row in ("Model-1-lr1e-1", "Model-2-lr1e-1", "Model-3-lr1e-1"):
+        assert load_summary(out / row)["status"] in ("finished", "diverged")
+        assert own_record(out, row)["threads"] == 1
+    assert resnet_bn.main(["--collect", str(out), "--out", str(tmp_path / "table")]) == 0
+    rows_line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Rows: ")]
+    assert len(rows_line) == 1 and not re.search(r"failed|missing|running|pending", rows_line[0]), rows_line
+
+
 def test_local_row_interrupted_by_a_signal_is_requeued_and_ends_as_an_uninterrupted_one(data, tmp_path, capsys):
     """SIGUSR2 (what SLURM sends before a time limit or on preemption) to a running row's process."""
     outs = {which: tmp_path / which for which in ("interrupted", "reference")}
