@@ -234,6 +234,9 @@ COLUMNS = [("model", "Model", None), ("lr", "LR", "sci"), ("params", "# Params",
            ("test_acc", "Test acc %", "pct"), ("seconds", "Time (s)", "s"), ("status", "Status", None)]
 
 
+VANISHING_RATIO = 100  # DECISIONS 17: VGG38's early layers at least 100x below VGG08's
+
+
 def findings(records, folders):
     """The study's claims, measured: chance-level VGG38, BN+RC above it, vanishing early gradients."""
     by_model = {r["model"]: (r, f) for r, f in zip(records, folders) if r["lr"] == 1e-3}
@@ -254,8 +257,10 @@ def findings(records, folders):
         try:
             first = [load_grad_stats(by_model[m][1])["epochs"][0]["mean"] for m in ("VGG08", "VGG38")]
             ratio = early_layer_ratio(*first)
+            verdict = ("vanishing gradients in VGG38" if ratio >= VANISHING_RATIO
+                       else f"less than {VANISHING_RATIO}x: no clear vanishing")
             notes.append(f"First epoch, first 3 weight layers from the input: VGG08's mean |grad| is "
-                         f"{ratio:,.0f}x VGG38's (vanishing gradients in VGG38).")
+                         f"{ratio:.3g}x VGG38's ({verdict}).")
         except (OSError, KeyError, IndexError, ValueError):
             pass
     return notes

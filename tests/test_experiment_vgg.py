@@ -9,7 +9,7 @@ import pytest
 
 from experiments import vgg_depth
 from minigrad.data import cifar
-from minigrad.runs import load_metrics, load_summary
+from minigrad.runs import load_grad_stats, load_metrics, load_summary
 from fake_cifar import make_fake_cifar
 
 TINY = ["--epochs", "1", "--train-subset", "40", "--val-size", "20", "--batch-size", "20", "--no-progress",
@@ -125,3 +125,27 @@ def test_early_layer_ratio_compares_by_position():
                "stage0.reduce.conv0.weight": {"mean_abs": 1e-2}}
     deep = {"entry.conv.weight": {"mean_abs": 1e-6}, "stage0.block0.conv0.weight": {"mean_abs": 1e-6}}
     assert vgg_depth.early_layer_ratio(shallow, deep, n_layers=2) == pytest.approx(1e4)
+
+
+# ----------------------------------------------------------------------------------------- real data
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::minigrad.data.CifarChecksumWarning")
+def test_quick_preset_claims_hold_on_a_smaller_real_run(tmp_path, capsys):
+    """DECISIONS 17 on real CIFAR-10 (about 3 minutes on 2 cores): the quick preset's three rows on 2,000
+    training images, 2 epochs of batch 20. VGG38 stays within 5 points of chance, VGG38 BN+RC ends at least
+    10 points above it, and VGG38's first weight layers get gradients at least 100x smaller than VGG08's."""
+    if cifar.find_cifar("cifar10") is None:
+        pytest.skip("real CIFAR-10 not found (--data-dir, $MINIGRAD_DATA, data/, ../shared/data/)")
+    out = tmp_path / "study"
+    code = vgg_depth.main(["--out", str(out), "--train-subset", "2000", "--batch-size", "20", "--epochs", "2",
+                           "--val-size", "500", "--test-subset", "500", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    val = {m: load_metrics(out / f"{m}-lr1e-3")[-1]["val_acc"] for m in ("VGG08", "VGG38", "VGG38_BN_RC")}
+    assert abs(val["VGG38"] - 0.1) <= 0.05, val
+    assert val["VGG38_BN_RC"] - val["VGG38"] >= 0.10, val
+    first = [load_grad_stats(out / f"{m}-lr1e-3")["epochs"][0]["mean"] for m in ("VGG08", "VGG38")]
+    ratio = vgg_depth.early_layer_ratio(*first)
+    assert ratio >= 100, ratio
+    # the table says the same, in words
+    assert "(at chance: it does not learn)" in printed and "(vanishing gradients in VGG38)" in printed
