@@ -102,35 +102,38 @@ def _single_threaded_blas():
 
 
 def parallel_chunks(work, chunks, make_state=None):
-    """Call ``work(n0, n1, state)`` for every ``(n0, n1)`` in ``chunks``; returns the list of states.
+    """Call ``work(n0, n1, state)`` for every ``(n0, n1)`` in ``chunks``; returns the states in chunk order.
 
-    The chunks go, in order of availability, to ``numba.get_num_threads()`` worker threads (of the
-    calling thread: ``set_num_threads`` sets it). Each worker makes one ``state = make_state()`` (e.g.
-    its partial gradient sums; ``None`` without ``make_state``) and passes it to each chunk it takes.
-    Workers run their Numba kernels on themselves alone and the BLAS is single-threaded meanwhile, so
-    ``work`` must only write to its own chunk's part of shared arrays. With one thread, or one chunk,
-    everything runs in the calling thread with the usual thread counts.
+    Each chunk gets its own ``state = make_state()`` (e.g. its partial gradient sums; ``None`` without
+    ``make_state``). The chunks go, in order of availability, to ``numba.get_num_threads()`` worker threads
+    (of the calling thread: ``set_num_threads`` sets it), but a sum over the returned states adds them in
+    chunk order, whichever worker took which chunk: results are the same from run to run (float addition
+    is not associative, so per-worker sums would depend on the timing). Workers run their Numba kernels
+    on themselves alone and the BLAS is single-threaded meanwhile, so ``work`` must only write to its own
+    chunk's part of shared arrays. With one thread, or one chunk, everything runs in the calling thread
+    with the usual thread counts.
     """
+    states = [make_state() if make_state is not None else None for _ in chunks]
     threads = min(numba.get_num_threads(), len(chunks))
     if threads <= 1:
-        state = make_state() if make_state is not None else None
-        for n0, n1 in chunks:
+        for (n0, n1), state in zip(chunks, states):
             work(n0, n1, state)
-        return [state]
-    pending = iter(chunks)
+        return states
+    pending = iter(enumerate(chunks))
     lock = threading.Lock()
 
     def worker():
-        state = make_state() if make_state is not None else None
         while True:
             with lock:
-                chunk = next(pending, None)
+                index, chunk = next(pending, (None, None))
             if chunk is None:
-                return state
-            work(chunk[0], chunk[1], state)
+                return
+            work(chunk[0], chunk[1], states[index])
 
     pool = _workers(numba.get_num_threads())
     with _single_threaded_blas():
         futures = [pool.submit(worker) for _ in range(threads)]
         wait(futures)  # all of them, even if one fails: none may still write once we return
-    return [future.result() for future in futures]
+    for future in futures:
+        future.result()  # raises a worker's error
+    return states
