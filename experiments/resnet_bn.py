@@ -490,6 +490,9 @@ def findings(records):
         moved = "" if change is None else f"; the input-side block's variance moved x{change:.1e} from init"
         notes.append(f"{r['model']}: per-block gradient variance at init {r['var_init']}; "
                      f"at {r['end_label'] or 'the end'} {r['var_end']}{moved}.")
+    notes.append("Training: Xavier init and zero biases as the paper; SGD momentum 0.9, lr 0.1, weight decay 1e-4, "
+                 "batch 128, x0.1 steps, crop+flip augmentation are our choices where the paper is silent "
+                 "(each row's config.json has every setting).")
     notes.append("Block gradient variance: one fixed batch (first training images, unaugmented, BN in train "
                  "mode), mean over features of the variance over the batch of d loss / d block output.")
     return notes
@@ -600,9 +603,9 @@ def _run_here(models, configs, args):
 
 def _is_setup_error(error):
     """Errors that concern the whole study (no data, a run folder refusing) rather than one row."""
-    from minigrad.data import DatasetNotFoundError
+    from minigrad.data import DatasetNotFoundError, DownloadError
     from minigrad.runs import RunDirError
-    return isinstance(error, (DatasetNotFoundError, RunDirError))
+    return isinstance(error, (DatasetNotFoundError, DownloadError, RunDirError))
 
 
 def _report(table, figures, out_dir):

@@ -371,9 +371,9 @@ def main(argv=None):
 
 def _is_setup_error(error):
     """Errors that concern the whole study (no data, a run folder refusing) rather than one row."""
-    from minigrad.data import DatasetNotFoundError
+    from minigrad.data import DatasetNotFoundError, DownloadError
     from minigrad.runs import RunDirError
-    return isinstance(error, (DatasetNotFoundError, RunDirError))
+    return isinstance(error, (DatasetNotFoundError, DownloadError, RunDirError))
 
 
 def _report(table, records, figures, states=()):

@@ -131,7 +131,7 @@ def test_dtype_kept_and_input_not_mutated(layer, dtype, rng):
     assert np.array_equal(x, x0)
 
 
-@pytest.mark.parametrize("layer", [nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SELU])
+@pytest.mark.parametrize("layer", [nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SELU, nn.Identity])
 def test_integer_input_is_a_type_error(layer):
     with pytest.raises(TypeError, match=layer.__name__):
         layer()(np.arange(4))

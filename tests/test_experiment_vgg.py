@@ -105,6 +105,20 @@ def test_download_cifar100_from_a_local_server(isolated_data, tmp_path, capsys, 
     assert summary["status"] == "finished"
 
 
+def test_download_without_network_stops_the_study_once_and_says_where_to_put_the_file(
+        isolated_data, tmp_path, capsys, monkeypatch):
+    import socket
+    with socket.socket() as sock:  # a local port nobody listens on: the download is refused at once
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/cifar-100-python.tar.gz"
+    monkeypatch.setitem(cifar.OFFICIAL, "cifar100", dataclasses.replace(cifar.OFFICIAL["cifar100"], url=url))
+    code, out, err = run(["--dataset", "cifar100", "--download", "--data-dir", str(tmp_path / "downloads"),
+                          "--out", str(tmp_path / "o")] + TINY, capsys)
+    assert code == 2 and err.count("could not download") == 1, err  # not once per row
+    assert "Without a network" in err and "cifar-100-python.tar.gz" in err
+    assert f"1. {tmp_path / 'downloads'}" in err  # the folders searched, in order
+
+
 def test_collect_refuses_mixed_presets(isolated_data, tmp_path, capsys):
     out_dir = tmp_path / "out"
     assert run(["--model", "VGG08", "--data-dir", str(isolated_data), "--out", str(out_dir)] + TINY, capsys)[0] == 0

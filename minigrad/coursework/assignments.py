@@ -59,9 +59,10 @@ class Assignment:
                 f"## What to implement ({self.max_score} points)\n\n{table}\n\n"
                 "You may add helper functions, but keep every signature, and do not change other files: the "
                 "grader uses the rest of the library as given."
-                + (" The helpers marked *also stubbed* (a `*` stands for any name) held the same formula in a "
-                   "Numba kernel; they are optional: write the formula in the method itself, in NumPy, if you "
-                   "prefer." if any(len(item.removes) > 1 for item in self.items) else "") + "\n\n"
+                + (" The helpers marked *also stubbed* (a `*` stands for any name) held the same formula "
+                   "elsewhere in the library (a Numba kernel, the gradient-scale study's fused MLP, or a close "
+                   "relative such as LayerNorm over the other axis); they are not graded, and kernels are "
+                   "optional: write the formula in the method itself, in NumPy, if you prefer." if any(len(item.removes) > 1 for item in self.items) else "") + "\n\n"
                 f"{self.text.strip()}\n\n"
                 "## How you are graded\n\n"
                 "Each item is run in its own process with a time and memory limit, on hidden random cases "
@@ -118,7 +119,7 @@ a few steps with the formula above by hand on a 2-element parameter.
 ## The experiment: an MLP on CIFAR-10
 
 Once every item passes, train a small MLP (the data is looked up in `--data-dir`, `$MINIGRAD_DATA`,
-`./data/` or `../shared/data/`; `load_cifar("cifar10", download=True)` downloads it):
+`data/` in the package's folder or `../shared/data/` beside it; `load_cifar("cifar10", download=True)` downloads it):
 
 ```python
 import numpy as np
@@ -248,7 +249,8 @@ ASSIGNMENTS = {
             Item("Linear.backward", "linear", ("minigrad.nn.linear:Linear.backward",)),
             Item("ReLU.backward", "relu", ("minigrad.nn.activation:ReLU.backward",
                                            "minigrad.nn.activation:relu_backward_reference",
-                                           "minigrad.kernels.activation:_relu_backward*")),
+                                           "minigrad.kernels.activation:_relu_backward*",
+                                           "minigrad.gsc:_activation_backward")),
             Item("LeakyReLU.backward", "leaky_relu", ("minigrad.nn.activation:LeakyReLU.backward",
                                                       "minigrad.nn.activation:leaky_relu_backward_reference",
                                                       "minigrad.kernels.activation:_leaky_relu_backward*")),
@@ -265,7 +267,10 @@ print(gradcheck(nn.LeakyReLU(0.2), np.random.default_rng(1).choice([-1.0, 1.0], 
         items=(
             Item("Conv2d.backward", "conv2d", ("minigrad.nn.conv:Conv2d.backward",)),
             Item("BatchNorm2d.backward", "batchnorm2d", ("minigrad.nn.batchnorm:_BatchNorm.backward",
-                                                         "minigrad.kernels.batchnorm:*backward*")),
+                                                         "minigrad.kernels.batchnorm:*backward*",
+                                                         "minigrad.nn.normalization:LayerNorm.backward",
+                                                         "minigrad.gsc:_batch_norm_backward",
+                                                         "minigrad.gsc:_layer_norm_backward")),
             Item("AvgPool2d.backward", "avgpool2d", ("minigrad.nn.pooling:AvgPool2d.backward",
                                                      "minigrad.kernels.pooling:avg_pool_backward*")),
         ),

@@ -583,7 +583,12 @@ def load_cifar(name: str = "cifar10", data_dir: Optional[PathLike] = None, downl
         if not download:
             raise DatasetNotFoundError(_not_found_message(spec, data_dir))
         target = Path(data_dir).expanduser() if data_dir is not None else repo_root() / "data"
-        source = download_cifar(spec.name, target, url=url, md5=md5)
+        try:
+            source = download_cifar(spec.name, target, url=url, md5=md5)
+        except ChecksumMismatchError:
+            raise
+        except DownloadError as error:  # no network, most likely: say how to do without it
+            raise DownloadError(f"{error}\nWithout a network: {_not_found_message(spec, data_dir)}") from error
 
     hit = None
     if cache:

@@ -150,7 +150,7 @@ class Identity(Module):
         super().__init__()
 
     def forward(self, x):
-        return x
+        return self._check_input(x)  # the same array; integer or bool input is a TypeError, as elsewhere
 
     def backward(self, grad_output):
         return grad_output
