@@ -42,9 +42,9 @@ class Preset:
 
 PRESETS = {
     "quick": Preset(
-        dataset="cifar10", epochs=4, train_subset=5000,
+        dataset="cifar10", epochs=4, train_subset=4000,
         rows=(("VGG08", 1e-3), ("VGG38", 1e-3), ("VGG38_BN_RC", 1e-3)),
-        description="VGG08, VGG38 and VGG38 BN+RC on a 5,000-image CIFAR-10 training subset for 4 epochs",
+        description="VGG08, VGG38 and VGG38 BN+RC on a 4,000-image CIFAR-10 training subset for 4 epochs",
     ),
     "full": Preset(
         dataset="cifar100", epochs=100,
