@@ -31,7 +31,6 @@ table, figure and manifest in ``OUT/cifar10/``.
 import csv
 import io
 import math
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -43,7 +42,7 @@ import numpy as np
 import minigrad
 from minigrad import gsc as G
 from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, build_mlp, canonical_architecture
-from minigrad.runs import (RunDirError, load_config, load_metrics, load_summary, prepare_run_dir,
+from minigrad.runs import (RunDirError, json_safe, load_config, load_metrics, load_summary, prepare_run_dir,
                            write_json_atomic, write_text_atomic)
 
 from . import common
@@ -261,7 +260,7 @@ def run_architecture(config, out_dir, pool, resume, progress):
         raise
     seconds = time.perf_counter() - started
     write_json_atomic(run.path / "gsc.json", stats.to_dict())
-    summary = {"status": "finished", **_json_safe(summarise(architecture, stats, seconds)),
+    summary = {"status": "finished", **json_safe(summarise(architecture, stats, seconds)),
                "cpu_seconds": cpu_seconds}
     write_json_atomic(run.summary_path, summary)
     verdict = "explodes" if summary["explodes"] else "does not explode"
@@ -275,10 +274,6 @@ def _read_json(path):
     import json
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _json_safe(record):
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 TABLE_COLUMNS = [
@@ -701,7 +696,7 @@ def run_training(args):
     for record in records:
         record["best_lr"] = "yes" if best.get(record["architecture"], (None, None))[1] == record["lr"] else ""
     wall = time.perf_counter() - started
-    notes = [f"Best lr per architecture (lowest training error, as the paper chose): "
+    notes = ["Best lr per architecture (lowest training error, as the paper chose): "
              + ", ".join(f"{a} {b[1]:g}" for a, b in best.items()) + ".",
              "GSC(L, 0): the error layer's log-probability against the first hidden layer's output, on a fixed "
              "batch of training images, epoch 0 = at initialisation (minigrad.gsc).",

@@ -35,7 +35,7 @@ import numpy as np
 import minigrad
 from minigrad import nn, optim
 from minigrad.models.resnet import MODEL_VARIANTS, build_resnet
-from minigrad.runs import (finite_or_none, load_config, load_metrics, load_summary, prepare_run_dir,
+from minigrad.runs import (json_safe, load_config, load_metrics, load_summary, prepare_run_dir,
                            write_json_atomic)
 from minigrad.train import Trainer
 
@@ -211,7 +211,7 @@ class BlockProbe:
         # an epoch redone after a resume replaces its entry (resume is exact, so the values are the same)
         points = [p for p in self.record["points"] if p["epoch"] != epoch] + [point]
         self.record["points"] = sorted(points, key=lambda p: p["epoch"])
-        write_json_atomic(self.path, _json_safe(self.record))
+        write_json_atomic(self.path, json_safe(self.record))
         return point
 
 
@@ -614,15 +614,6 @@ def _report(table, figures, out_dir):
     for figure in figures:
         common.say(f"Figure:        {figure}")
     common.say(f"Everything is in {out_dir}: results.md, results.csv, manifest.json, figures, one folder per model.")
-
-
-def _json_safe(tree):
-    """Non-finite floats -> None (JSON has no NaN/Inf)."""
-    if isinstance(tree, dict):
-        return {key: _json_safe(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_json_safe(value) for value in tree]
-    return finite_or_none(tree) if isinstance(tree, float) else tree
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ test on the best-validation checkpoint. Each row is a run folder ``OUT/<model>-l
 """
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

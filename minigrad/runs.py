@@ -30,7 +30,7 @@ from pathlib import Path
 __all__ = [
     "atomic_open", "remove_stale_temp_files", "write_text_atomic", "write_json_atomic", "write_metrics", "load_metrics",
     "load_summary", "load_grad_stats", "load_config", "compare_configs", "ensure_config", "prepare_run_dir",
-    "RunDir", "finite_or_none",
+    "RunDir", "finite_or_none", "json_safe",
     "RunDirError", "ConfigMismatchError", "UnfinishedRunError", "METRICS_FIELDS", "STATUSES",
     "DONE_STATUSES", "VOLATILE_CONFIG_KEYS",
 ]
@@ -351,3 +351,12 @@ def finite_or_none(value):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def json_safe(tree):
+    """``tree`` (nested dicts and lists) with non-finite floats replaced by None, which JSON can hold."""
+    if isinstance(tree, dict):
+        return {key: json_safe(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [json_safe(value) for value in tree]
+    return finite_or_none(tree) if isinstance(tree, float) else tree

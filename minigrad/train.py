@@ -43,7 +43,7 @@ from .checkpoint import (
 from .optim.lr_scheduler import ReduceLROnPlateau
 from .random import default_generator, set_rng_state
 from .runs import (
-    METRICS_FIELDS, RunDirError, ensure_config, finite_or_none, load_grad_stats, remove_stale_temp_files,
+    METRICS_FIELDS, RunDirError, ensure_config, finite_or_none, json_safe, load_grad_stats, remove_stale_temp_files,
     write_json_atomic, write_metrics,
 )
 
@@ -236,7 +236,7 @@ class Trainer:
         files one epoch ahead of the checkpoint, and resume cuts them back to it.
         """
         write_metrics(self.run_dir / "metrics.csv", self.history)
-        write_json_atomic(self.run_dir / "grad_stats.json", _json_safe(self.grad_stats))
+        write_json_atomic(self.run_dir / "grad_stats.json", json_safe(self.grad_stats))
         if improved:
             save_checkpoint(self.checkpoint_dir, "best", capture_state(self.model, extra={"epoch": epoch, **self.best}))
         extra = {"epoch": epoch, "history": self.history, "best": self.best,
@@ -280,7 +280,7 @@ class Trainer:
             raise RunDirError(f"{self.run_dir / 'grad_stats.json'} lacks epochs of checkpoint {source} (epoch {epoch})")
         self.grad_stats = {"first_batch": stats["first_batch"], "epochs": kept}
         write_metrics(self.run_dir / "metrics.csv", self.history)
-        write_json_atomic(self.run_dir / "grad_stats.json", _json_safe(self.grad_stats))
+        write_json_atomic(self.run_dir / "grad_stats.json", json_safe(self.grad_stats))
         self.log(f"resumed {self.run_dir} from epoch {epoch}/{self.epochs}")
         return epoch + 1
 
@@ -344,15 +344,6 @@ class Trainer:
 # --------------------------------------------------------------------------------------- helpers
 def _is_plateau(scheduler):
     return isinstance(scheduler, ReduceLROnPlateau)
-
-
-def _json_safe(tree):
-    """Non-finite floats (an overflowing gradient just before a divergence) -> None, which JSON can hold."""
-    if isinstance(tree, dict):
-        return {key: _json_safe(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_json_safe(value) for value in tree]
-    return finite_or_none(tree) if isinstance(tree, float) else tree
 
 
 def _add_stats(total, stats):
