@@ -135,3 +135,52 @@ def fail(message, code=2):
 def make_parser(study, description):
     return argparse.ArgumentParser(prog=f"python -m experiments.{study}", description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# ----------------------------------------------------------------------------------------- shared by the studies
+_SPLITS = {}
+
+
+def load_splits(config, data_dir, download):
+    """CIFAR splits of a row's config (``dataset``, ``n_val``, ``split_seed``, ``train_subset``), loaded once
+    per process and shared by every row and study that asks for the same ones."""
+    from minigrad.data import load_cifar, prepare_cifar
+    key = (config["dataset"], config["train_subset"], config["n_val"], config["split_seed"], str(data_dir))
+    if key not in _SPLITS:
+        data = load_cifar(config["dataset"], data_dir=data_dir, download=download)
+        _SPLITS[key] = prepare_cifar(data, n_val=config["n_val"], split_seed=config["split_seed"],
+                                     train_subset=config["train_subset"])
+    return _SPLITS[key]
+
+
+class FlatLoader:
+    """A BatchLoader whose images come out flattened for an MLP: (N, 3, 32, 32) -> (N, 3072)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def epoch(self, rng=None):
+        for x, y in self.loader.epoch(rng):
+            yield x.reshape(len(x), -1), y
+
+
+def find_row_dirs(paths):
+    """Row folders under the given paths (a path may be a row folder or a study folder)."""
+    rows = []
+    for path in map(Path, paths):
+        if (path / "config.json").exists():
+            rows.append(path)
+        elif path.is_dir():
+            rows += sorted(p for p in path.iterdir() if (p / "config.json").exists())
+    return rows
+
+
+def is_setup_error(error):
+    """Errors that concern the whole study (no data, a failed download, a run folder refusing) rather than
+    one row: the study stops instead of going on to its next row."""
+    from minigrad.data import DatasetNotFoundError, DownloadError
+    from minigrad.runs import RunDirError
+    return isinstance(error, (DatasetNotFoundError, DownloadError, RunDirError))

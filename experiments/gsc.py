@@ -459,20 +459,6 @@ def run_synthetic(args):
 
 
 # ----------------------------------------------------------------------------------------- CIFAR-10 part
-class _Flat:
-    """A loader whose NCHW batches are flattened to (N, C*H*W) rows for an MLP."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def epoch(self, rng=None):
-        for x, y in self.loader.epoch(rng):
-            yield x.reshape(len(x), -1), y
-
-
 def _gsc_trainer_class():
     from minigrad.train import Trainer
 
@@ -553,19 +539,6 @@ def train_config(args, architecture, lr):
     }
 
 
-_SPLITS = {}
-
-
-def _load_splits(config, data_dir, download):
-    from minigrad.data import load_cifar, prepare_cifar
-    key = (config["train_subset"], str(data_dir))
-    if key not in _SPLITS:
-        data = load_cifar("cifar10", data_dir=data_dir, download=download)
-        _SPLITS[key] = prepare_cifar(data, n_val=config["n_val"], split_seed=config["split_seed"],
-                                     train_subset=config["train_subset"])
-    return _SPLITS[key]
-
-
 def train_row(config, out_dir, *, data_dir=None, download=False, resume=False, progress=True):
     """Train one (architecture, lr) row into ``out_dir/<row>/`` (or reuse it); returns its summary."""
     from minigrad import nn, optim
@@ -576,7 +549,7 @@ def train_row(config, out_dir, *, data_dir=None, download=False, resume=False, p
     if run.done:
         common.say(f"[{name}] already {run.summary.get('status')}; reusing {run.path}")
         return run.summary
-    splits = _load_splits(config, data_dir, download)
+    splits = common.load_splits(config, data_dir, download)
     in_features = int(np.prod(splits.train_images.shape[1:]))
     arch_index = list(ARCHITECTURES).index(config["architecture"])
     model = build_mlp(config["architecture"], depth=config["depth"], width=config["width"], in_features=in_features,
@@ -586,9 +559,9 @@ def train_row(config, out_dir, *, data_dir=None, download=False, resume=False, p
     scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config["factor"],
                                                      patience=config["patience"])
     batch = config["batch_size"]
-    train_loader = _Flat(BatchLoader(splits.train_images, splits.train_labels, batch, shuffle=True,
+    train_loader = common.FlatLoader(BatchLoader(splits.train_images, splits.train_labels, batch, shuffle=True,
                                      mean=splits.mean, std=splits.std))
-    val_loader = _Flat(BatchLoader(splits.val_images, splits.val_labels, batch, mean=splits.mean, std=splits.std))
+    val_loader = common.FlatLoader(BatchLoader(splits.val_images, splits.val_labels, batch, mean=splits.mean, std=splits.std))
     keep = stratified_subset(splits.train_labels, min(config["gsc_batch"], len(splits.train_labels)), seed=1)
     gsc_x = normalize(splits.train_images[keep], splits.mean, splits.std).reshape(len(keep), -1)
     gsc_y = splits.train_labels[keep]

@@ -225,20 +225,6 @@ def run_signal_row(args, s, activation, init, log):
 
 
 # --------------------------------------------------------------------------------------- training rows
-class FlatLoader:
-    """A BatchLoader whose images come out flattened: (N, 3, 32, 32) -> (N, 3072)."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __len__(self):
-        return len(self.loader)
-
-    def epoch(self, rng=None):
-        for x, y in self.loader.epoch(rng):
-            yield x.reshape(len(x), -1), y
-
-
 def load_data(s, args):
     from minigrad.data import load_cifar, prepare_cifar
     data = load_cifar("cifar10", data_dir=args.data_dir, download=args.download)
@@ -288,10 +274,10 @@ def run_train_row(args, s, activation, init, splits, log):
     else:
         optimizer = optim.Adam(model.parameters(), lr=s["lr"])
     kw = dict(mean=splits.mean, std=splits.std)
-    train_loader = FlatLoader(BatchLoader(splits.train_images, splits.train_labels, s["train_batch"], shuffle=True,
+    train_loader = common.FlatLoader(BatchLoader(splits.train_images, splits.train_labels, s["train_batch"], shuffle=True,
                                           **kw))
-    val_loader = FlatLoader(BatchLoader(splits.val_images, splits.val_labels, 500, **kw))
-    probe = FlatLoader(BatchLoader(splits.val_images[:256], splits.val_labels[:256], 256, **kw))
+    val_loader = common.FlatLoader(BatchLoader(splits.val_images, splits.val_labels, 500, **kw))
+    probe = common.FlatLoader(BatchLoader(splits.val_images[:256], splits.val_labels[:256], 256, **kw))
     probe_x, probe_y = next(probe.epoch())  # the same 256 validation images before and after training
     init_rows, init_ratio = _profile_rows(model, probe_x, probe_y, "init")
     log(f"[{name}] {model.num_parameters():,} parameters, {len(train_loader)} steps/epoch, "

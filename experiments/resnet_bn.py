@@ -121,20 +121,6 @@ def row_config(args, model):
     }
 
 
-_DATA_CACHE = {}
-
-
-def load_splits(config, data_dir, download):
-    """CIFAR-10 splits, loaded once per process and shared by the rows (as the VGG study's)."""
-    from minigrad.data import load_cifar, prepare_cifar
-    key = (config["train_subset"], config["n_val"], config["split_seed"], str(data_dir))
-    if key not in _DATA_CACHE:
-        data = load_cifar(config["dataset"], data_dir=data_dir, download=download)
-        _DATA_CACHE[key] = prepare_cifar(data, n_val=config["n_val"], split_seed=config["split_seed"],
-                                         train_subset=config["train_subset"])
-    return _DATA_CACHE[key]
-
-
 def _eval_subset(images, labels, n):
     """A stratified subset of ``n`` images (all of them for None or n >= len) for quicker evaluation."""
     from minigrad.data import stratified_subset
@@ -241,7 +227,7 @@ def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, pro
     if run.done:
         common.say(f"[{name}] already {run.summary.get('status')}; reusing {run.path}")
         return run.summary
-    splits = load_splits(config, data_dir, download)
+    splits = common.load_splits(config, data_dir, download)
     minigrad.manual_seed(config["seed"])
     model = build_resnet(config["model"], num_filters=config["num_filters"],
                          num_blocks_per_scale=config["num_blocks_per_scale"], num_classes=splits.num_classes)
@@ -502,22 +488,12 @@ def format_pct(value):
     return common.format_cell(value, "pct")
 
 
-def find_row_dirs(paths):
-    rows = []
-    for path in map(Path, paths):
-        if (path / "config.json").exists():
-            rows.append(path)
-        elif path.is_dir():
-            rows += sorted(p for p in path.iterdir() if (p / "config.json").exists())
-    return rows
-
-
 def collect(paths, out_dir, preset=None, names=None, redraw=False):
     """Table, manifest and figures from the row folders under ``paths``; returns (table, records, figures).
 
     Row figures are drawn when missing or older than their block_stats.json, or always with ``redraw``.
     """
-    folders = [f for f in find_row_dirs(paths) if load_config(f).get("study") == STUDY]
+    folders = [f for f in common.find_row_dirs(paths) if load_config(f).get("study") == STUDY]
     if preset is not None:
         folders = [f for f in folders if load_config(f).get("preset") == preset]
     if names is not None:
@@ -593,19 +569,12 @@ def _run_here(models, configs, args):
             run_row(configs[model], args.out, data_dir=args.data_dir, download=args.download, resume=args.resume,
                     progress=not args.no_progress)
         except Exception as error:  # noqa: BLE001 - one row failing must not lose the others' table
-            if _is_setup_error(error):
+            if common.is_setup_error(error):
                 print(f"error: {error}", file=sys.stderr, flush=True)
                 return None
             failed += 1
             print(f"error: row {model} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
     return failed
-
-
-def _is_setup_error(error):
-    """Errors that concern the whole study (no data, a run folder refusing) rather than one row."""
-    from minigrad.data import DatasetNotFoundError, DownloadError
-    from minigrad.runs import RunDirError
-    return isinstance(error, (DatasetNotFoundError, DownloadError, RunDirError))
 
 
 def _report(table, figures, out_dir):

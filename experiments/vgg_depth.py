@@ -134,20 +134,6 @@ def command_for(args, model, lr):
     return " ".join(parts)
 
 
-_DATA_CACHE = {}
-
-
-def load_splits(config, data_dir, download):
-    """CIFAR splits for a row, loaded once per process and shared by every row."""
-    from minigrad.data import load_cifar, prepare_cifar
-    key = (config["dataset"], config["train_subset"], config["n_val"], config["split_seed"], str(data_dir))
-    if key not in _DATA_CACHE:
-        data = load_cifar(config["dataset"], data_dir=data_dir, download=download)
-        _DATA_CACHE[key] = prepare_cifar(data, n_val=config["n_val"], split_seed=config["split_seed"],
-                                         train_subset=config["train_subset"])
-    return _DATA_CACHE[key]
-
-
 def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, progress=True):
     """Train one row into ``out_dir/<row>/`` (or reuse it when finished); returns its summary dict."""
     from minigrad.data import BatchLoader, stratified_subset
@@ -158,7 +144,7 @@ def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, pro
     if run.done:
         common.say(f"[{name}] already {run.summary.get('status')}; reusing {run.path}")
         return run.summary
-    splits = load_splits(config, data_dir, download)
+    splits = common.load_splits(config, data_dir, download)
     minigrad.manual_seed(config["seed"])
     model = build_vgg(config["model"], num_classes=splits.num_classes,
                       reduction_shortcut=config["reduction_shortcut"], num_filters=config["num_filters"])
@@ -185,18 +171,6 @@ def run_row(config, out_dir, *, data_dir=None, download=False, resume=False, pro
 
 
 # ----------------------------------------------------------------------------------------- collecting
-def find_row_dirs(paths):
-    """Row folders under the given paths (a path may be a row folder or a study folder)."""
-    rows = []
-    for path in paths:
-        path = Path(path)
-        if (path / "config.json").exists():
-            rows.append(path)
-        elif path.is_dir():
-            rows += sorted(p for p in path.iterdir() if (p / "config.json").exists())
-    return rows
-
-
 def _weights_mean_abs(stats):
     """mean |grad| of weight tensors (biases excluded) in forward order: [(name, value)]."""
     return [(k, v["mean_abs"]) for k, v in stats.items() if ":" not in k and k.endswith("weight")]
@@ -273,7 +247,7 @@ def collect(paths, out_dir, preset=None):
     """
     from minigrad import plots
 
-    folders = find_row_dirs(paths)
+    folders = common.find_row_dirs(paths)
     if preset is not None:
         folders = [f for f in folders if load_config(f).get("preset") == preset]
     presets = {load_config(f).get("preset") for f in folders}
@@ -356,7 +330,7 @@ def main(argv=None):
                 run_row(config, args.out, data_dir=args.data_dir, download=args.download, resume=args.resume,
                         progress=not args.no_progress)
             except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
-                if _is_setup_error(error):
+                if common.is_setup_error(error):
                     print(f"error: {error}", file=sys.stderr, flush=True)
                     return 2
                 failed += 1
@@ -366,13 +340,6 @@ def main(argv=None):
     _report(table, [r for r in records if r["row"] in names] or records, figures,
             [s for s in states if s.row in names])
     return 1 if failed else 0
-
-
-def _is_setup_error(error):
-    """Errors that concern the whole study (no data, a run folder refusing) rather than one row."""
-    from minigrad.data import DatasetNotFoundError, DownloadError
-    from minigrad.runs import RunDirError
-    return isinstance(error, (DatasetNotFoundError, DownloadError, RunDirError))
 
 
 def _report(table, records, figures, states=()):
