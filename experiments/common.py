@@ -74,13 +74,17 @@ def format_cell(value, kind=None):
     return str(value)
 
 
-def write_study_table(out_dir, rows, columns, title, notes=()):
-    """Write ``results.md`` and ``results.csv``: ``columns`` = [(key, header, kind)], rows = dicts."""
+def write_study_table(out_dir, rows, columns, title, notes=(), formatter=format_cell):
+    """Write ``results.md`` and ``results.csv``: ``columns`` = [(key, header, kind)], rows = dicts.
+
+    The Markdown shows ``formatter(value, kind)`` (a study with number formats of its own passes its
+    function); the CSV keeps every value at full precision.
+    """
     out_dir = Path(out_dir)
     header = [h for _, h, _ in columns]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join(format_cell(row.get(k), kind) for k, _, kind in columns) + " |")
+        lines.append("| " + " | ".join(formatter(row.get(k), kind) for k, _, kind in columns) + " |")
     if notes:
         lines += [""] + list(notes)
     write_text_atomic(out_dir / "results.md", "\n".join(lines) + "\n")

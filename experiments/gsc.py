@@ -303,19 +303,7 @@ def _cell(value, kind):
 
 def write_table(out_dir, records, title, notes):
     """results.md (Markdown) and results.csv (full precision) of the synthetic study."""
-    header = [h for _, h, _ in TABLE_COLUMNS]
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in records:
-        lines.append("| " + " | ".join(_cell(r.get(k), kind) for k, _, kind in TABLE_COLUMNS) + " |")
-    lines += [""] + list(notes)
-    write_text_atomic(Path(out_dir) / "results.md", "\n".join(lines) + "\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([k for k, _, _ in TABLE_COLUMNS])
-    for r in records:
-        writer.writerow(["" if r.get(k) is None else r.get(k) for k, _, _ in TABLE_COLUMNS])
-    write_text_atomic(Path(out_dir) / "results.csv", buffer.getvalue())
-    return Path(out_dir) / "results.md"
+    return common.write_study_table(out_dir, records, TABLE_COLUMNS, title, notes, formatter=_cell)
 
 
 def write_curves(path, curves):

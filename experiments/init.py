@@ -398,17 +398,8 @@ def findings(args, s, rows):
 
 def write_table(out_dir, title, rows, columns, notes):
     """results.md / results.csv (common.write_study_table, with this study's number formats)."""
-    formatted = [{k: _format(r.get(k), kind) for k, _, kind in columns} for r in rows]
     notes = [f"- {note}" for note in notes]  # a Markdown list: one note per line
-    common.write_study_table(out_dir, formatted, [(k, h, None) for k, h, _ in columns], title, notes)
-    # the CSV keeps full precision
-    raw = io.StringIO()
-    writer = csv.writer(raw, lineterminator="\n")
-    writer.writerow([k for k, _, _ in columns])
-    for r in rows:
-        writer.writerow(["" if r.get(k) is None else r.get(k) for k, _, _ in columns])
-    write_text_atomic(Path(out_dir) / "results.csv", raw.getvalue())
-    return Path(out_dir) / "results.md"
+    return common.write_study_table(out_dir, rows, columns, title, notes, formatter=_format)
 
 
 def write_curves(out_dir, summaries):
