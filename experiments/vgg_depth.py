@@ -272,10 +272,20 @@ def collect(paths, out_dir, preset=None):
         for epoch in ("first", "last"):
             figures += plots.plot_grad_flow(finished, out_dir / f"grad_flow_{epoch}.png", epoch=epoch, log=True)
         for folder in finished:
-            plots.plot_training_curves([folder], folder / "training_curves.png")
-            for epoch in ("first", "last"):
-                plots.plot_grad_flow([folder], folder / f"grad_flow_{epoch}.png", epoch=epoch, log=True)
+            if _row_figures_stale(folder):  # the Trainer drew them at the end of the row; redraw only if not
+                plots.plot_training_curves([folder], folder / "training_curves.png")
+                for epoch in ("first", "last"):
+                    plots.plot_grad_flow([folder], folder / f"grad_flow_{epoch}.png", epoch=epoch, log=True)
     return table, records, figures, list(states.values())
+
+
+ROW_FIGURES = ("training_curves.png", "grad_flow_first.png", "grad_flow_last.png")
+
+
+def _row_figures_stale(folder):
+    """True if a row figure is missing or older than the row's metrics.csv."""
+    metrics = (folder / "metrics.csv").stat().st_mtime
+    return any(not (folder / f).exists() or (folder / f).stat().st_mtime < metrics for f in ROW_FIGURES)
 
 
 def _row_states(paths, folders, preset):
