@@ -285,7 +285,7 @@ def _replace_body(folder, target, body):
 
 # Students' bodies, written from the handouts' maths, each with one classic bug (or none).
 LINEAR_TRANSPOSED = """
-        x2 = self.x.reshape(-1, self.in_features)
+        x2 = self.saved.x.reshape(-1, self.in_features)
         g2 = grad_output.reshape(-1, self.out_features)
         self.weight.grad += (x2.T @ g2).reshape(self.weight.shape)  # transposed: should be g2.T @ x2
         if self.bias is not None:

@@ -96,7 +96,7 @@ For a layer `y = f(x)` and the gradient `g = dL/dy` that `backward(grad_output)`
 
 - **Linear**, `y = x W^T + b` over the last axis (any leading axes: flatten them to rows first):
   `dW = g^T x`, `db = sum of g over the rows`, `dx = g W`. `W` is `(out_features, in_features)`; the
-  forward keeps its input as `self.x`.
+  forward keeps its input with `self.save_for_backward(x=x)`, read back as `self.saved.x`.
 - **ReLU**, `y = max(x, 0)`: `dx = g * [y > 0]` (the derivative at 0 is taken as 0); the forward keeps
   its output as `self.y`.
 - **LeakyReLU** with slope `a`: `dx = g` where `x > 0`, `a * g` elsewhere. The forward keeps what you

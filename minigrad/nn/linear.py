@@ -37,20 +37,19 @@ class Linear(Module):
             raise ValueError(f"{self._display_name()}: input must have shape (*, {self.in_features}), got a scalar")
         x = self._check_input(x, channels=self.in_features, channel_axis=-1)
         dtype = self._compute_dtype(x)
-        self.x = x  # the input itself (never modified); dW needs it
+        self.save_for_backward(x=x)  # dW needs the input itself (never modified)
         y = np.matmul(x, self.weight.data.T, dtype=dtype)
         if self.bias is not None:
             y += self.bias.data
         return y
 
     def backward(self, grad_output):
-        x2 = self.x.reshape(-1, self.in_features)
+        x2 = self.saved.x.reshape(-1, self.in_features)
         g2 = grad_output.reshape(-1, self.out_features)
         dtype = np.result_type(x2, g2, self.weight.data)
         self.weight.grad += np.matmul(g2.T, x2, dtype=dtype)
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0, dtype=dtype)
-        self.x = None  # release the activation for memory; backward runs once per forward
         return np.matmul(grad_output, self.weight.data, dtype=dtype)
 
     def extra_repr(self):

@@ -2,8 +2,12 @@
 
 A layer subclasses ``Module`` and writes two methods::
 
-    def forward(self, x):            # keeps what backward needs, returns y
-    def backward(self, grad_output): # adds dL/dparam into param.grad, returns dL/dx
+    def forward(self, x):            # self.save_for_backward(x=x, ...): what backward needs, named; returns y
+    def backward(self, grad_output): # reads self.saved.x; adds dL/dparam into param.grad, returns dL/dx
+
+One convention for what forward keeps: ``save_for_backward(name=array, ...)`` stores it in ``self.saved``
+(read as ``self.saved.x``); the base class lets it go when backward is done, since a forward is
+backpropagated once (PyTorch's ``ctx.save_for_backward`` / Chainer's retained inputs).
 
 ``Module`` takes care of the rest: ``y = m(x)`` calls ``forward``; ``m.backward(g)`` is checked before the
 layer's own code runs (forward happened, one backward per forward, ``g`` has the output's shape), and
@@ -16,7 +20,7 @@ import numpy as np
 
 from ..grad_stats import activation_stats, grad_output_stats, tensor_stats
 
-__all__ = ["Parameter", "Module"]
+__all__ = ["Parameter", "Module", "Saved"]
 
 
 class Parameter:
@@ -82,9 +86,20 @@ def _checked_backward(backward):
             return backward(self, grad_output)
         finally:
             self._backward_depth -= 1
+            object.__setattr__(self, "saved", None)  # one backward per forward: what it kept is no longer needed
 
     checked._is_checked = True
     return checked
+
+
+class Saved:
+    """What a layer's forward keeps for its backward, by name (``self.saved.x``); see ``save_for_backward``."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        return f"Saved({', '.join(self.__dict__)})"
 
 
 class Module:
@@ -109,6 +124,7 @@ class Module:
         object.__setattr__(self, "_grad_output_stats", None)
         object.__setattr__(self, "_activation_stats", None)
         object.__setattr__(self, "_name", None)
+        object.__setattr__(self, "saved", None)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -161,6 +177,14 @@ class Module:
 
     def backward(self, grad_output):
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    def save_for_backward(self, **values):
+        """Keep what backward needs, by name: ``self.save_for_backward(x=x)`` then ``self.saved.x``.
+
+        The arrays are kept by reference, not copied (a layer never modifies its input in place); the
+        base class drops them once backward has run.
+        """
+        object.__setattr__(self, "saved", Saved(**values))
 
     def __call__(self, x):
         y = self.forward(x)
