@@ -67,6 +67,10 @@ class _BatchNorm(Module):
         dtype = np.result_type(self._compute_dtype(x), np.float32)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"{self._display_name()}: input must be float16, float32 or float64, got {x.dtype}")
+        if x.size == 0:  # no values: as PyTorch, an empty output; the running statistics stay, the call counts
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked[...] += 1
+            return np.empty(x.shape, dtype)
         x3 = np.ascontiguousarray(x, dtype=dtype).reshape(x.shape[0], self.num_features, -1)
         count = x3.shape[0] * x3.shape[2]
         use_batch_stats = self.training or not self.track_running_stats

@@ -52,9 +52,14 @@ class _Loss(Module):
                              f"got {target.shape}")
 
     def _reduce(self, per_example):
-        """Mean or sum of the per-example losses, as a Python float (accumulated in float64)."""
+        """Mean or sum of the per-example losses, as a Python float (accumulated in float64).
+
+        Over an empty batch, as PyTorch: the mean is NaN (0 / 0), the sum 0; backward returns an empty gradient.
+        """
         total = float(np.sum(per_example, dtype=np.float64))
-        return total / per_example.size if self.reduction == "mean" else total
+        if self.reduction == "sum":
+            return total
+        return total / per_example.size if per_example.size else float("nan")
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
@@ -98,9 +103,7 @@ class CrossEntropyLoss(_Loss):
         if target.shape != (n,):
             raise ValueError(f"{name}: target must have shape ({n},) to match logits {logits_shape}, "
                              f"got {target.shape}")
-        if n == 0:
-            raise ValueError(f"{name}: empty batch (logits of shape {logits_shape})")
-        low, high = int(target.min()), int(target.max())
+        low, high = (int(target.min()), int(target.max())) if n else (0, 0)
         if low < 0 or high >= classes:
             bad = low if low < 0 else high
             raise ValueError(f"{name}: target {bad} is out of range for {classes} classes (valid: 0..{classes - 1})")
@@ -144,7 +147,7 @@ class DotProductLoss(_Loss):
         if output.ndim == 0:
             raise ValueError(f"{self._display_name()}: output must have a batch axis, got a scalar")
         self.label, self.dtype = label, np.result_type(output, label)
-        per_example = np.sum((label * output).reshape(len(output), -1), axis=1)
+        per_example = np.sum(label * output, axis=tuple(range(1, output.ndim)))
         return self._reduce(per_example)
 
     def backward(self):

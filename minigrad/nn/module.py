@@ -12,6 +12,10 @@ backpropagated once (PyTorch's ``ctx.save_for_backward`` / Chainer's retained in
 ``Module`` takes care of the rest: ``y = m(x)`` calls ``forward``; ``m.backward(g)`` is checked before the
 layer's own code runs (forward happened, one backward per forward, ``g`` has the output's shape), and
 optionally records statistics of ``g`` and of the output for gradient-flow plots (``grad_stats``).
+
+An empty batch (an input with no elements) is handled here once for every layer, as PyTorch does: the
+layer's forward returns its empty output, and backward returns zeros of the input's shape without running
+the layer's own backward, so nothing is added to any parameter gradient.
 """
 import functools
 from collections import OrderedDict
@@ -78,6 +82,8 @@ def _checked_backward(backward):
             )
         if not np.issubdtype(grad_output.dtype, np.floating):
             raise TypeError(f"{name}.backward(): grad_output must be floating point, got {grad_output.dtype}")
+        if self._empty_input is not None:
+            return self._empty_backward(grad_output)
         if self.record_grad_output:
             self._grad_output_stats = grad_output_stats(grad_output)
         self._forward_state = "used"
@@ -125,6 +131,7 @@ class Module:
         object.__setattr__(self, "_activation_stats", None)
         object.__setattr__(self, "_name", None)
         object.__setattr__(self, "saved", None)
+        object.__setattr__(self, "_empty_input", None)  # (shape, dtype) of the last input when it was empty
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -190,9 +197,21 @@ class Module:
         y = self.forward(x)
         self._forward_state = "ready"
         self._output_shape = np.shape(y)
-        if self.record_activations:
+        empty = np.size(x) == 0
+        object.__setattr__(self, "_empty_input",
+                           (np.shape(x), np.result_type(np.asarray(x).dtype, np.asarray(y).dtype)) if empty else None)
+        if self.record_activations and not empty:
             self._activation_stats = activation_stats(y)
         return y
+
+    def _empty_backward(self, grad_output):
+        """Backward of an empty batch, for every layer alike (as PyTorch): nothing to add to any parameter
+        gradient, and zeros of the input's shape. The layer's own backward (and its children's) never runs."""
+        shape, dtype = self._empty_input
+        for module in self.modules():  # forward ran on empty arrays all the way down: one backward for all
+            module._forward_state = "used"
+            object.__setattr__(module, "saved", None)
+        return np.zeros(shape, np.result_type(dtype, grad_output.dtype))
 
     def _display_name(self):
         return f"{type(self).__name__}({self._name})" if self._name else type(self).__name__
