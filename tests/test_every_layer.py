@@ -13,6 +13,7 @@ here, so a new layer gets these checks too.
 """
 import copy
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -202,3 +203,47 @@ def test_two_backward_passes_add_both_gradients_to_what_was_there(name, train):
         assert np.abs(one[n].grad).max() > 0 and np.abs(two[n].grad).max() > 0, n  # a gradient to add
         np.testing.assert_allclose(p.grad, initial[n] + one[n].grad + two[n].grad, rtol=1e-12, atol=1e-12,
                                    err_msg=f"{name}: {n}.grad is not the sum of what it held and both passes")
+
+
+# ----------------------------------------------------------------------------------------- integer arguments
+# Every integer argument of a layer's constructor refuses what Conv2d refuses: a bool (True is an int to
+# Python, so Linear(4, True) would silently be Linear(4, 1)), a float, a string, and sizes below 1.
+BAD_INTEGER_ARGUMENTS = [
+    ("Linear", "out_features", True, lambda: nn.Linear(4, True)),
+    ("Linear", "in_features", False, lambda: nn.Linear(False, 3)),
+    ("Linear", "out_features", 2.5, lambda: nn.Linear(4, 2.5)),
+    ("Linear", "in_features", "4", lambda: nn.Linear("4", 3)),
+    ("Linear", "out_features", 0, lambda: nn.Linear(4, 0)),
+    ("Conv2d", "in_channels", True, lambda: nn.Conv2d(True, 3, 3)),
+    ("Conv2d", "kernel_size", True, lambda: nn.Conv2d(2, 3, True)),
+    ("BatchNorm1d", "num_features", True, lambda: nn.BatchNorm1d(True)),
+    ("BatchNorm2d", "num_features", 3.0, lambda: nn.BatchNorm2d(3.0)),
+    ("BatchNorm2d", "num_features", 0, lambda: nn.BatchNorm2d(0)),
+    ("LayerNorm", "normalized_shape", True, lambda: nn.LayerNorm(True)),
+    ("LayerNorm", "normalized_shape", (3, True), lambda: nn.LayerNorm((3, True))),
+    ("LayerNorm", "normalized_shape", 4.0, lambda: nn.LayerNorm(4.0)),
+    ("MaxPool2d", "kernel_size", True, lambda: nn.MaxPool2d(True)),
+    ("AvgPool2d", "stride", (2, True), lambda: nn.AvgPool2d(2, stride=(2, True))),
+    ("AvgPool2d", "divisor_override", True, lambda: nn.AvgPool2d(2, divisor_override=True)),
+    ("AdaptiveAvgPool2d", "output_size", True, lambda: nn.AdaptiveAvgPool2d(True)),
+    ("Flatten", "start_dim", True, lambda: nn.Flatten(True)),
+    ("ChannelPad", "out_channels", True, lambda: nn.ChannelPad(1, True)),
+    ("ChannelPad", "in_channels", 2.0, lambda: nn.ChannelPad(2.0, 3)),
+    ("AvgPoolShortcut", "stride", True, lambda: nn.AvgPoolShortcut(2, 3, True)),
+    ("AvgPoolShortcut", "in_channels", 0, lambda: nn.AvgPoolShortcut(0, 3, 2)),
+    ("Conv2d", "stride", True, lambda: nn.ConvShortcut(2, 3, True)),
+]
+
+
+@pytest.mark.parametrize("layer, argument, value, make", BAD_INTEGER_ARGUMENTS,
+                         ids=[f"{layer}-{argument}={value!r}" for layer, argument, value, _ in BAD_INTEGER_ARGUMENTS])
+def test_integer_arguments_refuse_bools_floats_strings_and_sizes_below_one(layer, argument, value, make):
+    with pytest.raises((TypeError, ValueError), match=rf"{layer}.*{argument}.*{re.escape(repr(value))}"):
+        make()
+
+
+def test_integer_arguments_accept_numpy_integers():
+    assert nn.Linear(np.int64(4), np.int32(3)).weight.shape == (3, 4)
+    assert nn.LayerNorm((np.int64(2), 3)).normalized_shape == (2, 3)
+    assert nn.BatchNorm2d(np.int16(2)).num_features == 2
+    assert nn.ChannelPad(np.int64(1), 2).out_channels == 2

@@ -6,7 +6,7 @@ Statistics are per channel (axis 1) over every other axis. The arithmetic runs i
 import numpy as np
 
 from ..kernels.batchnorm import batchnorm_backward, batchnorm_forward
-from .module import Module, Parameter
+from .module import Module, Parameter, positive_int
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -30,7 +30,7 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
-        self.num_features = int(num_features)
+        self.num_features = positive_int(type(self).__name__, "num_features", num_features)
         self.eps = float(eps)
         self.momentum = momentum
         self.affine = bool(affine)

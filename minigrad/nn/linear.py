@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, positive_int
 
 __all__ = ["Linear"]
 
@@ -18,8 +18,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = positive_int("Linear", "in_features", in_features)
+        self.out_features = positive_int("Linear", "out_features", out_features)
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
         if bias:
             self.bias = Parameter(np.empty(self.out_features, dtype=np.float32))

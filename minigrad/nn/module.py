@@ -98,6 +98,17 @@ def _checked_backward(backward):
     return checked
 
 
+def positive_int(layer, name, value):
+    """``value`` as an int >= 1 (NumPy integers too), else ValueError naming the layer and the argument.
+
+    A bool is refused although Python counts it as an int (``Linear(4, True)`` would be ``Linear(4, 1)``),
+    and so are floats and strings: the rule of Conv2d's channel counts, for every layer's sizes.
+    """
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 class Saved:
     """What a layer's forward keeps for its backward, by name (``self.saved.x``); see ``save_for_backward``."""
 

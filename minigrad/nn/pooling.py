@@ -114,7 +114,7 @@ class AvgPool2d(_Pool2d):
                  divisor_override=None):
         super().__init__(kernel_size, stride, padding, ceil_mode)
         if divisor_override is not None and (not isinstance(divisor_override, (int, np.integer))
-                                             or divisor_override < 1):
+                                             or isinstance(divisor_override, bool) or divisor_override < 1):
             raise ValueError(f"AvgPool2d: divisor_override must be a positive int or None, got {divisor_override!r}")
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = divisor_override

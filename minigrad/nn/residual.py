@@ -14,7 +14,7 @@ import numpy as np
 from .batchnorm import BatchNorm2d
 from .container import Sequential
 from .conv import Conv2d
-from .module import Module
+from .module import Module, positive_int
 from .pooling import AvgPool2d
 
 __all__ = ["Residual", "ConvShortcut", "AvgPoolShortcut", "ChannelPad"]
@@ -84,6 +84,9 @@ class AvgPoolShortcut(Sequential):
     """
 
     def __init__(self, in_channels, out_channels, stride):
+        in_channels = positive_int("AvgPoolShortcut", "in_channels", in_channels)
+        out_channels = positive_int("AvgPoolShortcut", "out_channels", out_channels)
+        stride = positive_int("AvgPoolShortcut", "stride", stride)
         if out_channels < in_channels:
             raise ValueError(f"AvgPoolShortcut: out_channels ({out_channels}) must be >= in_channels "
                              f"({in_channels}); channels can only be added as zeros")
@@ -108,9 +111,11 @@ class ChannelPad(Module):
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
+        in_channels = positive_int("ChannelPad", "in_channels", in_channels)
+        out_channels = positive_int("ChannelPad", "out_channels", out_channels)
         if out_channels < in_channels:
             raise ValueError(f"ChannelPad: out_channels ({out_channels}) must be >= in_channels ({in_channels})")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.in_channels, self.out_channels = in_channels, out_channels
 
     def forward(self, x):
         x = self._check_input(x)
