@@ -295,6 +295,23 @@ def test_checkpoint_that_does_not_fit_is_never_half_used(tmp_path):
     assert get_rng_state() == before["rng"]["global"]
 
 
+@pytest.mark.parametrize("other", ["SGD", "AdamW"])
+def test_checkpoint_of_another_optimiser_is_refused_naming_both(tmp_path, other):
+    model, optimizer, scheduler = _setup()  # Adam
+    _train_steps(model, optimizer, scheduler, 2, np.random.default_rng(0))
+    save_checkpoint(tmp_path, "latest", capture_state(model, optimizer, scheduler))
+    state = load_checkpoint(tmp_path, "latest")
+    model2 = _model()
+    model2[0].weight.data += 1
+    make = {"SGD": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), "AdamW": lambda ps: optim.AdamW(ps, lr=1e-2)}
+    optimizer2 = make[other](model2.parameters())
+    scheduler2 = optim.lr_scheduler.CosineAnnealingLR(optimizer2, T_max=4, eta_min=1e-4)
+    before = capture_state(model2, optimizer2, scheduler2)
+    with pytest.raises(CheckpointError, match=rf"latest\.json.*Adam\b.*not .*{other}\b"):
+        restore_state(state, model2, optimizer2, scheduler2, source=tmp_path / "latest.json")
+    _same(capture_state(model2, optimizer2, scheduler2), before)
+
+
 def test_bad_names_are_refused(tmp_path):
     for bad in ("../x", "a/b", "", "x y"):
         with pytest.raises(ValueError, match="checkpoint name"):

@@ -492,6 +492,44 @@ def test_load_state_dict_accepts_string_indices_and_list_betas():
     assert opt2.state[opt2.param_groups[0]["params"][0]]["step"] == 2
 
 
+TYPES = {"SGD": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), "Adam": lambda ps: optim.Adam(ps, lr=0.01),
+         "AdamW": lambda ps: optim.AdamW(ps, lr=0.01)}
+
+
+@pytest.mark.parametrize("saved, loading", [(a, b) for a in TYPES for b in TYPES if a != b])
+def test_load_state_dict_refuses_another_optimisers_state_naming_both(saved, loading):
+    params = make_params()
+    source = TYPES[saved](params)
+    run(source, params, 2)
+    target_params = make_params(seed=5)
+    target = TYPES[loading](target_params)
+    run(target, target_params, 1)
+    before = copy.deepcopy(target.state_dict())
+    # as saved, and as it comes back from a checkpoint's npz + JSON
+    for state in (source.state_dict(), join_state_dict(*split_state_dict(source.state_dict()))):
+        with pytest.raises(ValueError, match=rf"{loading}\.load_state_dict: .*{saved}\b.*not .*{loading}\b"):
+            target.load_state_dict(state)
+        after = target.state_dict()
+        assert after["param_groups"] == before["param_groups"]
+        for index, entry in before["state"].items():
+            for key, value in entry.items():
+                np.testing.assert_array_equal(after["state"][index][key], value)
+
+
+def test_state_dict_without_a_type_is_checked_by_its_hyper_parameters():
+    """A state dict written by hand (or before the type was recorded): another optimiser's hyper-parameters
+    are still refused, by name; one of this optimiser's kind loads."""
+    params = make_params()
+    sgd, adam = optim.SGD(params, lr=0.1, momentum=0.9), optim.Adam(make_params(), lr=0.01)
+    run(sgd, params, 1)
+    untyped = {k: v for k, v in sgd.state_dict().items() if k != "type"}
+    with pytest.raises(ValueError, match=r"Adam\.load_state_dict: .*(momentum|dampening|nesterov).*not by Adam"):
+        adam.load_state_dict(untyped)
+    fresh = optim.SGD(make_params(), lr=0.5)
+    fresh.load_state_dict(untyped)
+    assert fresh.param_groups[0]["lr"] == 0.1 and fresh.param_groups[0]["momentum"] == 0.9
+
+
 # ----------------------------------------------------------------------------------------- PyTorch
 @pytest.mark.torch
 @pytest.mark.parametrize("name, kwargs", [

@@ -6,7 +6,8 @@ scheduler or the user can change ``group["lr"]`` between steps. ``state[param]``
 rule carries from step to step (momentum buffers, moment estimates, step counts).
 
 ``state_dict()`` names parameters by their index in the order of ``param_groups`` and holds only numpy
-arrays and JSON scalars, so a checkpoint never needs pickle: ``split_state_dict`` separates the arrays
+arrays and JSON scalars (and the optimiser's class name under ``"type"``: the state of an Adam never
+loads into an SGD, nor an Adam's into an AdamW), so a checkpoint never needs pickle: ``split_state_dict`` separates the arrays
 (for ``np.savez``) from the rest (for ``json.dump``), and ``join_state_dict`` puts them back together::
 
     arrays, meta = split_state_dict(opt.state_dict(), prefix="optim.")
@@ -99,7 +100,8 @@ class Optimizer:
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self):
-        """``{"state": {index: {name: int | float | ndarray}}, "param_groups": [{..., "params": [index]}]}``.
+        """``{"type": class name, "state": {index: {name: int | float | ndarray}},
+        "param_groups": [{..., "params": [index]}]}``.
 
         Arrays are copies, so the dict is a snapshot that later steps do not change.
         """
@@ -114,20 +116,31 @@ class Optimizer:
             saved = {key: value for key, value in group.items() if key != "params"}
             saved["params"] = [index[id(p)] for p in group["params"]]
             groups.append(saved)
-        return {"state": dict(sorted(state.items())), "param_groups": groups}
+        return {"type": type(self).__name__, "state": dict(sorted(state.items())), "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by ``state_dict`` (parameters matched by index).
 
-        The groups must hold as many parameters as when saved; arrays must have their parameter's shape
-        and are copied (at least in the parameter's dtype). State keys may be ints or their strings.
+        The state must be this optimiser's kind: its ``"type"`` (or, in a state dict without one, every
+        hyper-parameter of its groups) must be this class's. The groups must hold as many parameters as
+        when saved; arrays must have their parameter's shape and are copied (at least in the parameter's
+        dtype). State keys may be ints or their strings. Nothing changes unless everything loads.
         """
         name = type(self).__name__
+        saved_type = state_dict.get("type")
+        if saved_type is not None and saved_type != name:
+            raise ValueError(f"{name}.load_state_dict: the state was saved by {saved_type}, not by {name}; "
+                             f"another optimiser's state cannot continue this one")
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"{name}.load_state_dict: {len(saved_groups)} parameter groups saved, "
                              f"optimiser has {len(self.param_groups)}")
+        known = set(self.defaults) | {"params", "initial_lr"}  # initial_lr: set by a scheduler
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            unknown = sorted(set(saved) - known)
+            if saved_type is None and unknown:
+                raise ValueError(f"{name}.load_state_dict: parameter group {i} has hyper-parameters {unknown} "
+                                 f"that {name} does not have: the state was saved by another optimiser, not by {name}")
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"{name}.load_state_dict: group {i} saved with {len(saved['params'])} "
                                  f"parameters, optimiser's has {len(group['params'])}")
@@ -206,6 +219,8 @@ def split_state_dict(state_dict, prefix=""):
                 scalars[field] = _json_value(value)
         meta_state[str(int(index))] = scalars
     meta = {"state": meta_state, "param_groups": _json_value(state_dict["param_groups"])}
+    if "type" in state_dict:
+        meta["type"] = state_dict["type"]
     return arrays, meta
 
 
@@ -219,4 +234,7 @@ def join_state_dict(arrays, meta, prefix=""):
         index, field = key[len(head):].split(".", 1)
         state.setdefault(int(index), {})[field] = np.array(arrays[key], copy=True)
     groups = [dict(group) for group in meta["param_groups"]]
-    return {"state": dict(sorted(state.items())), "param_groups": groups}
+    joined = {"state": dict(sorted(state.items())), "param_groups": groups}
+    if "type" in meta:
+        joined = {"type": meta["type"], **joined}
+    return joined
