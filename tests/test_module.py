@@ -4,6 +4,7 @@ Every layer here is a tiny hand-written one defined below, so these tests depend
 ``minigrad.nn.module`` and ``minigrad.nn.container``.
 """
 import copy
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -260,6 +261,45 @@ def test_load_state_dict_errors_on_missing_unexpected_and_wrong_shapes():
     partial = {"entry.bias": np.full(4, 7.0)}
     net.load_state_dict(partial, strict=False)
     np.testing.assert_array_equal(net.entry.bias.data, 7.0)
+
+
+@pytest.mark.parametrize("key, bad, error, says", [
+    ("head.weight", np.full((2, 4), "0.5"), TypeError, "<U3"),                      # strings
+    ("head.weight", np.full((2, 4), None), TypeError, "object"),                    # None would load as NaN
+    ("block0.lin.bias", np.array([1, "x", 2, 3], dtype=object), TypeError, "object"),
+    ("head.weight", np.ones((2, 4)) * 1j, TypeError, "complex"),                     # would drop the imaginary part
+    ("block0.center.num_batches_tracked", np.array(2.5), TypeError, "float64"),     # an int buffer
+    ("block0.center.running_mean", "0.0", TypeError, "<U3"),
+    ("head.weight", np.zeros((4, 2)), ValueError, r"shape \(4, 2\), expected \(2, 4\)"),
+])
+def test_load_state_dict_checks_every_entry_before_assigning_any(key, bad, error, says):
+    """The bad entry comes after others in the model's order: none of those may have been assigned."""
+    net = Net()
+    net(x_batch())
+    before = net.state_dict()
+    state = {k: v + 1 for k, v in Net().state_dict().items()}  # every other entry valid and different
+    state[key] = bad
+    with pytest.raises(error, match=rf"Net\.load_state_dict: {re.escape(key)}\b.*{says}"):
+        net.load_state_dict(state)
+    after = net.state_dict()
+    for name, value in before.items():
+        assert after[name].dtype == value.dtype
+        np.testing.assert_array_equal(after[name], value, err_msg=f"{name} was assigned before {key} failed")
+
+
+def test_load_state_dict_casts_what_casts():
+    """float64 into float32 parameters, integers into floats, int32 into an int64 buffer: as copy_ in PyTorch."""
+    net = Net()
+    state = net.state_dict()
+    state["entry.weight"] = np.arange(12, dtype=np.int64).reshape(4, 3)
+    state["head.weight"] = np.full((2, 4), 0.1, dtype=np.float64)
+    state["block0.center.num_batches_tracked"] = np.array(3, dtype=np.int32)
+    state["block0.lin.bias"] = [1.0, 2.0, 3.0, 4.0]  # a list is an array too
+    net.load_state_dict(state)
+    assert net.entry.weight.dtype == np.float32 and net.entry.weight.data[3, 2] == 11
+    assert net.head.weight.data.dtype == np.float32 and net.head.weight.data[0, 0] == np.float32(0.1)
+    assert net.block0.center.num_batches_tracked.dtype == np.int64 and net.block0.center.num_batches_tracked == 3
+    np.testing.assert_array_equal(net.block0.lin.bias.data, [1, 2, 3, 4])
 
 
 def test_zero_grad_zeroes_every_grad_in_place():

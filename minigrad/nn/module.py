@@ -350,28 +350,51 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays from ``state_dict`` into parameters and buffers (shapes must match)."""
-        own = self.state_dict()
+        """Copy arrays from ``state_dict`` into parameters and buffers: all of them, or none.
+
+        Every entry is checked before anything is assigned: its name (``strict``: no key missing, none
+        unexpected), its shape, and its dtype, which must cast to the target's as NumPy's "same_kind" rule
+        allows (float64 into float32, integers into floats, int32 into an int64 buffer; never strings,
+        objects such as ``None``, complex numbers, or floats into an integer buffer). An error names the key,
+        and the module is left as it was. Parameters are written in place; buffers get copies in their dtype.
+        """
+        name = type(self).__name__
+        own = OrderedDict()  # key -> (module, attribute, is_parameter), in state_dict order
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for attribute, param in module._parameters.items():
+                if param is not None:
+                    own[prefix + attribute] = (module, attribute, True)
+            for attribute in module._buffers:
+                if getattr(module, attribute) is not None:  # as state_dict: a None buffer has no entry
+                    own[prefix + attribute] = (module, attribute, False)
         missing = [key for key in own if key not in state_dict]
         unexpected = [key for key in state_dict if key not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for key, value in own.items():
+            raise KeyError(f"{name}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        checked = []
+        for key, (module, attribute, is_parameter) in own.items():
             if key not in state_dict:
                 continue
+            current = getattr(module, attribute)
+            current = current.data if is_parameter else current
             new = np.asarray(state_dict[key])
-            if new.shape != value.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape {new.shape}, expected {value.shape}")
-        for module_name, module in self.named_modules():
-            prefix = f"{module_name}." if module_name else ""
-            for name, param in module._parameters.items():
-                if param is not None and prefix + name in state_dict:
-                    param.data[...] = state_dict[prefix + name]
-            for name in module._buffers:
-                if prefix + name in state_dict:
-                    current = getattr(module, name)
-                    new = np.array(state_dict[prefix + name], copy=True)
-                    object.__setattr__(module, name, new.astype(current.dtype) if isinstance(current, np.ndarray) else new)
+            if new.dtype.kind not in "biuf":
+                raise TypeError(f"{name}.load_state_dict: {key} must hold numbers, got an array of dtype "
+                                f"{new.dtype}")
+            if isinstance(current, np.ndarray):
+                if not np.can_cast(new.dtype, current.dtype, casting="same_kind"):
+                    raise TypeError(f"{name}.load_state_dict: {key} has dtype {new.dtype}, which does not cast "
+                                    f"to its {current.dtype}")
+                if new.shape != current.shape:
+                    raise ValueError(f"{name}.load_state_dict: {key} has shape {new.shape}, expected {current.shape}")
+            checked.append((module, attribute, is_parameter, current, new))
+        for module, attribute, is_parameter, current, new in checked:  # every entry is valid: assign them all
+            if is_parameter:
+                current[...] = new
+            else:
+                value = new.astype(current.dtype) if isinstance(current, np.ndarray) else np.array(new, copy=True)
+                object.__setattr__(module, attribute, value)
         return self
 
     # ----------------------------------------------------------------- statistics
