@@ -202,6 +202,73 @@ def test_tolerance_is_respected():
     assert res.ok and not tight.ok
 
 
+# ----------------------------------------------------------------------------------------- the upstream gradient
+class Standardise(Module):
+    """Batch norm without affine: y = xhat = (x - mean) / sqrt(var + eps) per feature, over the batch.
+
+    dx = invstd * (g - mean(g) - xhat * mean(g * xhat)). ``bug="no_projection"`` drops the last term, a
+    classic mistake that no all-ones upstream gradient can show: with g = 1 both formulas give 0 (mean(g) = 1
+    and mean(xhat) = 0), and so do the finite differences of sum(y), which is 0 whatever x is.
+    """
+
+    def __init__(self, bug=None):
+        super().__init__()
+        self.bug = bug
+
+    def forward(self, x):
+        centred = x - x.mean(axis=0)
+        self.invstd = 1 / np.sqrt((centred ** 2).mean(axis=0) + 1e-5)
+        self.xhat = centred * self.invstd
+        return self.xhat
+
+    def backward(self, grad_output):
+        g = grad_output - grad_output.mean(axis=0)
+        if self.bug != "no_projection":
+            g = g - self.xhat * (grad_output * self.xhat).mean(axis=0)
+        return self.invstd * g
+
+
+class RecordsUpstream(Module):
+    """y = 2x; every grad_output it is given goes into the class's list (gradcheck works on a deep copy)."""
+
+    seen = []
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_output):
+        RecordsUpstream.seen.append(np.array(grad_output, copy=True))
+        return 2 * grad_output
+
+
+def test_a_bug_invisible_under_an_all_ones_upstream_gradient_is_caught():
+    x = np.random.default_rng(0).standard_normal((6, 3)) * 2 + 1
+    ones = np.ones((6, 3))
+    right, wrong = Standardise(), Standardise(bug="no_projection")
+    right(x)
+    wrong(x)
+    np.testing.assert_allclose(wrong.backward(ones), right.backward(ones), atol=1e-12)  # the bug hides from ones
+    assert gradcheck(Standardise(), x).ok
+    for mode in MODES:
+        res = gradcheck(Standardise(bug="no_projection"), x, mode=mode)
+        assert not res.ok and res.worst_target == "input" and res.max_rel_error > 0.1, str(res)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_upstream_gradient_is_random_and_drawn_from_the_seed(seed):
+    seen = []
+    for s in (seed, seed, seed + 7):
+        RecordsUpstream.seen.clear()
+        assert gradcheck(RecordsUpstream(), (5, 4), seed=s).ok
+        assert len(RecordsUpstream.seen) == 1  # one backward per check
+        seen.append(RecordsUpstream.seen[0])
+    upstream = seen[0]
+    assert upstream.shape == (5, 4) and np.all(np.isfinite(upstream))
+    assert upstream.std() > 0.5 and len(np.unique(upstream)) == upstream.size  # no two entries alike
+    np.testing.assert_array_equal(seen[1], upstream)  # the same seed, the same upstream gradient
+    assert not np.allclose(seen[2], upstream)  # another seed, another one
+
+
 # ----------------------------------------------------------------------------------------- stateful layers
 @pytest.mark.parametrize("mode", MODES)
 def test_layer_whose_buffer_moves_in_forward_is_checked_validly(mode):
