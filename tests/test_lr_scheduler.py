@@ -91,6 +91,16 @@ def test_cosine_known_values():
     np.testing.assert_allclose(lrs, expected, rtol=0, atol=1e-15)
 
 
+def test_cosine_known_values_with_eta_min():
+    """Values of torch.optim.lr_scheduler.CosineAnnealingLR (PyTorch 2.13) for eta_min = 0.01, T_max = 3, written
+    out: cos(pi/3) = 1/2, so the cosine factor (1 + cos(pi t / 3)) / 2 steps through 1, 3/4, 1/4, 0, 1/4, 3/4, 1.
+    The second group starts below eta_min, so its lr rises towards eta_min and falls back."""
+    lrs = lr_sequence(CosineAnnealingLR(make_optimizer((0.1, 0.004)), T_max=3, eta_min=0.01), 8)
+    expected = [[0.1, 0.004], [0.0775, 0.0055], [0.0325, 0.0085], [0.01, 0.01], [0.0325, 0.0085],
+                [0.0775, 0.0055], [0.1, 0.004], [0.0775, 0.0055], [0.0325, 0.0085]]
+    np.testing.assert_allclose(lrs, expected, rtol=0, atol=1e-15)
+
+
 def test_cosine_is_chainable_like_pytorch():
     # The recursive form scales the CURRENT lr: a hand-made change between steps is carried along.
     opt = make_optimizer((1.0,))
