@@ -56,6 +56,45 @@ def test_max_pool_ties_go_to_the_first_maximum():
     np.testing.assert_array_equal(dx, [[[[0.0, 11.0, 0.0], [100.0, 0.0, 1000.0], [0.0, 0.0, 0.0]]]])
 
 
+@given(g=pool_geometry(), seed=seeds)
+def test_max_pool_ties_on_every_geometry_go_to_the_first_maximum_in_row_major_order(g, seed):
+    """Inputs of three values only (ties in nearly every window), overlapping windows, padding, ceil_mode: each
+    window's gradient goes to the first of its maxima in row-major order, np.argmax's order over the window
+    (PyTorch's CPU kernel scans rows then columns and moves only on a strictly larger value)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, g.input_shape).astype(np.float64)
+    m = _max(g)
+    y = m(x)
+    grad_output = rng.permutation(y.size).reshape(y.shape) + 1.0  # distinct: each window's share is visible
+    grad_input = m.backward(grad_output)
+    (kh, kw), (sh, sw), (ph, pw) = g.kernel, g.stride, g.padding
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph + kh), (pw, pw + kw)), constant_values=-np.inf)
+    expected = np.zeros(padded.shape)
+    for n, c, h, w in np.ndindex(y.shape):
+        window = padded[n, c, h * sh:h * sh + kh, w * sw:w * sw + kw]
+        i, j = np.unravel_index(np.argmax(window), window.shape)  # the first maximum, rows then columns
+        assert window[i, j] == y[n, c, h, w]
+        expected[n, c, h * sh + i, w * sw + j] += grad_output[n, c, h, w]
+    np.testing.assert_array_equal(grad_input, expected[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])
+
+
+@pytest.mark.torch
+def test_max_pool_ties_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for kernel, stride, padding, ceil_mode in [(2, 1, 0, False), ((3, 2), (1, 2), (1, 1), True), (3, 2, 1, False),
+                                               (2, 2, 0, False), ((2, 3), 1, (0, 1), False)]:
+        x = rng.integers(0, 2, (2, 3, 7, 6)).astype(np.float64)
+        m = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+        y = m(x)
+        grad_output = rng.standard_normal(y.shape)
+        xt = torch.tensor(x, requires_grad=True)
+        yt = torch.nn.functional.max_pool2d(xt, kernel, stride, padding, ceil_mode=ceil_mode)
+        yt.backward(torch.tensor(grad_output))
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_allclose(m.backward(grad_output), xt.grad.numpy(), rtol=1e-15, atol=0)
+
+
 def test_max_pool_pads_with_minus_infinity():
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: zero padding would win
     y = nn.MaxPool2d(3, stride=1, padding=1)(x)
