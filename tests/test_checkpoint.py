@@ -130,6 +130,51 @@ def test_training_state_round_trip_is_bit_exact(tmp_path, rng):
     _same(capture_state(model2, optimizer2, scheduler2), reference[1])  # and it continues identically
 
 
+def _noisy_dropout_run(steps, start=None, restore=None, seed=0):
+    """SGD steps on a dropout MLP whose input noise comes from the global generator and whose masks come from
+    the Dropout's own generator; returns the outputs of each step (they show every draw) and the objects."""
+    minigrad.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if restore is not None:
+        restore(model, optimizer)
+    base = np.linspace(-1, 1, 16 * 4).reshape(16, 4)
+    outputs = []
+    for _ in range(steps):
+        x = base + minigrad.random.default_generator().standard_normal(base.shape)
+        y = model(x)
+        optimizer.zero_grad()
+        model.backward((y - 1.0) / len(y))  # d/dy of the mean squared error / 2
+        optimizer.step()
+        assert np.all(np.isfinite(y))
+        outputs.append(y)
+    return outputs, model, optimizer
+
+
+def test_restored_generators_continue_the_same_random_draws(tmp_path):
+    """Without a Trainer (it reseeds every generator at each epoch from (seed, epoch), which would hide a
+    restore that forgot them): a run checkpointed after 3 steps and restored into freshly built objects whose
+    generators are elsewhere draws exactly the uninterrupted run's input noise and dropout masks."""
+    reference, _, _ = _noisy_dropout_run(6)
+    _, model, optimizer = _noisy_dropout_run(3)
+    save_checkpoint(tmp_path, "latest", capture_state(model, optimizer))
+
+    def restore(model, optimizer):
+        restore_state(load_checkpoint(tmp_path, "latest"), model, optimizer)
+
+    resumed, _, _ = _noisy_dropout_run(3, restore=restore, seed=99)  # seed 99: other weights, other generators
+    for got, want in zip(resumed, reference[3:]):
+        np.testing.assert_array_equal(got, want)
+
+    def weights_only(model, optimizer):  # the control: the same run with the generators left alone
+        state = load_checkpoint(tmp_path, "latest")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+
+    unrestored, _, _ = _noisy_dropout_run(3, restore=weights_only, seed=99)
+    assert not np.array_equal(unrestored[0], reference[3])
+
+
 def test_saved_files_are_a_consistent_pair(tmp_path):
     model, optimizer, scheduler = _setup()
     save_checkpoint(tmp_path, "latest", capture_state(model, optimizer, scheduler))
