@@ -229,6 +229,24 @@ def test_grade_refuses_a_folder_without_minigrad(tmp_path):
         grade(tmp_path)
 
 
+def assert_full_marks_with_every_direction_judged(report, gradescope, items):
+    """What an untouched copy of the library must get: full marks on ``items``, and no finite-difference
+    direction skipped. The grader skips a direction where the library's own gradient disagrees with the
+    finite differences (a kink), so a bug in the library itself gives its copy full marks: only the skipped
+    directions show it."""
+    total = sum(item.points for item in items)
+    assert f"**Total: {total} / {total}**" in report and "First failing case" not in report
+    assert gradescope["score"] == total
+    assert [t["name"] for t in gradescope["tests"]] == [item.name for item in items]
+    for test in gradescope["tests"]:
+        assert set(test) >= {"name", "score", "max_score", "output"}
+        assert test["score"] == test["max_score"] and "hidden cases passed" in test["output"]
+        worst = re.search(r"Worst relative error: (\S+) against the library, (\S+) against finite", test["output"])
+        assert float(worst.group(1)) < 1e-8 and float(worst.group(2)) < FD_TOL, test["output"]
+        assert "directions skipped" not in test["output"], test["output"]
+    assert "Warning" not in report, report
+
+
 def test_untouched_library_scores_full_marks(handouts, tmp_path, capsys):
     """make, put the library's own bodies back, grade every item of every assignment: full marks."""
     copy = tmp_path / "mlp"
@@ -240,16 +258,47 @@ def test_untouched_library_scores_full_marks(handouts, tmp_path, capsys):
     everything = [item for a in ASSIGNMENTS.values() for item in a.items]
     total = sum(item.points for item in everything)
     assert f"all: {total} / {total}" in capsys.readouterr().out
-    text = report.read_text()
-    assert f"**Total: {total} / {total}**" in text and "First failing case" not in text
-    gradescope = json.loads(results.read_text())
-    assert gradescope["score"] == total
-    assert [t["name"] for t in gradescope["tests"]] == [item.name for item in everything]
-    for test in gradescope["tests"]:
-        assert set(test) >= {"name", "score", "max_score", "output"}
-        assert test["score"] == test["max_score"] and "hidden cases passed" in test["output"]
-        worst = re.search(r"Worst relative error: (\S+) against the library, (\S+) against finite", test["output"])
-        assert float(worst.group(1)) < 1e-8 and float(worst.group(2)) < FD_TOL, test["output"]
+    assert_full_marks_with_every_direction_judged(report.read_text(), json.loads(results.read_text()), everything)
+
+
+LINEAR_WITHOUT_BIAS_GRADIENT = """
+
+_library_backward = Linear.backward
+
+
+def _backward_without_bias(self, grad_output):
+    saved = None if self.bias is None else self.bias.grad.copy()
+    grad_input = _library_backward(self, grad_output)
+    if saved is not None:
+        self.bias.grad[...] = saved  # the bug: the bias gradient is dropped
+    return grad_input
+
+
+Linear.backward = _backward_without_bias
+"""
+
+
+def test_a_bug_in_the_library_itself_fails_the_untouched_library_check(tmp_path, monkeypatch):
+    """The same bug in the grader's reference (this process's minigrad) and in the graded copy: the copy agrees
+    with the reference everywhere, so it scores full marks; the check above still fails, on the directions
+    the grader had to skip."""
+    from minigrad.nn import linear
+    namespace = {"Linear": linear.Linear}
+    exec(compile(LINEAR_WITHOUT_BIAS_GRADIENT, "planted", "exec"), namespace)
+    monkeypatch.setattr(linear.Linear, "backward", namespace["_backward_without_bias"])
+    folder = tmp_path / "library"
+    shutil.copytree(ROOT / "minigrad", folder / "minigrad", ignore=shutil.ignore_patterns("__pycache__", "coursework"))
+    path = folder / "minigrad" / "nn" / "linear.py"
+    path.write_text(path.read_text() + LINEAR_WITHOUT_BIAS_GRADIENT)
+    items = [item for item in ASSIGNMENTS["mlp"].items if item.name == "Linear.backward"]
+    result = grade(folder, assignment="all", items=[item.name for item in items], seed=SEED, timeout=120)
+    item = result.items[0]
+    assert item.score == item.points  # agreeing with a wrong reference: full marks
+    assert 0 < item.fd_skipped < item.fd_directions and result.library_disagreements == {"Linear.backward": item.fd_skipped}
+    report = report_markdown(result)
+    assert "Warning" in report and f"{item.fd_skipped} of {item.fd_directions} directions skipped" in report
+    with pytest.raises(AssertionError, match="directions skipped"):
+        assert_full_marks_with_every_direction_judged(report, gradescope_json(result), items)
 
 
 def test_fresh_handout_scores_zero_exactly_for_the_removed_items(handouts):
@@ -400,8 +449,9 @@ def test_judge_names_shapes_nans_and_wrong_values_and_skips_kinks():
     # A direction whose finite difference disagrees with the library too crossed a kink: skipped.
     kinked = good_fd.copy()
     kinked[0, 0] = [5 * eps, -5 * eps]
-    reason, _, fd_err = judge_case(*_module_case(np.array([2.0, -3.0]), kinked))
-    assert reason == "" and fd_err < 1e-9
+    counts = {}
+    reason, _, fd_err = judge_case(*_module_case(np.array([2.0, -3.0]), kinked), counts=counts)
+    assert reason == "" and fd_err < 1e-9 and counts == {"directions": 2, "skipped": 1}  # counted, for the report
     spec, ref, stu, _, arrays = _module_case(np.array([2.0, -3.0]), good_fd)
     reason, *_ = judge_case(spec, ref, stu, {"notes": ["backward modified grad_output in place"]}, arrays)
     assert reason == "backward modified grad_output in place"

@@ -12,8 +12,13 @@ compiling the library's kernels afresh for every submission would cost far more 
 
 A case passes when nothing raised, every array has the reference's shape and is finite, the forward
 output matches, every gradient matches the library's to ``REF_TOL`` and the finite differences agree with
-the student's gradients to ``FD_TOL`` (a direction where they also disagree with the library's gradient
-crossed a kink and is skipped). An item scores ``points * passed / cases``.
+the student's gradients to ``FD_TOL``. An item scores ``points * passed / cases``.
+
+A direction along which the finite differences disagree with the library's gradient too is skipped: it
+crossed a kink (inputs are kept away from the layers' own kinks, but a block's inner activations are not),
+or the library itself is wrong there. The grader cannot tell which, so it counts these directions per item
+(``ItemResult.fd_skipped`` of ``fd_directions``) and the report names them: a library bug would otherwise
+give full marks to an untouched copy of the library, since it agrees with itself everywhere.
 """
 import json
 import os
@@ -57,6 +62,8 @@ class ItemResult:
     worst_ref_error: float = 0.0
     worst_fd_error: float = 0.0
     compared: int = 0            # cases whose results could be compared (ran without raising)
+    fd_directions: int = 0       # finite-difference directions judged
+    fd_skipped: int = 0          # of those, skipped: the library's own gradient disagreed with them
     output: str = ""             # the student's captured output, truncated
     seconds: float = 0.0
 
@@ -75,6 +82,11 @@ class GradeResult:
     @property
     def max_score(self):
         return sum(i.points for i in self.items)
+
+    @property
+    def library_disagreements(self):
+        """``{item name: directions skipped}`` where the library's gradient disagreed with finite differences."""
+        return {i.name: i.fd_skipped for i in self.items if i.fd_skipped}
 
 
 # ----------------------------------------------------------------------------- judging
@@ -126,12 +138,14 @@ def _array_problem(ref, stu):
     return None
 
 
-def _finite_difference_check(spec, ref, stu, arrays):
+def _finite_difference_check(spec, ref, stu, arrays, counts=None):
     """``(problem or None, worst error, key)``: central differences of f against <gradient, direction>.
 
-    A direction along which the differences disagree with the library's gradient too crossed a kink
-    (or met rounding noise of a gradient that is zero by structure): it says nothing and is skipped.
+    A direction along which the differences disagree with the library's gradient too crossed a kink, or the
+    library is wrong there: it says nothing about the student and is skipped, and counted in ``counts``
+    (``"directions"`` judged, ``"skipped"``) so that the report can say so.
     """
+    counts = {} if counts is None else counts
     targets, worst = spec.get("targets", []), 0.0
     fd = stu.get("fd")
     if targets and (fd is None or fd.shape != (len(targets), checks.DIRECTIONS, 2) or not np.all(np.isfinite(fd))):
@@ -145,7 +159,9 @@ def _finite_difference_check(spec, ref, stu, arrays):
             # The differences carry rounding noise of about 1e-16 |f| / eps (times the rounding of the
             # forward): a derivative smaller than FD_NOISE |f| is compared on that absolute scale.
             floor = FD_NOISE * max(abs(fd[i, k, 0]), abs(fd[i, k, 1]), 1e-300)
+            counts["directions"] = counts.get("directions", 0) + 1
             if abs(numeric - lib) / max(abs(numeric), abs(lib), floor) > FD_TOL:
+                counts["skipped"] = counts.get("skipped", 0) + 1
                 continue
             error = abs(numeric - mine) / max(abs(numeric), abs(mine), floor)
             worst = max(worst, error)
@@ -155,11 +171,12 @@ def _finite_difference_check(spec, ref, stu, arrays):
     return None, worst, None
 
 
-def judge_case(spec, ref, stu, info, arrays):
+def judge_case(spec, ref, stu, info, arrays, counts=None):
     """``(reason or "", worst error against the library, worst finite-difference error)`` of one case.
 
     ``ref``: the library's results; ``stu``: the submission's (with ``"fd"``, the objective at
-    ``p +- eps v``); ``info``: the submission's JSON notes; ``arrays``: the case's inputs.
+    ``p +- eps v``); ``info``: the submission's JSON notes; ``arrays``: the case's inputs. ``counts`` (a dict)
+    receives the finite-difference directions judged and skipped (see ``_finite_difference_check``).
     """
     if spec["kind"] == "structure":
         problem = _structure_problem(info, arrays)
@@ -175,7 +192,7 @@ def judge_case(spec, ref, stu, info, arrays):
     errors = {key: _rel_error(stu[key], want, floor=1e-6 * grad_scale if key.startswith("grad.") else 0.0)
               for key, want in ref.items()}
     worst_ref = max(errors.values(), default=0.0)
-    problem, worst_fd, key = _finite_difference_check(spec, ref, stu, arrays)
+    problem, worst_fd, key = _finite_difference_check(spec, ref, stu, arrays, counts)
     if problem:
         return problem + _assigned_hint(key, ref, stu, arrays), worst_ref, worst_fd
     for key, error in errors.items():
@@ -339,7 +356,10 @@ def _score(item, result, cases, refs, loaded):
             prefix = f"c{i}."
             stu = {k[len(prefix):]: v.astype(np.float64) if v.dtype != np.float64 else v
                    for k, v in arrays.items() if k.startswith(prefix)}
-            reason, ref_err, fd_err = judge_case(spec, ref, stu, info, case_arrays)
+            counts = {}
+            reason, ref_err, fd_err = judge_case(spec, ref, stu, info, case_arrays, counts)
+            result.fd_directions += counts.get("directions", 0)
+            result.fd_skipped += counts.get("skipped", 0)
             result.compared += 1
             result.worst_ref_error = max(result.worst_ref_error, ref_err)
             result.worst_fd_error = max(result.worst_fd_error, fd_err)
@@ -465,7 +485,15 @@ def item_summary(item):
     if item.compared:
         lines.append(f"Worst relative error: {item.worst_ref_error:.1e} against the library, "
                      f"{item.worst_fd_error:.1e} against finite differences.")
+    if item.fd_skipped:
+        lines.append(_skipped_note(item))
     return "\n".join(lines)
+
+
+def _skipped_note(item):
+    return (f"Finite differences: {item.fd_skipped} of {item.fd_directions} directions skipped, because the "
+            "library's own gradient disagrees with them there (a kink crossed, or a bug in the library: check "
+            "it with minigrad.gradcheck before trusting this item's score).")
 
 
 def _worst(item):
@@ -476,9 +504,13 @@ def report_markdown(result):
     seed = (f"Submission `{result.submission}`, minigrad {minigrad.__version__}, hidden cases drawn with "
             f"seed {result.seed} (re-grade with `--seed {result.seed}` to reproduce).")
     lines = [f"# Grading report: {result.assignment}", "", seed, "",
-             f"**Total: {result.score:g} / {result.max_score:g}**", "",
-             "| Item | Score | Cases passed | Worst rel. error (library / finite diff.) | Status |",
-             "|---|---|---|---|---|"]
+             f"**Total: {result.score:g} / {result.max_score:g}**", ""]
+    if result.library_disagreements:
+        lines += [f"**Warning**: the library's own gradient disagreed with finite differences in "
+                  f"{sum(result.library_disagreements.values())} direction(s) of "
+                  f"{', '.join(result.library_disagreements)}; those directions were skipped (see the items).", ""]
+    lines += ["| Item | Score | Cases passed | Worst rel. error (library / finite diff.) | Status |",
+              "|---|---|---|---|---|"]
     for item in result.items:
         lines.append(f"| {item.name} | {item.score:g} / {item.points:g} | {item.passed}/{item.cases} | "
                      f"{_worst(item)} | {item.status} |")
