@@ -16,11 +16,18 @@ Nothing needs saving at that moment: the Trainer checkpoints every epoch and ``f
 interrupted epoch exactly, so a requeued row ends with the metrics of an uninterrupted one. A row may be
 requeued after a time-out ``max_timeouts`` times (preemptions do not count).
 
+Fitting the cluster. Before submitting, ``sinfo`` says what the partition's nodes have (CPUs, memory) and
+its time limit. The defaults fit them: 4 CPUs per job, or the most one node has if fewer; 1440 minutes, or
+the partition's limit if shorter; memory: the cluster's default (no ``--mem``). A request no node can
+satisfy (``--cpus-per-job``, ``--mem-gb``, ``--time-limit``) is refused, naming the limit and the flag,
+instead of a job array that pends forever (SLURM's reason ``PartitionConfig``).
+
 Records. ``OUT/jobs/`` is submitit's folder (pickled jobs, logs ``<job>_0_log.out`` / ``.err``);
 ``OUT/jobs.json`` maps each submitted row to its job id and logs; each job writes
 ``OUT/jobs/<job>_row.json`` (host, pid, threads, state: running | requeued | finished | failed, the error).
 ``row_states`` reads them (and asks ``squeue``, or checks the local process) to tell which rows are
-finished, running, pending, failed (with the log) or missing. Nothing here unpickles anything.
+finished, running, pending (with SLURM's reason, and what to do when it can never start), failed (with
+the log) or missing. Nothing here unpickles anything.
 
 A study adopts ``--launcher`` in a few lines (``vgg_depth`` does)::
 
@@ -59,6 +66,7 @@ __all__ = [
     "LAUNCHERS",
     "LaunchOptions",
     "LauncherError",
+    "PartitionLimits",
     "RowJob",
     "RowState",
     "add_launcher_args",
@@ -67,6 +75,7 @@ __all__ = [
     "job_threads",
     "launch_rows",
     "make_executor",
+    "partition_limits",
     "row_states",
 ]
 
@@ -74,6 +83,8 @@ LAUNCHERS = ("none", "local", "slurm")
 JOBS_FILE = "jobs.json"     # OUT/jobs.json: row -> job id and logs (written by the submitting process)
 JOBS_FOLDER = "jobs"        # OUT/jobs/: submitit's pickles and logs, and each job's own record
 LOCAL_TIME_LIMIT = 7 * 24 * 60  # minutes: the local executor always has one (its own default is 2 min)
+SLURM_CPUS = 4                 # default CPUs of a SLURM job, when one node of the partition has as many
+SLURM_TIME_LIMIT = 1440        # default minutes of a SLURM job, when the partition allows as many
 INSTALL_HINT = 'pip install -e ".[cluster]"'
 
 
@@ -90,10 +101,11 @@ def add_launcher_args(parser):
                             "SLURM job array and return; local: the same jobs as local processes, then wait")
     group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
     group.add_argument("--time-limit", type=int, default=None, metavar="MIN",
-                       help="time limit of each job in minutes (slurm default 1440); a row that reaches it is "
-                            "requeued and resumes from its latest checkpoint")
+                       help="time limit of each job in minutes (slurm default 1440, or the partition's limit if "
+                            "shorter); a row that reaches it is requeued and resumes from its latest checkpoint")
     group.add_argument("--cpus-per-job", type=int, default=None,
-                       help="CPUs of each job, and its thread count (slurm default 4; local: cores / --max-parallel)")
+                       help="CPUs of each job, and its thread count (slurm default 4, or the most one node of the "
+                            "partition has if fewer; local: cores / --max-parallel)")
     group.add_argument("--mem-gb", type=float, default=None, help="memory of each job in GB (default: the cluster's)")
     group.add_argument("--max-parallel", type=int, default=None,
                        help="rows running at once (slurm default: all; local default 1)")
@@ -129,18 +141,119 @@ class LaunchOptions:
         return cls(args.launcher, partition=args.partition, time_limit=args.time_limit,
                    cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, max_parallel=args.max_parallel)
 
-    def resolved(self, n_rows):
-        """The options with every default filled in for ``n_rows`` rows."""
+    def resolved(self, n_rows, limits=None):
+        """The options with every default filled in for ``n_rows`` rows.
+
+        SLURM: ``limits`` (a ``PartitionLimits``, from ``partition_limits``) fits the defaults to the
+        partition and refuses a request none of its nodes can run (LauncherError naming the flag and limit).
+        """
         from minigrad.threads import available_cores
         if self.launcher == "slurm":
             parallel = self.max_parallel or n_rows
-            cpus = self.cpus_per_job or 4
-            limit = self.time_limit or 1440
+            cpus = self.cpus_per_job or SLURM_CPUS
+            limit = self.time_limit or SLURM_TIME_LIMIT
+            if limits is not None:
+                cpus, limit = limits.fit(self.cpus_per_job, self.mem_gb, self.time_limit)
         else:
             parallel = self.max_parallel or 1
             cpus = self.cpus_per_job or max(1, available_cores() // parallel)
             limit = self.time_limit or LOCAL_TIME_LIMIT
         return LaunchOptions(self.launcher, self.partition, limit, cpus, self.mem_gb, parallel, self.max_timeouts)
+
+
+# ----------------------------------------------------------------------------------------- the partition
+@dataclass(frozen=True)
+class PartitionLimits:
+    """A SLURM partition as ``sinfo`` sees it: its nodes' ``(CPUs, memory in MB)`` and its time limit."""
+
+    name: str
+    nodes: tuple                # ((cpus, memory_mb), ...), one per node
+    max_minutes: int = None     # None: no limit
+
+    def fit(self, cpus=None, mem_gb=None, minutes=None):
+        """``(cpus, minutes)`` for a job: the requested values, checked, or the defaults fitted to the partition.
+
+        A job runs on one node, so some node must have both the CPUs and the memory asked for.
+        """
+        where = f"partition {self.name!r}"
+        most_cpus = max(c for c, _ in self.nodes)
+        most_mem = max(m for _, m in self.nodes)
+        if cpus is not None and cpus > most_cpus:
+            raise LauncherError(f"--cpus-per-job {cpus}: no node of {where} has that many CPUs (the largest has "
+                                f"{most_cpus}); ask for at most {most_cpus}, or choose another --partition")
+        if mem_gb is not None and mem_gb * 1024 > most_mem:
+            raise LauncherError(f"--mem-gb {mem_gb:g}: no node of {where} has that much memory (the largest has "
+                                f"{most_mem / 1024:.1f} GB); ask for less, or choose another --partition")
+        enough_mem = [c for c, m in self.nodes if mem_gb is None or mem_gb * 1024 <= m]
+        if cpus is None:
+            cpus = min(SLURM_CPUS, max(enough_mem))
+        elif cpus > max(enough_mem):
+            raise LauncherError(f"--cpus-per-job {cpus} with --mem-gb {mem_gb:g}: no node of {where} has both "
+                                f"(the nodes with {mem_gb:g} GB have at most {max(enough_mem)} CPUs)")
+        if minutes is None:
+            minutes = SLURM_TIME_LIMIT if self.max_minutes is None else min(SLURM_TIME_LIMIT, self.max_minutes)
+        elif self.max_minutes is not None and minutes > self.max_minutes:
+            raise LauncherError(f"--time-limit {minutes}: {where} allows at most {self.max_minutes} minutes")
+        return cpus, minutes
+
+    def describe(self):
+        sizes = sorted(set(self.nodes))
+        nodes = ", ".join(f"{c} CPUs / {m / 1024:.1f} GB" for c, m in sizes[-3:])
+        limit = "no time limit" if self.max_minutes is None else f"time limit {self.max_minutes} min"
+        return f"partition {self.name}: {len(self.nodes)} node(s), the largest {nodes}; {limit}"
+
+
+def _slurm_minutes(text):
+    """sinfo's time limit (``infinite``, ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in whole minutes
+    (None: no limit)."""
+    text = text.strip()
+    if text.lower() in ("infinite", "unlimited", "n/a", ""):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        hours, minutes = (parts + [0])[:2]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes = parts[:2]
+    else:  # MM[:SS]
+        hours, minutes = 0, parts[0]
+    return (int(days or 0) * 24 + hours) * 60 + minutes  # seconds dropped: a limit, rounded down
+
+
+def partition_limits(partition=None):
+    """``PartitionLimits`` of ``partition`` (default: the cluster's default partition), from ``sinfo``."""
+    command = ["sinfo", "--noheader", "--all", "--Node", "--format=%P|%c|%m|%l"]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise LauncherError(f"--launcher slurm: cannot ask SLURM for its partitions ({' '.join(command)}: "
+                            f"{error}); sinfo, sbatch and srun must be on PATH") from None
+    if out.returncode != 0:
+        raise LauncherError(f"--launcher slurm: {' '.join(command)} failed: {out.stderr.strip() or out.returncode}")
+    found, default = {}, None
+    for line in out.stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4:
+            continue
+        name, cpus, memory, limit = fields
+        if name.endswith("*"):
+            name = default = name[:-1]
+        try:
+            node = (int(cpus.rstrip("+")), int(memory.rstrip("+")))
+            minutes = _slurm_minutes(limit)
+        except ValueError:
+            continue  # a line sinfo could not fill in (a node that never registered): not a size to fit
+        found.setdefault(name, ([], minutes))[0].append(node)
+    if partition is None:
+        if default is None:
+            raise LauncherError(f"this SLURM cluster has no default partition: choose one with --partition "
+                                f"({', '.join(sorted(found)) or 'sinfo lists none'})")
+        partition = default
+    if partition not in found:
+        raise LauncherError(f"--partition {partition}: SLURM has no such partition (sinfo lists: "
+                            f"{', '.join(sorted(found)) or 'none'})")
+    nodes, minutes = found[partition]
+    return PartitionLimits(partition, tuple(nodes), minutes)
 
 
 def import_submitit(launcher="slurm"):
@@ -292,8 +405,10 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
     out_dir = Path(args.out).absolute()
     try:
         function_path = _function_path(function)
-        options = (options or LaunchOptions.from_args(args)).resolved(len(rows))
+        options = options or LaunchOptions.from_args(args)
         import_submitit(options.launcher)
+        limits = partition_limits(options.partition) if options.launcher == "slurm" else None
+        options = options.resolved(len(rows), limits)
         _check_preset(out_dir, getattr(args, "preset", None))
         todo, reused = _check_rows(rows, out_dir, args.resume)
         if todo:
@@ -315,6 +430,7 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
     study = study or module.rsplit(".", 1)[-1]
     collect = f"python -m {module} --collect {out_dir}"
     if options.launcher == "slurm":
+        _say(f"SLURM {limits.describe()}")
         submitted = _record_jobs(out_dir, study, args, options, todo, executor.submit_array(jobs))
         array = submitted[0]["job_id"].split("_")[0]
         _say(f"Submitted {len(submitted)} row(s) of {study} to SLURM as job array {array} "
@@ -444,11 +560,30 @@ def _read_json(path):
         return None
 
 
+# SLURM's reasons for a pending job that no waiting will resolve (squeue %r), and what they mean.
+NEVER_STARTS = {
+    "PartitionConfig": "it asks for more CPUs or memory than any node of its partition has",
+    "PartitionTimeLimit": "its time limit is longer than its partition allows",
+    "PartitionNodeLimit": "it asks for more nodes than its partition allows",
+    "BadConstraints": "no node of its partition satisfies its request",
+}
+
+
+def _pending_detail(job_id, reason):
+    """SLURM's reason a job pends, and what to do when it can never start."""
+    if not reason or reason in ("None", "(null)"):
+        return ""
+    if reason in NEVER_STARTS:
+        return (f" (reason {reason}: {NEVER_STARTS[reason]}, so it will never start; scancel {job_id.split('_')[0]} "
+                "and submit again with a smaller --cpus-per-job, --mem-gb or --time-limit)")
+    return f" (reason {reason})"
+
+
 def _slurm_alive(job_ids):
-    """{job id: SLURM state} of the jobs still known to squeue; None if squeue cannot answer."""
+    """{job id: (SLURM state, reason)} of the jobs still known to squeue; None if squeue cannot answer."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)],
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(arrays)],
                              capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -457,8 +592,9 @@ def _slurm_alive(job_ids):
         return {} if "Invalid job id" in out.stderr else None
     states = {}
     for line in out.stdout.splitlines():
-        job_id, _, state = line.strip().partition("|")
-        states[job_id] = state
+        job_id, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
+        states[job_id] = (state, reason)
     return states
 
 
@@ -502,14 +638,16 @@ def _row_state(out_dir, row, entry, slurm_states=None):
     own = _read_json(Path(entry["stderr"]).parent / f"{job_id}_row.json") or {}
     if entry.get("launcher") == "slurm":
         states = slurm_states if slurm_states is not None else _slurm_alive([job_id])
-        alive = None if states is None else states.get(job_id)
+        alive, reason = (None, "") if states is None else states.get(job_id, (None, ""))
         if states is None:
             return RowState(row, "unknown", folder, job_id, log, f"squeue did not answer; {_progress(folder)}")
     else:
-        alive = "RUNNING" if _local_alive(job_id) else None
+        alive, reason = ("RUNNING" if _local_alive(job_id) else None), ""
     if alive:
         pending = alive not in ("RUNNING", "COMPLETING")
         what = "requeued, waiting to resume" if own.get("state") == "requeued" else alive.lower()
+        if pending:
+            what += _pending_detail(job_id, reason)
         return RowState(row, "pending" if pending else "running", folder, job_id, log,
                         f"{what}; {_progress(folder)}")
     if own.get("state") == "failed":

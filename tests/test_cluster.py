@@ -44,10 +44,10 @@ def data(fake_cifar, monkeypatch):
     return fake_cifar
 
 
-def study_flags(data, out, launcher, *extra, epochs=2):
+def study_flags(data, out, launcher, *extra, epochs=2, cpus=1):
     return ["--data-dir", str(data), "--out", str(out), "--epochs", str(epochs), "--train-subset", "100",
-            "--val-size", "20", "--batch-size", "20", "--no-progress", "--launcher", launcher, "--cpus-per-job", "1",
-            *extra]
+            "--val-size", "20", "--batch-size", "20", "--no-progress", "--launcher", launcher,
+            *(["--cpus-per-job", str(cpus)] if cpus else []), *extra]
 
 
 def study_args(*flags, **kwargs):
@@ -270,6 +270,105 @@ def test_row_states_from_records(tmp_path):
     assert lines[0] == "Rows: 1 running, 2 failed, 1 missing"
 
 
+# ----------------------------------------------------------------------------------------- SLURM, faked
+def fake_command(folder, name, output, code=0, stderr=""):
+    """An executable ``name`` in ``folder`` that logs its arguments and prints ``output``."""
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho \"$@\" >> {folder / (name + '.args')}\ncat <<'EOF'\n{output}EOF\n"
+                    f"echo '{stderr}' >&2\nexit {code}\n")
+    path.chmod(0o755)
+    return path
+
+
+SINFO = """cpu*|8|32000|1-00:00:00
+cpu*|8|32000|1-00:00:00
+cpu*|16|64000+|1-00:00:00
+gpu|4|16000|2:00:00
+gpu|N/A|N/A|2:00:00
+"""
+
+
+def test_partition_limits_come_from_sinfo(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    fake_command(bin_dir, "sinfo", SINFO)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cpu = launch.partition_limits()  # the default partition (sinfo marks it with *)
+    assert cpu == launch.PartitionLimits("cpu", ((8, 32000), (8, 32000), (16, 64000)), 1440)
+    assert launch.partition_limits("gpu") == launch.PartitionLimits("gpu", ((4, 16000),), 120)
+    assert "--all" in (bin_dir / "sinfo.args").read_text() and "--Node" in (bin_dir / "sinfo.args").read_text()
+    with pytest.raises(launch.LauncherError, match=r"--partition nope: SLURM has no such partition \(sinfo lists: cpu, gpu\)"):
+        launch.partition_limits("nope")
+    fake_command(bin_dir, "sinfo", SINFO.replace("*", ""))
+    with pytest.raises(launch.LauncherError, match="no default partition: choose one with --partition"):
+        launch.partition_limits()
+    fake_command(bin_dir, "sinfo", "", code=1, stderr="slurm_load_partitions: Unable to contact slurm controller")
+    with pytest.raises(launch.LauncherError, match="Unable to contact slurm controller"):
+        launch.partition_limits()
+
+
+@pytest.mark.parametrize("text, minutes", [("infinite", None), ("45", 45), ("30:00", 30), ("10:59", 10),
+                                           ("2:00:00", 120), ("1-00:00:00", 1440), ("2-12", 3600), ("1-02:03", 1563)])
+def test_slurm_time_limits_in_minutes(text, minutes):
+    assert launch._slurm_minutes(text) == minutes
+
+
+def test_defaults_fit_the_partition_and_requests_no_node_can_run_are_refused():
+    two = launch.PartitionLimits("debug", ((2, 2000),), None)
+    assert two.fit() == (2, 1440)  # 4 CPUs by default, but no node has 4: the one-node test cluster
+    assert two.fit(cpus=1, mem_gb=1.5, minutes=10) == (1, 10)
+    with pytest.raises(launch.LauncherError, match=r"--cpus-per-job 3: no node of partition 'debug' has that many "
+                                                   r"CPUs \(the largest has 2\); ask for at most 2"):
+        two.fit(cpus=3)
+    with pytest.raises(launch.LauncherError, match=r"--mem-gb 2: no node .*the largest has 2\.0 GB"):
+        two.fit(mem_gb=2)
+    big = launch.PartitionLimits("cpu", ((16, 8 * 1024), (4, 64 * 1024)), 120)
+    assert big.fit() == (4, 120)  # the partition's time limit is shorter than the default 1440
+    assert big.fit(mem_gb=32) == (4, 120)
+    with pytest.raises(launch.LauncherError, match="--time-limit 121: partition 'cpu' allows at most 120 minutes"):
+        big.fit(minutes=121)
+    with pytest.raises(launch.LauncherError, match=r"--cpus-per-job 8 with --mem-gb 32: no node .* has both "
+                                                   r"\(the nodes with 32 GB have at most 4 CPUs\)"):
+        big.fit(cpus=8, mem_gb=32)
+    assert launch.LaunchOptions("slurm").resolved(3, two).cpus_per_job == 2
+    assert launch.LaunchOptions("slurm", cpus_per_job=1).resolved(3, big).time_limit == 120
+
+
+def test_a_request_no_node_can_run_is_refused_before_anything_is_submitted(data, tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    fake_command(bin_dir, "sinfo", "debug*|2|4000|infinite\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    for flags, message in ((["--cpus-per-job", "4"], "--cpus-per-job 4: no node of partition 'debug' has that many"),
+                           (["--mem-gb", "8"], "--mem-gb 8: no node of partition 'debug' has that much memory"),
+                           (["--partition", "gpu"], "--partition gpu: SLURM has no such partition")):
+        code = vgg_depth.main(study_flags(data, out, "slurm", "--model", "VGG08", *flags, cpus=None))
+        assert code == 2 and message in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_collect_shows_why_a_slurm_job_pends(tmp_path, monkeypatch):
+    out, jobs, bin_dir = tmp_path / "out", tmp_path / "out" / "jobs", tmp_path / "bin"
+    jobs.mkdir(parents=True)
+    fake_command(bin_dir, "squeue", "7_0|PENDING|PartitionConfig\n7_1|PENDING|Priority\n8_0|PENDING|None\n"
+                                    "9_0|RUNNING|None\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    rows = {"A-lr1e-3": "7_0", "B-lr1e-3": "7_1", "C-lr1e-3": "8_0", "D-lr1e-3": "9_0"}
+    entries = [{"row": row, "job_id": job_id, "launcher": "slurm", "stdout": str(jobs / f"{job_id}_0_log.out"),
+                "stderr": str(jobs / f"{job_id}_0_log.err")} for row, job_id in rows.items()]
+    (out / "jobs.json").write_text(json.dumps({"preset": "quick", "rows": entries}))
+    states = {s.row: s for s in launch.row_states(out)}
+    assert [states[row].status for row in rows] == ["pending", "pending", "pending", "running"]
+    assert states["A-lr1e-3"].detail.startswith("pending (reason PartitionConfig: it asks for more CPUs or memory "
+                                                "than any node of its partition has, so it will never start; "
+                                                "scancel 7 and submit again with a smaller --cpus-per-job")
+    assert states["B-lr1e-3"].detail.startswith("pending (reason Priority); ")
+    assert states["C-lr1e-3"].detail.startswith("pending; ") and states["D-lr1e-3"].detail.startswith("running; ")
+    lines = launch.describe_states(list(states.values()))
+    assert lines[0] == "Rows: 1 running, 3 pending"
+    assert any("A-lr1e-3  job 7_0: pending (reason PartitionConfig" in line for line in lines)
+
+
 # ----------------------------------------------------------------------------------------- real SLURM
 def _cluster_problem():
     for exe in ("sbatch", "squeue", "scontrol", "scancel", "srun"):
@@ -358,3 +457,62 @@ def test_slurm_rows_preempted_requeued_and_collected(slurm_cluster, data, tmp_pa
                      rf".*; log {re.escape(failed['stderr'])}", printed)
     assert "depth must be 8 + 6k" in Path(failed["stderr"]).read_text()
     assert "| VGG08 |" in (tmp_path / "table" / "results.md").read_text()
+
+
+def _largest_node_cpus():
+    """The most CPUs a node of the default partition has, asked of sinfo here (not through launch)."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P %c"], capture_output=True, text=True, check=True).stdout
+    return max(int(cpus.rstrip("+")) for part, cpus in (line.split() for line in out.splitlines()) if part.endswith("*"))
+
+
+@pytest.mark.slurm
+def test_slurm_default_run_fits_the_node_and_completes(slurm_cluster, data, tmp_path, capsys):
+    """No --cpus-per-job, --mem-gb or --partition: the job asks for what a node of the default partition has
+    (the one-node test cluster has 2 CPUs: the old default of 4 pended forever with reason PartitionConfig)."""
+    largest = _largest_node_cpus()
+    out = tmp_path / "out"
+    assert vgg_depth.main(study_flags(data, out, "slurm", "--model", "VGG08", epochs=1, cpus=None)) == 0
+    printed = capsys.readouterr().out
+    assert re.search(rf"SLURM partition \S+: \d+ node\(s\), the largest {largest} CPUs", printed), printed
+    entry = job_of(out, "VGG08-lr1e-3")
+    script = (out / "jobs" / f"{entry['job_id'].split('_')[0]}_submission.sh").read_text()
+    assert f"#SBATCH --cpus-per-task={min(4, largest)}\n" in script and "--mem" not in script
+    try:
+        wait_for(lambda: not _queued(entry["job_id"].split("_")[0]), 300, "the default job to finish")
+    finally:
+        subprocess.run(["scancel", entry["job_id"].split("_")[0]], capture_output=True, check=False)
+    assert load_summary(out / "VGG08-lr1e-3")["status"] == "finished", Path(entry["stderr"]).read_text()
+    assert own_record(out, "VGG08-lr1e-3")["threads"] == min(4, largest, os.cpu_count())
+    # and what no node has is refused at once, naming the limit and the flag
+    for flags, message in ((["--cpus-per-job", str(largest + 1)], f"the largest has {largest}); ask for at most "
+                                                                  f"{largest}"),
+                           (["--mem-gb", "100000"], "--mem-gb 100000: no node of partition"),
+                           (["--partition", "no-such-partition"], "--partition no-such-partition: SLURM has no such")):
+        code = vgg_depth.main(study_flags(data, tmp_path / "refused", "slurm", "--model", "VGG08", *flags, cpus=None))
+        assert code == 2 and message in capsys.readouterr().err, flags
+        assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.slurm
+def test_slurm_collect_says_why_a_job_pends(slurm_cluster, data, tmp_path, monkeypatch, capsys):
+    """A job asking for more CPUs than any node has (let through by pretending sinfo saw a larger node) pends
+    with reason PartitionConfig: --collect says so, and that it will never start."""
+    largest = _largest_node_cpus()
+    monkeypatch.setattr(launch, "partition_limits",
+                        lambda partition=None: launch.PartitionLimits("debug", ((largest + 1, 10**6),), None))
+    out = tmp_path / "out"
+    flags = study_flags(data, out, "slurm", "--model", "VGG08", epochs=1, cpus=largest + 1)
+    assert vgg_depth.main(flags) == 0
+    array = job_of(out, "VGG08-lr1e-3")["job_id"].split("_")[0]
+    try:
+        state = wait_for(lambda: {s.row: s for s in launch.row_states(out)}["VGG08-lr1e-3"]
+                         if "PartitionConfig" in (_squeue(f"{array}_0") or _squeue(array) or [""])[-1] else None,
+                         60, "SLURM to give the pending job its reason")
+        assert state.status == "pending"
+        assert "reason PartitionConfig: it asks for more CPUs or memory than any node" in state.detail
+        assert f"never start; scancel {array} and submit again with a smaller --cpus-per-job" in state.detail
+        capsys.readouterr()
+        assert vgg_depth.main(["--collect", str(out), "--out", str(tmp_path / "table")]) == 0
+        assert re.search(r"pending\s+VGG08-lr1e-3  job \S+: pending \(reason PartitionConfig", capsys.readouterr().out)
+    finally:
+        subprocess.run(["scancel", array], capture_output=True, check=False)
