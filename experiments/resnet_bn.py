@@ -147,10 +147,9 @@ class ResNetBN(Study):
             "end_label": end_label, "input_block_change": _input_block_change(points)})
         return record
 
-    def records(self, folders):
+    def sort_folders(self, folders):
         order = {m: i for i, m in enumerate(MODELS)}
-        folders = sorted(folders, key=lambda f: (order.get(load_config(f).get("model"), 99), f.name))
-        return [self.record(f) for f in folders]
+        return sorted(folders, key=lambda f: (order.get(load_config(f).get("model"), 99), f.name))
 
     def table_title(self, records, preset):
         return f"BN vs residual branches in ResNet-15 (CIFAR-10, preset {preset})"

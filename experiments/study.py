@@ -27,6 +27,7 @@ and ``main(STUDY, argv)`` gives it, once for every study:
   data, the study's figures, and a final report of where everything went.
 """
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -249,6 +250,7 @@ class Study:
     row_figure_names = ()       # files draw_row_figures writes in a row folder (redrawn when stale)
     row_figure_sources = ("metrics.csv",)  # the row files those figures are drawn from
     out_subfolder = None        # results go to OUT/<subfolder> (the GSC study's CIFAR part: "cifar10")
+    args = None                 # the parsed command line, once main() has it (hooks may read their flags)
 
     # -- the study's own part
     def add_arguments(self, parser):
@@ -270,6 +272,14 @@ class Study:
     def records(self, folders):
         return [self.record(f) for f in folders]
 
+    def sort_folders(self, folders):
+        """The order of the table's rows (default: by folder name)."""
+        return folders
+
+    def table_columns(self, records):
+        """The table's columns for these records (default: ``columns``)."""
+        return self.columns
+
     def format_cell(self, value, kind):
         return format_cell(value, kind)
 
@@ -287,6 +297,10 @@ class Study:
 
     def uses_data(self, args):
         return True
+
+    def running(self, args, rows):
+        """A context manager around the command's rows in this process (e.g. a pool of workers they share)."""
+        return contextlib.nullcontext()
 
     def row_flags(self, name, config):
         """The flags that make this command run only row ``name`` (``--print-commands``)."""
@@ -418,16 +432,16 @@ def build_parser(study):
 
 
 def _check_out(parser, out):
-    """--out must be a folder we can write: one line naming the path otherwise."""
+    """--out must be a folder we can write (created only when a row starts): one line naming it otherwise."""
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out}: is an existing file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        parser.error(f"--out {out}: cannot write there ({error.strerror or error})")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {out}: cannot write there (permission denied on {existing})")
 
 
 def parse_args(study, argv=None):
@@ -438,8 +452,6 @@ def parse_args(study, argv=None):
         args.out = Path("results") / study.name
     if study.out_subfolder:
         args.out = Path(args.out) / study.out_subfolder
-    if args.download and not study.uses_data(args):
-        parser.error("--download: this command reads no dataset")
     try:
         study.check_arguments(args)
         launch.LaunchOptions.from_args(args) if args.launcher != "none" else None
@@ -462,6 +474,7 @@ def main(study, argv=None):
     _plain_warnings()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, args, rows = parse_args(study, argv)
+    study.args = args
     if args.list:
         say(f"preset {args.preset}: {study.presets[args.preset].description}")
         for name, _ in rows:
@@ -491,7 +504,7 @@ def main(study, argv=None):
             failed = result.code
         else:
             failed = run_here(study, rows, args)
-        names = {name for name, _ in rows}
+        names = [name for name, _ in rows]
         report(study, collect(study, [args.out], args.out, preset=args.preset, names=names), args.out)
     except SetupError as error:
         return _fail(error)
@@ -512,6 +525,13 @@ def run_here(study, rows, args):
             if is_setup_error(error):
                 raise SetupError(str(error)) from None
             raise
+    failed = 0
+    with study.running(args, rows):
+        failed = _run_rows(study, rows, args)
+    return failed
+
+
+def _run_rows(study, rows, args):
     failed = 0
     for name, config in rows:
         try:
@@ -573,32 +593,46 @@ def collect(study, paths, out_dir, preset=None, names=None):
         folders = [f for f in folders if f.name in names]
     if preset is not None:
         folders = [f for f in folders if load_config(f).get("preset") == preset]
+    if names is not None:  # the command's own rows, in its order
+        order = {name: i for i, name in enumerate(names)}
+        folders = sorted(folders, key=lambda f: order[f.name])
+    else:
+        folders = study.sort_folders(folders)
     presets = sorted({str(load_config(f).get("preset")) for f in folders})
     if len(presets) > 1:
         raise ValueError(f"the folders mix presets {presets}; collect one preset at a time")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = study.records(folders)
-    expected = sorted(names) if names is not None else _preset_rows(study, presets[0] if presets else preset)
+    expected = list(names) if names is not None else _preset_rows(study, presets[0] if presets else preset)
     states = _row_states(paths, folders, expected)
     for record in records:  # a dead job's row says "running" in its summary: the job's state knows better
         state = states.get(record["row"])
         if state is not None and state.status in ("running", "pending", "failed") and \
                 not str(record.get("status", "")).startswith(("finished", "diverged")):
             record["status"] = state.status
+    statuses = {r["row"]: r.get("status") for r in records}
     preset_name = presets[0] if presets else (preset or "?")
-    table = write_table(out_dir, records, study.columns, study.table_title(records, preset_name),
+    table = write_table(out_dir, records, study.table_columns(records), study.table_title(records, preset_name),
                         study.findings(records, folders), study.format_cell)
     write_json_atomic(out_dir / "manifest.json", {
         "study": study.name, "preset": preset_name, "minigrad_version": minigrad.__version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "rows": [{"row": r["row"], "folder": r["folder"], "status": r["status"]} for r in records]})
+        "rows": [{"row": f.name, "folder": str(f), "status": statuses.get(f.name) or _folder_status(f)}
+                 for f in folders]})
     figures = []
     for folder in folders:
         if _row_figures_stale(study, folder):
             study.draw_row_figures(folder)
     figures += [Path(f) for f in study.figures(records, folders, out_dir)]
     return Collected(table, records, figures, list(states.values()))
+
+
+def _folder_status(folder):
+    try:
+        return load_summary(folder).get("status", "missing summary")
+    except (OSError, ValueError):
+        return "missing summary"
 
 
 def _preset_rows(study, preset):

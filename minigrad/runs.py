@@ -42,7 +42,7 @@ DONE_STATUSES = ("finished", "diverged")
 # Settings that may change between a run and its re-run without changing its results: where things are
 # read from or written to, how many threads compute them, and the re-run flags themselves.
 VOLATILE_CONFIG_KEYS = frozenset({"threads", "data_dir", "out", "out_dir", "run_dir", "resume", "download",
-                                  "progress", "verbose"})
+                                  "progress", "verbose", "keep_checkpoints"})
 
 
 _UMASK = os.umask(0)  # read the process umask once (the only way is to set it) and put it back
