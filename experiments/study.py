@@ -444,6 +444,17 @@ def _check_out(parser, out):
         parser.error(f"--out {out}: cannot write there (permission denied on {existing})")
 
 
+def _make_out(out):
+    """Create --out and check a file can be written in it (a read-only disk, a full one): SetupError if not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SetupError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+
+
 def parse_args(study, argv=None):
     """Parse and validate the command line (an argparse error, exit 2, for anything wrong)."""
     parser = build_parser(study)
@@ -525,6 +536,7 @@ def run_here(study, rows, args):
             if is_setup_error(error):
                 raise SetupError(str(error)) from None
             raise
+    _make_out(Path(args.out))
     failed = 0
     with study.running(args, rows):
         failed = _run_rows(study, rows, args)
