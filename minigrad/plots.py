@@ -289,13 +289,24 @@ def main(argv=None):
         out = run_dirs[0]
     else:
         out = Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out}: is an existing file, not a folder")
     labels = _unique_labels(run_dirs)
-    written = plot_training_curves(dict(zip(labels, run_dirs)), out / "training_curves.png", pdf=args.pdf)
-    with_stats = {label: load_grad_stats(d) for label, d in zip(labels, run_dirs) if (d / "grad_stats.json").is_file()}
-    with_stats = {label: stats for label, stats in with_stats.items() if stats.get("epochs")}  # diverged in epoch 1
-    if with_stats:
-        for epoch in ("first", "last"):
-            written += plot_grad_flow(with_stats, out / f"grad_flow_{epoch}.png", epoch=epoch, pdf=args.pdf)
+    try:
+        written = plot_training_curves(dict(zip(labels, run_dirs)), out / "training_curves.png", pdf=args.pdf)
+        with_stats = {label: load_grad_stats(d) for label, d in zip(labels, run_dirs)
+                      if (d / "grad_stats.json").is_file()}
+        with_stats = {label: stats for label, stats in with_stats.items() if stats.get("epochs")}  # diverged in epoch 1
+        if with_stats:
+            for epoch in ("first", "last"):
+                written += plot_grad_flow(with_stats, out / f"grad_flow_{epoch}.png", epoch=epoch, pdf=args.pdf)
+            written += plot_grad_flow_epochs(with_stats, out / "grad_flow_epochs.png", pdf=args.pdf)
+    except OSError as error:
+        print(f"error: cannot write the figures to {out}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a metrics or statistics file that cannot be read
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for path in written:
         print(path)
     return 0
