@@ -157,6 +157,28 @@ def test_resnet_bn_rows_as_local_jobs_then_collected(data, tmp_path, capsys):
     assert len(rows_line) == 1 and not re.search(r"failed|missing|running|pending", rows_line[0]), rows_line
 
 
+@pytest.mark.parametrize("command, flags, rows", [
+    ("gsc", ["--preset", "quick", "--datasets", "2", "--points", "64", "--depth", "4", "--arch", "ReLU", "SeLU"],
+     ["ReLU", "SeLU"]),
+    ("init", ["--depth", "4", "--width", "16", "--batch", "16", "--activations", "relu", "--inits", "he_normal",
+              "normal_1"], ["relu-he_normal", "relu-normal_1"]),
+])
+def test_measurement_studies_as_local_jobs_then_collected(data, tmp_path, capsys, command, flags, rows):
+    """The GSC and init studies take --launcher and --collect from the machinery too."""
+    import importlib
+    module = importlib.import_module(f"experiments.{command}")
+    out = tmp_path / command
+    assert module.main(flags + ["--out", str(out), "--no-progress", "--launcher", "local", "--cpus-per-job", "1",
+                                "--max-parallel", "2"]) == 0
+    for row in rows:
+        assert load_summary(out / row)["status"] == "finished" and own_record(out, row)["threads"] == 1
+    table = tmp_path / "table"
+    assert module.main(["--collect", str(out), "--out", str(table)]) == 0
+    assert (table / "results.csv").read_text().count("\n") == 1 + len(rows)
+    manifest = json.loads((table / "manifest.json").read_text())
+    assert sorted((r["row"], r["status"]) for r in manifest["rows"]) == sorted((row, "finished") for row in rows)
+
+
 def test_local_row_interrupted_by_a_signal_is_requeued_and_ends_as_an_uninterrupted_one(data, tmp_path, capsys):
     """SIGUSR2 (what SLURM sends before a time limit or on preemption) to a running row's process."""
     outs = {which: tmp_path / which for which in ("interrupted", "reference")}
