@@ -77,8 +77,10 @@ def _backward_group(task, x, grad_output, weight, mean, invstd, grad_input, sum_
         sum_g_xhat[n, g, j] = sgc * inv
         total_h += weight[g, j] * sg
         total_h_centred += weight[g, j] * sgc
-    a = x.dtype.type(inv * total_h / count)                    # invstd * mean(g')
-    b = x.dtype.type(inv * inv * inv * total_h_centred / count)  # invstd * x_hat * mean(g' x_hat) / (x - mean)
+    # dx = k g - a - (x - mean) b:  k = gamma invstd,  a = invstd mean(g'),
+    # and invstd x_hat mean(g' x_hat) = (x - mean) invstd^3 total_h_centred / count, so b is that factor.
+    a = x.dtype.type(inv * total_h / count)
+    b = x.dtype.type(inv * inv * inv * total_h_centred / count)
     hi = x.dtype.type(mu)
     lo = x.dtype.type(mu - hi)
     for j in range(per_group):
