@@ -104,7 +104,7 @@ def test_threaded_kernel_matches_reference(dtype, groups, rng):
     assert x.size >= SERIAL_BELOW
     g = rng.standard_normal(x.shape).astype(dtype)
     layer = randomise(nn.GroupNorm(groups, 16), 5).to(dtype)
-    y, dx = layer(x), None
+    y = layer(x)
     dx = layer.backward(g)
     assert y.dtype == dx.dtype == dtype
     x64, g64 = x.astype(np.float64), g.astype(np.float64)
@@ -339,7 +339,8 @@ def test_load_state_dict_and_reset(rng):
     assert np.all(gn.weight.data == 1) and np.all(gn.bias.data == 0)
 
 
-@pytest.mark.parametrize("make", [lambda: nn.GroupNorm(2, 4), lambda: nn.InstanceNorm2d(4, affine=True, track_running_stats=True)])
+@pytest.mark.parametrize("make", [lambda: nn.GroupNorm(2, 4),
+                                  lambda: nn.InstanceNorm2d(4, affine=True, track_running_stats=True)])
 def test_dtypes_and_input_not_mutated(make, rng):
     layer = make()
     x = rng.standard_normal((3, 4, 3, 2)).astype(np.float32)
@@ -479,11 +480,18 @@ def _torch_pair(torch, ours, ref_layer):
 
 
 def _compare(torch, ours, ref_layer, x, g, tol):
+    """Output, input and parameter gradients of ``ours`` and PyTorch's ``ref_layer`` on (x, g).
+
+    dx is a difference of terms of size invstd * |g| (with 2 or 3 values per group they nearly cancel), so
+    its absolute tolerance scales with that size: in float32 PyTorch's own error reaches ~3e-6 of it.
+    """
     xt = torch.from_numpy(x).requires_grad_()
     yt = ref_layer(xt)
     yt.backward(torch.from_numpy(g))
     np.testing.assert_allclose(ours(x), yt.detach().numpy(), **tol)
-    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), **tol)
+    term_size = float(np.max(ours.saved.invstd, initial=0) * np.max(np.abs(g), initial=0))
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=tol["rtol"],
+                               atol=tol["atol"] * max(1.0, term_size))
     for name in ("weight", "bias"):
         if getattr(ours, name) is not None:
             np.testing.assert_allclose(getattr(ours, name).grad, getattr(ref_layer, name).grad.numpy(),
