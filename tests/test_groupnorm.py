@@ -590,3 +590,32 @@ def test_the_one_intended_difference_from_torch():
     assert torch.nn.GroupNorm(2, 4, affine=False)(torch.from_numpy(x)).shape == (2, 6, 3)
     with pytest.raises(ValueError, match="GroupNorm"):
         nn.GroupNorm(2, 4, affine=False)(x)
+
+
+@pytest.mark.parametrize("norm, batch, steps", [("group", 2, 150), ("group", 32, 60), ("instance", 32, 150)])
+def test_a_small_cnn_learns_with_it(norm, batch, steps):
+    """End to end, at the smallest and largest batch of the normalisation study: the training loss of a
+    small CNN on a toy task (horizontal or vertical stripes, which survive per-image normalisation) falls
+    to under half its start (measured: GroupNorm 0.77 -> 0.17 at batch 2, 0.68 -> 0.03 at batch 32;
+    InstanceNorm, slower on 8x8 images, 0.68 -> 0.10 at batch 32)."""
+    import minigrad
+    from minigrad import optim
+
+    minigrad.manual_seed(0)
+    make = (lambda c: nn.GroupNorm(4, c)) if norm == "group" else (lambda c: nn.InstanceNorm2d(c, affine=True))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), make(8), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), make(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 2))
+    crit, opt = nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        y = rng.integers(0, 2, batch)
+        stripes = np.where(y[:, None, None] == 1, np.arange(8)[:, None] % 2, np.arange(8)[None, :] % 2) * 2.0
+        x = (rng.standard_normal((batch, 3, 8, 8)) + stripes[:, None]).astype(np.float32)
+        opt.zero_grad()
+        losses.append(crit(model(x), y))
+        model.backward(crit.backward())
+        opt.step()
+    k = steps // 5
+    assert np.mean(losses[-k:]) < 0.5 * np.mean(losses[:k]), losses
