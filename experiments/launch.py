@@ -404,7 +404,7 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
     """
     out_dir = Path(args.out).absolute()
     try:
-        function_path = _function_path(function)
+        function_path = function if isinstance(function, str) else _function_path(function)
         options = options or LaunchOptions.from_args(args)
         import_submitit(options.launcher)
         limits = partition_limits(options.partition) if options.launcher == "slurm" else None
@@ -412,7 +412,7 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
         _check_preset(out_dir, getattr(args, "preset", None))
         todo, reused = _check_rows(rows, out_dir, args.resume)
         if todo:
-            _check_data([config for _, config in todo], args.data_dir, args.download)
+            check_data([config for _, config in todo], args.data_dir, args.download)
             executor = make_executor(options, out_dir / JOBS_FOLDER)
     except (LauncherError, RunDirError, FileNotFoundError, ValueError, OSError) as error:
         _error(error)
@@ -422,8 +422,8 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
         return LaunchResult(0, waited=options.launcher == "local", reused=reused)
     row_kwargs = {"data_dir": str(Path(args.data_dir).absolute()) if args.data_dir else None,
                   "download": bool(args.download)}
-    jobs = [RowJob(function_path, name, config, out_dir, row_kwargs, options.cpus_per_job, resume=True)
-            for name, config in todo]
+    jobs = [RowJob(function_path, name, config, out_dir, dict(row_kwargs, row=name), options.cpus_per_job,
+                   resume=True) for name, config in todo]
     # resume=True in the job is safe: _check_rows already refused unfinished rows without --resume, so
     # what a job may find is its own folder, or a folder this same submission was asked to continue.
     module = function_path.split(":")[0]
@@ -473,7 +473,7 @@ def _check_preset(out_dir, preset):
                             f"not {preset!r}; choose another --out")
 
 
-def _check_data(configs, data_dir, download):
+def check_data(configs, data_dir, download):
     """Find each CIFAR dataset the rows read (download it once here, not in every job)."""
     names = sorted({c.get("dataset") for c in configs if c.get("dataset") in ("cifar10", "cifar100")})
     if not names:

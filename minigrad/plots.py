@@ -5,6 +5,8 @@
 - ``plot_grad_flow(runs, path, epoch="first")``: mean |grad| of each weight tensor in forward order,
   one line per run, log y by default (the course's gradient-flow plot, SOURCE-NOTES A.6: weights only,
   biases out, BN weight in; by default the gradient of the epoch's last training batch).
+- ``plot_grad_flow_epochs(runs, path)``: the same for every epoch of each run, one panel per run, one
+  line per epoch coloured by epoch (the report's Figures 2, 3 and 5, which the course draws epoch by epoch).
 
 Command line, to redraw a run's figures from its metrics.csv and grad_stats.json::
 
@@ -24,7 +26,8 @@ from matplotlib.figure import Figure
 
 from .runs import load_grad_stats, load_metrics
 
-__all__ = ["plot_training_curves", "plot_grad_flow", "grad_flow_values", "default_param_filter", "main"]
+__all__ = ["plot_training_curves", "plot_grad_flow", "plot_grad_flow_epochs", "grad_flow_values",
+           "default_param_filter", "main"]
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -217,6 +220,52 @@ def plot_grad_flow(runs_or_stats, path, epoch="first", log=True, param_filter=No
     return _save(fig, path, pdf)
 
 
+def plot_grad_flow_epochs(runs, path, which="last_batch", stat="mean_abs", param_filter=None, title=None,
+                          pdf=False):
+    """Mean |grad| per layer at every epoch: one panel per run, one line per epoch coloured by epoch.
+
+    ``runs``: a run folder, a list of them, or a mapping ``label -> run folder | grad_stats dict``.
+    Log y axis shared by the panels (so a shallow and a deep run compare at a glance), layer names
+    along each panel's x axis (input left), a colour bar for the epoch. ``which``: each epoch's
+    ``"last_batch"`` (the course's plot) or ``"mean"``. Returns the files written.
+    """
+    from matplotlib import cm, colors
+
+    runs = _as_runs(runs)
+    panels = []
+    for label, source in runs:
+        stats = load_grad_stats(source) if isinstance(source, (str, Path)) else source
+        epochs = [e["epoch"] for e in stats.get("epochs", [])]
+        if not epochs:
+            raise ValueError(f"{label}: these gradient statistics hold no finished epoch yet")
+        lines = [(epoch, *grad_flow_values(stats, epoch, which, stat, param_filter)) for epoch in epochs]
+        panels.append((label, lines))
+    last_epoch = max(line[0] for _, lines in panels for line in lines)
+    norm = colors.Normalize(vmin=1, vmax=max(last_epoch, 2))
+    cmap = cm.get_cmap("viridis") if hasattr(cm, "get_cmap") else __import__("matplotlib").colormaps["viridis"]
+    widths = [min(max(4.5, 0.22 * len(lines[0][1]) + 2.0), 14.0) for _, lines in panels]
+    fig = Figure(figsize=(sum(widths) + 1.2, 5.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False, width_ratios=widths)[0]
+    for ax, (label, lines) in zip(axes, panels):
+        for epoch, names, values in lines:
+            shown = [v if v > 0 else math.nan for v in values]  # log scale cannot show 0
+            ax.plot(range(len(names)), shown, "-", marker="o", markersize=2.5, linewidth=1.1,
+                    color=cmap(norm(epoch)), alpha=0.9)
+        names = lines[0][1]
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=90, fontsize=6 if len(names) > 20 else 8)
+        ax.set_yscale("log")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.set_title(f"{label} ({len(lines)} epochs)", fontsize=10)
+        ax.set_xlabel("layer, input (left) to output (right)")
+    quantity = {"mean_abs": "mean |gradient|", "l2": "gradient L2 norm"}.get(stat, stat)
+    axes[0].set_ylabel(f"{quantity} of the weights (log scale)")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="epoch", pad=0.01)
+    batch = "last training batch of each epoch" if which == "last_batch" else "mean over each epoch's batches"
+    fig.suptitle(title or f"Gradient flow at every epoch ({batch})")
+    return _save(fig, path, pdf)
+
+
 def _is_param_stats(d):
     return bool(d) and all(isinstance(v, dict) and "mean_abs" in v for v in d.values())
 
@@ -240,13 +289,24 @@ def main(argv=None):
         out = run_dirs[0]
     else:
         out = Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out}: is an existing file, not a folder")
     labels = _unique_labels(run_dirs)
-    written = plot_training_curves(dict(zip(labels, run_dirs)), out / "training_curves.png", pdf=args.pdf)
-    with_stats = {label: load_grad_stats(d) for label, d in zip(labels, run_dirs) if (d / "grad_stats.json").is_file()}
-    with_stats = {label: stats for label, stats in with_stats.items() if stats.get("epochs")}  # diverged in epoch 1
-    if with_stats:
-        for epoch in ("first", "last"):
-            written += plot_grad_flow(with_stats, out / f"grad_flow_{epoch}.png", epoch=epoch, pdf=args.pdf)
+    try:
+        written = plot_training_curves(dict(zip(labels, run_dirs)), out / "training_curves.png", pdf=args.pdf)
+        with_stats = {label: load_grad_stats(d) for label, d in zip(labels, run_dirs)
+                      if (d / "grad_stats.json").is_file()}
+        with_stats = {label: stats for label, stats in with_stats.items() if stats.get("epochs")}  # diverged in epoch 1
+        if with_stats:
+            for epoch in ("first", "last"):
+                written += plot_grad_flow(with_stats, out / f"grad_flow_{epoch}.png", epoch=epoch, pdf=args.pdf)
+            written += plot_grad_flow_epochs(with_stats, out / "grad_flow_epochs.png", pdf=args.pdf)
+    except OSError as error:
+        print(f"error: cannot write the figures to {out}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a metrics or statistics file that cannot be read
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for path in written:
         print(path)
     return 0

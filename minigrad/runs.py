@@ -42,7 +42,7 @@ DONE_STATUSES = ("finished", "diverged")
 # Settings that may change between a run and its re-run without changing its results: where things are
 # read from or written to, how many threads compute them, and the re-run flags themselves.
 VOLATILE_CONFIG_KEYS = frozenset({"threads", "data_dir", "out", "out_dir", "run_dir", "resume", "download",
-                                  "progress", "verbose"})
+                                  "progress", "verbose", "keep_checkpoints"})
 
 
 _UMASK = os.umask(0)  # read the process umask once (the only way is to set it) and put it back
@@ -139,15 +139,21 @@ def _format_number(value):
 
 
 def write_metrics(path, rows):
-    """Rewrite metrics.csv atomically from ``rows`` (dicts with ``METRICS_FIELDS`` keys, one per epoch)."""
+    """Rewrite metrics.csv atomically from ``rows`` (dicts with ``METRICS_FIELDS`` keys, one per epoch).
+
+    Keys beyond ``METRICS_FIELDS`` (values a Trainer callback added) follow as more columns, in the order
+    they first appear; a row without one, or with None, leaves its cell empty.
+    """
+    extra = list(dict.fromkeys(key for row in rows for key in row if key not in METRICS_FIELDS))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(METRICS_FIELDS)
+    writer.writerow(METRICS_FIELDS + tuple(extra))
     for row in rows:
         missing = [key for key in METRICS_FIELDS if key not in row]
         if missing:
             raise KeyError(f"metrics row for epoch {row.get('epoch')} lacks {missing}")
-        writer.writerow([str(int(row["epoch"]))] + [_format_number(row[key]) for key in METRICS_FIELDS[1:]])
+        writer.writerow([str(int(row["epoch"]))] + [_format_number(row[key]) for key in METRICS_FIELDS[1:]]
+                        + ["" if row.get(key) is None else _format_number(row[key]) for key in extra])
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -157,7 +163,8 @@ def _metrics_path(run_dir_or_file):
 
 
 def load_metrics(run_dir_or_file):
-    """metrics.csv as a list of dicts: ``epoch`` an int, every other column a float."""
+    """metrics.csv as a list of dicts: ``epoch`` an int, every other column a float (an empty cell of a
+    callback's column: None)."""
     path = _metrics_path(run_dir_or_file)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -166,7 +173,8 @@ def load_metrics(run_dir_or_file):
         rows = []
         for line_number, raw in enumerate(reader, start=2):
             try:
-                rows.append({key: int(value) if key == "epoch" else float(value) for key, value in raw.items()})
+                rows.append({key: int(value) if key == "epoch" else None if value == "" and key not in METRICS_FIELDS
+                             else float(value) for key, value in raw.items()})
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}, line {line_number}: cannot read {raw}: {error}") from None
     return rows

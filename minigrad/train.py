@@ -26,6 +26,11 @@ after its own ``minigrad.manual_seed(seed)``, not from whatever state a previous
 
 Divergence (a NaN or infinite loss) stops the run without raising: summary status ``"diverged"`` with the
 epoch and batch, the metrics so far kept, the last good checkpoint untouched (DECISIONS 16).
+
+Callbacks extend the loop without touching it (``Trainer(..., callbacks=[...])``; see ``Callback`` for the
+hooks): a measurement at the end of every epoch, a live plot, an event log. A callback's values can join
+the epoch's metrics row, and its state is saved in the latest checkpoint and restored on resume, so a
+killed-and-resumed run with callbacks still ends as an uninterrupted one.
 """
 import math
 import time
@@ -47,7 +52,7 @@ from .runs import (
     write_json_atomic, write_metrics,
 )
 
-__all__ = ["Trainer", "TrainResult", "evaluate"]
+__all__ = ["Trainer", "TrainResult", "Callback", "evaluate"]
 
 
 @dataclass
@@ -84,6 +89,53 @@ def evaluate(model, criterion, loader, rng):
     return total_loss / count, correct / count, count
 
 
+class Callback:
+    """Base class of the Trainer's callbacks: override the hooks you need (each does nothing here).
+
+    The hooks, in the order a run calls them::
+
+        on_fit_start(trainer, start_epoch)        before the first epoch this fit() runs: 1 for a fresh run,
+                                                  the epoch after the checkpoint on resume (the model, optimiser
+                                                  and this callback's state are restored by then)
+        on_batch_end(trainer, epoch, batch, logs) after each optimiser step (batch counts from 1), before the
+                                                  gradients are zeroed: ``p.grad`` still holds this batch's
+                                                  gradients. ``logs``: ``loss`` (this batch's), ``batch_size``,
+                                                  ``correct``, ``lr`` (the lr of this step), ``step`` (optimiser
+                                                  steps since the run began: (epoch - 1) * len(train) + batch)
+        on_epoch_end(trainer, epoch, metrics)     after validation and the scheduler step, before the epoch is
+                                                  saved; ``metrics`` is the epoch's row (epoch, train_loss,
+                                                  train_acc, val_loss, val_acc, lr, seconds). Return a dict to
+                                                  add values (numbers) to that row and to metrics.csv
+        on_fit_end(trainer, result)               once the run has finished or diverged (``TrainResult``)
+
+    ``state_dict()`` (a tree of dicts, lists, numbers, strings and arrays) is saved with the latest checkpoint
+    of every epoch, under ``state_key`` (default: the class name), and handed back to ``load_state_dict``
+    on resume. ``trainer.model``, ``trainer.optimizer``, ``trainer.run_dir``, ``trainer.history`` (the
+    metrics rows so far) are there to read. A callback must not consume the training randomness (draw from
+    its own generator), so adding one never changes the run's numbers.
+    """
+
+    state_key = None
+
+    def on_fit_start(self, trainer, start_epoch):
+        pass
+
+    def on_batch_end(self, trainer, epoch, batch, logs):
+        pass
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        return None
+
+    def on_fit_end(self, trainer, result):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
 class Trainer:
     """Train ``model`` for ``epochs`` epochs, keeping everything in ``run_dir``.
 
@@ -95,11 +147,12 @@ class Trainer:
     ``config``: the run's settings, written to config.json (or checked against it when present).
     ``progress``: tqdm bars (epochs, and batches with running loss/accuracy); ``log``: where the one-line
     epoch summaries go (default ``tqdm.write``, i.e. stdout); ``plots``: draw the run's figures at the end.
+    ``callbacks``: ``Callback`` instances, called in the order given.
     """
 
     def __init__(self, model, criterion, optimizer, train_loader, val_loader, *, epochs, run_dir,
                  scheduler=None, test_loader=None, seed=0, scheduler_interval="epoch", config=None,
-                 progress=True, log=None, plots=True):
+                 progress=True, log=None, plots=True, callbacks=()):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"Trainer: epochs must be a positive int, got {epochs!r}")
         if scheduler_interval not in ("epoch", "iteration"):
@@ -109,6 +162,13 @@ class Trainer:
         for name, loader in (("train_loader", train_loader), ("val_loader", val_loader), ("test_loader", test_loader)):
             if loader is not None and not (callable(getattr(loader, "epoch", None)) and hasattr(loader, "__len__")):
                 raise TypeError(f"Trainer: {name} needs an epoch(rng) method and len(), got {type(loader).__name__}")
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"Trainer: callbacks must be Callback instances, got {type(callback).__name__}")
+        keys = [self._callback_key(c) for c in self.callbacks]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"Trainer: two callbacks share a state_key ({keys}); give each its own")
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
         self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
         self.epochs, self.seed, self.scheduler_interval = epochs, int(seed), scheduler_interval
@@ -138,14 +198,16 @@ class Trainer:
             if start == 1:
                 write_metrics(self.run_dir / "metrics.csv", [])  # the header, even if epoch 1 diverges
             self._write_summary("running")
+            for callback in self.callbacks:
+                callback.on_fit_start(self, start)
             epochs_bar = tqdm(range(start, self.epochs + 1), desc="epochs", initial=start - 1,
                               total=self.epochs, disable=not self.progress)
             for epoch in epochs_bar:
                 divergence = self._run_epoch(epoch)
                 if divergence:
                     epochs_bar.close()
-                    return self._stop_diverged(divergence)
-            return self._finish()
+                    return self._end(self._stop_diverged(divergence))
+            return self._end(self._finish())
         except Exception as error:
             self._write_summary("failed", error=f"{type(error).__name__}: {error}")
             raise
@@ -168,6 +230,8 @@ class Trainer:
                 self.scheduler.step()
         row = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": val_loss,
                "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - started}
+        for callback in self.callbacks:
+            row.update(self._callback_values(callback, callback.on_epoch_end(self, epoch, dict(row)), row))
         self.history.append(row)
         self.grad_stats["epochs"].append({"epoch": epoch, "mean": train["grad_mean"], "last_batch": train["grad_last"]})
         improved = self.best["val_acc"] is None or val_acc > self.best["val_acc"]  # strict: ties keep the earlier
@@ -199,12 +263,19 @@ class Trainer:
             grad_sum = _add_stats(grad_sum, grad_last)
             if self.grad_stats["first_batch"] is None:
                 self.grad_stats["first_batch"] = grad_last
+            step_lr = self._lr()
             optimizer.step()
+            right = int((np.argmax(logits, axis=1) == y).sum())
+            if self.callbacks:
+                logs = {"loss": loss, "batch_size": len(y), "correct": right, "lr": step_lr,
+                        "step": (epoch - 1) * len(self.train_loader) + batch}
+                for callback in self.callbacks:
+                    callback.on_batch_end(self, epoch, batch, logs)
             optimizer.zero_grad()
             if self.scheduler is not None and self.scheduler_interval == "iteration":
                 self.scheduler.step()
             total_loss += loss * len(y)
-            correct += int((np.argmax(logits, axis=1) == y).sum())
+            correct += right
             count += len(y)
             batches.set_postfix(loss=f"{total_loss / count:.4f}", acc=f"{correct / count:.4f}", refresh=False)
         if count == 0:
@@ -241,7 +312,8 @@ class Trainer:
             save_checkpoint(self.checkpoint_dir, "best", capture_state(self.model, extra={"epoch": epoch, **self.best}))
         extra = {"epoch": epoch, "history": self.history, "best": self.best,
                  "trainer": {"seed": self.seed, "epochs": self.epochs, "scheduler_interval": self.scheduler_interval},
-                 "config": self.config}
+                 "config": self.config,
+                 "callbacks": {self._callback_key(c): c.state_dict() for c in self.callbacks}}
         save_checkpoint(self.checkpoint_dir, "latest", capture_state(self.model, self.optimizer, self.scheduler, extra))
         self._write_summary("running")
 
@@ -274,6 +346,19 @@ class Trainer:
         if epoch > self.epochs:
             raise RunDirError(f"{source}: the run already trained {epoch} epochs, more than epochs={self.epochs}")
         self.history, self.best = extra["history"], extra["best"]
+        # a callback with state must be there on both sides (stateless ones, e.g. a live plot, may come and go)
+        saved = {key: value for key, value in extra.get("callbacks", {}).items() if value}
+        current = {self._callback_key(c): c for c in self.callbacks}
+        lost = [key for key in saved if key not in current]
+        if lost:
+            raise RunDirError(f"{source}: the run was saved with the callback(s) {lost}, which would lose their "
+                              "state; resume it with the callbacks it started with")
+        for key, callback in current.items():
+            if key in saved:
+                callback.load_state_dict(saved[key])
+            elif callback.state_dict():
+                raise RunDirError(f"{source}: the run was saved without the callback {key!r}; resume it with the "
+                                  "callbacks it started with")
         stats = load_grad_stats(self.run_dir) if (self.run_dir / "grad_stats.json").exists() else {"epochs": []}
         kept = [entry for entry in stats["epochs"] if entry["epoch"] <= epoch]
         if [entry["epoch"] for entry in kept] != list(range(1, epoch + 1)):
@@ -307,6 +392,31 @@ class Trainer:
         summary = self._write_summary("diverged", diverged=divergence)
         self._draw_figures()
         return TrainResult("diverged", self.run_dir, summary)
+
+    def _end(self, result):
+        for callback in self.callbacks:
+            callback.on_fit_end(self, result)
+        return result
+
+    @staticmethod
+    def _callback_key(callback):
+        return callback.state_key or type(callback).__name__
+
+    def _callback_values(self, callback, values, row):
+        """A callback's additions to the metrics row: a dict of numbers (or None) under new keys."""
+        if values is None:
+            return {}
+        if not isinstance(values, dict):
+            raise TypeError(f"{type(callback).__name__}.on_epoch_end must return a dict or None, "
+                            f"got {type(values).__name__}")
+        for key, value in values.items():
+            if key in row:
+                raise ValueError(f"{type(callback).__name__}.on_epoch_end: {key!r} is already in the metrics row")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+                raise TypeError(f"{type(callback).__name__}.on_epoch_end: {key!r} must be a number or None, "
+                                f"got {value!r}")
+        return {key: (None if value is None else value.item() if isinstance(value, np.number) else value)
+                for key, value in values.items()}
 
     def _write_summary(self, status, **more):
         """summary.json: status, best and final figures, parameter count, seconds (sum of the epochs')."""

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import minigrad  # noqa: E402
 from minigrad import nn, optim  # noqa: E402
-from minigrad.train import Trainer  # noqa: E402
+from minigrad.train import Callback, Trainer  # noqa: E402
 
 N_TRAIN, N_VAL, N_TEST, BATCH = 240, 60, 60, 20
 
@@ -74,6 +74,35 @@ class GlobalNoiseMask(nn.Module):
 
     def backward(self, grad_output):
         return grad_output if self.scale is None else grad_output * self.scale
+
+
+class RunningTally(Callback):
+    """A stateful callback: counts every optimiser step of the run and sums the batch losses, and adds to
+    each epoch's metrics the steps so far and the first weight's norm. If its state were not saved and
+    restored, a resumed run would count fewer steps than an uninterrupted one."""
+
+    def __init__(self):
+        self.steps, self.loss_sum, self.fit_starts = 0, 0.0, []
+
+    def on_fit_start(self, trainer, start_epoch):
+        if start_epoch == 1:
+            self.steps, self.loss_sum = 0, 0.0
+        self.fit_starts.append(start_epoch)
+
+    def on_batch_end(self, trainer, epoch, batch, logs):
+        assert logs["step"] == (epoch - 1) * len(trainer.train_loader) + batch
+        self.steps += 1
+        self.loss_sum += logs["loss"] * logs["batch_size"]
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        weight = trainer.model[0].weight.data.astype(np.float64)
+        return {"steps_so_far": self.steps, "loss_sum": self.loss_sum, "weight_norm": float(np.sqrt((weight ** 2).sum()))}
+
+    def state_dict(self):
+        return {"steps": self.steps, "loss_sum": self.loss_sum}
+
+    def load_state_dict(self, state):
+        self.steps, self.loss_sum = state["steps"], state["loss_sum"]
 
 
 def make_data(seed=0):
@@ -131,6 +160,7 @@ def main():
     parser.add_argument("--mark", help="EPOCH:BATCH at which to print MARK and wait to be killed")
     parser.add_argument("--die-before-replace", help="NAME:N")
     parser.add_argument("--die-after-replace", help="NAME:N")
+    parser.add_argument("--callback", action="store_true", help="train with the RunningTally callback")
     args = parser.parse_args()
     hook = None
     if args.mark:
@@ -145,7 +175,8 @@ def main():
         if option:
             name, count = option.rsplit(":", 1)
             _die_on_replace(name, int(count), before)
-    result = build_trainer(args.run_dir, hook=hook).fit(resume=args.resume)
+    callbacks = [RunningTally()] if args.callback else []
+    result = build_trainer(args.run_dir, hook=hook, callbacks=callbacks).fit(resume=args.resume)
     print("STATUS", result.status, flush=True)
 
 

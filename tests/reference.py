@@ -164,3 +164,46 @@ def adaptive_avg_pool2d(x, output_size):
             s0, s1 = math.floor(j * width / w_out), math.ceil((j + 1) * width / w_out)
             y[:, :, i, j] = x[:, :, r0:r1, s0:s1].reshape(n, c, -1).mean(axis=2)
     return y
+
+
+def group_norm(x, num_groups, weight, bias, eps):
+    """GroupNorm by the textbook formula, one (sample, group) at a time: returns y, mean, var (biased),
+    the last two of shape (N, G). ``weight``/``bias`` per channel (None: ones/zeros)."""
+    n, c = x.shape[:2]
+    per = c // num_groups
+    weight = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    bias = np.zeros(c) if bias is None else np.asarray(bias, np.float64)
+    y = np.empty(x.shape)
+    mean, var = np.empty((n, num_groups)), np.empty((n, num_groups))
+    for b in range(n):
+        for g in range(num_groups):
+            block = x[b, g * per:(g + 1) * per].astype(np.float64)
+            mean[b, g] = block.sum() / block.size
+            var[b, g] = ((block - mean[b, g]) ** 2).sum() / block.size
+            xhat = (block - mean[b, g]) / math.sqrt(var[b, g] + eps)
+            for j in range(per):
+                y[b, g * per + j] = xhat[j] * weight[g * per + j] + bias[g * per + j]
+    return y, mean, var
+
+
+def group_norm_backward(x, num_groups, weight, grad_output, eps):
+    """(dx, dgamma, dbeta) of ``group_norm``: per group dx = invstd * (g' - mean(g') - xhat * mean(g' xhat)),
+    g' = g * gamma[c]; dgamma[c] = sum g * xhat, dbeta[c] = sum g (over samples and positions)."""
+    n, c = x.shape[:2]
+    per = c // num_groups
+    weight = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+    dx = np.empty(x.shape)
+    dgamma, dbeta = np.zeros(c), np.zeros(c)
+    for b in range(n):
+        for g in range(num_groups):
+            block = x[b, g * per:(g + 1) * per].astype(np.float64)
+            gout = grad_output[b, g * per:(g + 1) * per].astype(np.float64)
+            invstd = 1 / math.sqrt(((block - block.mean()) ** 2).mean() + eps)
+            xhat = (block - block.mean()) * invstd
+            gamma = weight[g * per:(g + 1) * per].reshape((per,) + (1,) * (x.ndim - 2))
+            h = gout * gamma
+            dx[b, g * per:(g + 1) * per] = invstd * (h - h.mean() - xhat * (h * xhat).mean())
+            for j in range(per):
+                dgamma[g * per + j] += (gout[j] * xhat[j]).sum()
+                dbeta[g * per + j] += gout[j].sum()
+    return dx, dgamma, dbeta

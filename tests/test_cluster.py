@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from fake_cifar import make_fake_cifar
 
-from experiments import common, launch, vgg_depth
+from experiments import launch, study, vgg_depth
+from experiments.study import row_name
 from minigrad.runs import load_metrics, load_summary
 
 REPO = Path(__file__).resolve().parent.parent
+JOB = study.job_function(vgg_depth.STUDY)  # "experiments.vgg_depth:STUDY.run_row_job"
 pytest.importorskip("submitit", reason='the cluster tests need submitit: pip install -e ".[test]"')
 
 
@@ -32,7 +34,8 @@ def fake_cifar(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     make_fake_cifar(folder, "cifar10", n_train=200, n_test=30)
     args = study_args(folder, tmp_path_factory.mktemp("warm"), "none", epochs=1)
-    vgg_depth.run_row(vgg_depth.row_config(args, "VGG08", 1e-3), args.out, data_dir=folder, progress=False)
+    vgg_depth.STUDY.run_row_job(vgg_depth.STUDY.row_config(args, "VGG08", 1e-3), args.out, row="VGG08-lr1e-3",
+                                data_dir=folder, progress=False)
     return folder
 
 
@@ -51,11 +54,11 @@ def study_flags(data, out, launcher, *extra, epochs=2, cpus=1):
 
 
 def study_args(*flags, **kwargs):
-    return vgg_depth.build_parser().parse_args(study_flags(*flags, **kwargs))
+    return study.parse_args(vgg_depth.STUDY, study_flags(*flags, **kwargs))[1]
 
 
 def rows_of(args, *models_lrs):
-    return [(common.row_name(m, lr), vgg_depth.row_config(args, m, lr)) for m, lr in models_lrs]
+    return [(row_name(m, lr), vgg_depth.STUDY.row_config(args, m, lr)) for m, lr in models_lrs]
 
 
 def wait_for(predicate, timeout, what):
@@ -106,7 +109,7 @@ def test_local_rows_run_collect_and_a_failing_row_is_reported(data, tmp_path, ca
     args = study_args(data, out, "local", "--max-parallel", "3")
     # VGG09 is no VGG depth (8 + 6k): that row fails inside its job, after submission
     rows = rows_of(args, ("VGG08", 1e-3), ("VGG08", 1e-2), ("VGG09", 1e-3))
-    result = launch.launch_rows(vgg_depth.run_row, rows, args, study="vgg_depth", poll_s=0.2)
+    result = launch.launch_rows(JOB, rows, args, study="vgg_depth", poll_s=0.2)
     printed = capsys.readouterr().out
     assert result.code == 1 and result.waited and [e["row"] for e in result.submitted] == [n for n, _ in rows]
     for entry in result.submitted:
@@ -132,7 +135,7 @@ def test_local_rows_run_collect_and_a_failing_row_is_reported(data, tmp_path, ca
     assert re.search(r"missing\s+VGG38-lr1e-3", printed)
 
     # a second submission reuses the finished rows: nothing is submitted
-    assert launch.launch_rows(vgg_depth.run_row, rows[:2], args, study="vgg_depth").code == 0
+    assert launch.launch_rows(JOB, rows[:2], args, study="vgg_depth").code == 0
     assert "reusing" in capsys.readouterr().out and len(json.loads((out / "jobs.json").read_text())["rows"]) == 3
 
 
@@ -154,6 +157,28 @@ def test_resnet_bn_rows_as_local_jobs_then_collected(data, tmp_path, capsys):
     assert len(rows_line) == 1 and not re.search(r"failed|missing|running|pending", rows_line[0]), rows_line
 
 
+@pytest.mark.parametrize("command, flags, rows", [
+    ("gsc", ["--preset", "quick", "--datasets", "2", "--points", "64", "--depth", "4", "--arch", "ReLU", "SeLU"],
+     ["ReLU", "SeLU"]),
+    ("init", ["--depth", "4", "--width", "16", "--batch", "16", "--activations", "relu", "--inits", "he_normal",
+              "normal_1"], ["relu-he_normal", "relu-normal_1"]),
+])
+def test_measurement_studies_as_local_jobs_then_collected(data, tmp_path, capsys, command, flags, rows):
+    """The GSC and init studies take --launcher and --collect from the machinery too."""
+    import importlib
+    module = importlib.import_module(f"experiments.{command}")
+    out = tmp_path / command
+    assert module.main(flags + ["--out", str(out), "--no-progress", "--launcher", "local", "--cpus-per-job", "1",
+                                "--max-parallel", "2"]) == 0
+    for row in rows:
+        assert load_summary(out / row)["status"] == "finished" and own_record(out, row)["threads"] == 1
+    table = tmp_path / "table"
+    assert module.main(["--collect", str(out), "--out", str(table)]) == 0
+    assert (table / "results.csv").read_text().count("\n") == 1 + len(rows)
+    manifest = json.loads((table / "manifest.json").read_text())
+    assert sorted((r["row"], r["status"]) for r in manifest["rows"]) == sorted((row, "finished") for row in rows)
+
+
 def test_local_row_interrupted_by_a_signal_is_requeued_and_ends_as_an_uninterrupted_one(data, tmp_path, capsys):
     """SIGUSR2 (what SLURM sends before a time limit or on preemption) to a running row's process."""
     outs = {which: tmp_path / which for which in ("interrupted", "reference")}
@@ -164,9 +189,9 @@ def test_local_row_interrupted_by_a_signal_is_requeued_and_ends_as_an_uninterrup
         if which == "reference":  # through the command line, as a user would
             results[which] = vgg_depth.main(flags + ["--model", "VGG08"])
         else:
-            args = vgg_depth.build_parser().parse_args(flags)
+            args = study.parse_args(vgg_depth.STUDY, flags)[1]
             rows = rows_of(args, ("VGG08", 1e-3))
-            results[which] = launch.launch_rows(vgg_depth.run_row, rows, args, poll_s=0.2).code
+            results[which] = launch.launch_rows(JOB, rows, args, poll_s=0.2).code
 
     threads = [threading.Thread(target=submit, args=(which,)) for which in outs]
     for thread in threads:
@@ -200,12 +225,12 @@ def test_submission_refused_before_anything_is_submitted(data, tmp_path, capsys)
     name, config = rows_of(args, ("VGG08", 1e-3))[0]
     (out / name).mkdir(parents=True)
     (out / name / "config.json").write_text(json.dumps({**config, "epochs": 7}))
-    assert launch.launch_rows(vgg_depth.run_row, [(name, config)], args).code == 2
+    assert launch.launch_rows(JOB, [(name, config)], args).code == 2
     assert "epochs: saved 7, given 2" in capsys.readouterr().err
     assert not (out / launch.JOBS_FOLDER).exists() and not (out / launch.JOBS_FILE).exists()
 
     args = study_args(data, tmp_path / "o2", "local", "--dataset", "cifar100")
-    assert launch.launch_rows(vgg_depth.run_row, rows_of(args, ("VGG08", 1e-3)), args).code == 2
+    assert launch.launch_rows(JOB, rows_of(args, ("VGG08", 1e-3)), args).code == 2
     assert "cifar-100-python.tar.gz" in capsys.readouterr().err and not (tmp_path / "o2" / "jobs").exists()
 
     with pytest.raises(launch.LauncherError, match="--cpus-per-job must be a positive"):
@@ -411,7 +436,7 @@ def test_slurm_rows_preempted_requeued_and_collected(slurm_cluster, data, tmp_pa
     for which, models in (("interrupted", [("VGG08", 1e-3)]), ("reference", [("VGG08", 1e-3), ("VGG09", 1e-3)])):
         args = study_args(data, outs[which], "slurm", "--time-limit", "60", "--partition", "debug", "--mem-gb", "1",
                           "--max-parallel", "1", epochs=6)
-        result = launch.launch_rows(vgg_depth.run_row, rows_of(args, *models), args)
+        result = launch.launch_rows(JOB, rows_of(args, *models), args)
         assert result.code == 0 and not result.waited, capsys.readouterr()
         submitted[which] = result.submitted
     printed = capsys.readouterr().out

@@ -37,7 +37,7 @@ def test_tiny_run_writes_table_csv_figures_and_says_where(tmp_path, capsys):
     out = tmp_path / "init"
     assert _run(out) == 0
     printed = capsys.readouterr().out
-    assert printed.strip().splitlines()[-1].startswith("Done in ") and str(out) in printed.splitlines()[-1]
+    assert printed.strip().splitlines()[-1].startswith(f"Everything is in {out}/")
     for name in ("results.md", "results.csv", "curves.csv", "manifest.json", "forward.png", "backward.png"):
         assert (out / name).exists(), name
     for name in ("forward.png", "backward.png"):
@@ -107,16 +107,17 @@ def test_rerun_reuses_rows_and_refuses_other_settings(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [(["--depth", "1"], "--depth must be >= 2"),
                                            (["--threshold", "0.5"], "--threshold must be > 1")])
 def test_bad_settings_stop_with_a_message(tmp_path, capsys, argv, message):
-    assert cli.main(["--out", str(tmp_path / "x"), *argv]) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--out", str(tmp_path / "x"), *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
 def test_list_prints_rows_and_runs_nothing(tmp_path, capsys):
     assert cli.main(["--list", "--train", "--out", str(tmp_path / "x")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("preset quick:") and len(lines) == 1 + 21
-    assert "  relu-he_normal   train-relu-he_normal-lr1e-2" in lines
+    assert lines[0].startswith("preset quick:") and len(lines) == 1 + 2 * 21
+    assert "  relu-he_normal" in lines and "  train-relu-he_normal-lr1e-2" in lines
     assert not (tmp_path / "x").exists()
 
 

@@ -10,7 +10,7 @@ from minigrad.grad_stats import grad_output_stats
 from minigrad.models.resnet import ResNet, build_resnet
 from minigrad.runs import load_metrics, load_summary
 
-from experiments import resnet_bn
+from experiments import resnet_bn, study
 from fake_cifar import make_fake_cifar
 
 # the fake tarball is not the official file: one warning per load (DECISIONS 3), expected here
@@ -160,17 +160,17 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(fake_data, tmp_path
     code, _ = _run(base + ["--out", str(tmp_path / "straight")], capsys)
     assert code == 0
 
-    original = resnet_bn.ProbingTrainer._save_epoch
+    original = resnet_bn.BlockProbe.on_epoch_end
 
-    def crash_in_epoch_2(self, epoch, improved):
+    def crash_in_epoch_2(self, trainer, epoch, metrics):
         if epoch == 2:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, epoch, improved)
+        return original(self, trainer, epoch, metrics)
 
-    monkeypatch.setattr(resnet_bn.ProbingTrainer, "_save_epoch", crash_in_epoch_2)
+    monkeypatch.setattr(resnet_bn.BlockProbe, "on_epoch_end", crash_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         resnet_bn.main(base + ["--out", str(tmp_path / "crashed")])
-    monkeypatch.setattr(resnet_bn.ProbingTrainer, "_save_epoch", original)
+    monkeypatch.setattr(resnet_bn.BlockProbe, "on_epoch_end", original)
     code, captured = _run(base + ["--out", str(tmp_path / "crashed")], capsys)
     assert code == 2 and "--resume" in captured.err  # an unfinished row is never restarted silently
     code, _ = _run(base + ["--out", str(tmp_path / "crashed"), "--resume"], capsys)
@@ -186,17 +186,19 @@ def test_list_and_bad_settings(tmp_path, capsys):
     assert resnet_bn.main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert "Model-1-lr1e-1" in listed and "Model-3-lr1e-1" in listed
-    assert resnet_bn.main(["--epochs", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "--epochs must be >= 1" in capsys.readouterr().err and not (tmp_path / "o").exists()
-    assert resnet_bn.main(["--width", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "--width must be >= 1, got 0" in capsys.readouterr().err
+    for flag in ("--epochs", "--width"):
+        with pytest.raises(SystemExit) as info:
+            resnet_bn.main([flag, "0", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"argument {flag}: expected a positive whole number, got '0'" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_row_config_presets():
-    args = resnet_bn.build_parser().parse_args([])
-    quick = resnet_bn.row_config(args, "Model-2")
+    args = study.parse_args(resnet_bn.STUDY, [])[1]
+    quick = resnet_bn.STUDY.row_config(args, "Model-2")
     assert quick["batch_norm"] and not quick["residual"]
     assert quick["probe_epochs"] == [0, 1, 3] and quick["milestones"] == [2]
     assert (quick["lr"], quick["momentum"], quick["weight_decay"], quick["batch_size"]) == (0.1, 0.9, 1e-4, 128)
-    full = resnet_bn.row_config(resnet_bn.build_parser().parse_args(["--preset", "full"]), "Model-1")
+    full = resnet_bn.STUDY.row_config(study.parse_args(resnet_bn.STUDY, ["--preset", "full"])[1], "Model-1")
     assert full["train_subset"] is None and full["probe_epochs"] == [0, 1, 67, 134, 200]

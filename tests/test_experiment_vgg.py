@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from experiments import vgg_depth
+from experiments import study, vgg_depth
 from minigrad.data import cifar
 from minigrad.runs import load_grad_stats, load_metrics, load_summary
 from fake_cifar import make_fake_cifar
@@ -129,7 +129,7 @@ def test_collect_refuses_mixed_presets(isolated_data, tmp_path, capsys):
     config["preset"] = "full"
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="mix presets"):
-        vgg_depth.collect([out_dir, other], tmp_path / "table")
+        study.collect(vgg_depth.STUDY, [out_dir, other], tmp_path / "table")
     code, out, _ = run(["--collect", str(out_dir), "--out", str(tmp_path / "table2")], capsys)
     assert code == 0 and (tmp_path / "table2" / "results.md").is_file()
 

@@ -19,9 +19,9 @@ from minigrad.checkpoint import CheckpointError, capture_state, load_checkpoint,
 from minigrad.runs import (
     ConfigMismatchError, RunDirError, UnfinishedRunError, load_metrics, load_summary, prepare_run_dir,
 )
-from minigrad.train import Trainer, evaluate
+from minigrad.train import Callback, Trainer, evaluate
 
-from _resume_worker import ArrayLoader, build_model, build_trainer, make_data
+from _resume_worker import ArrayLoader, RunningTally, build_model, build_trainer, make_data
 
 WORKER = Path(__file__).resolve().parent / "_resume_worker.py"
 EPOCHS = 4
@@ -329,3 +329,93 @@ def test_sigkilled_run_resumes_to_identical_metrics(tmp_path, reference, kills):
     assert done.returncode == 0 and "STATUS finished" in done.stdout, done.stderr
     _assert_same_run(run_dir, reference)
     assert not list(run_dir.rglob("*.tmp")) and len(list((run_dir / "checkpoints").glob("latest-*.npz"))) == 1
+
+
+# --------------------------------------------------------------------------------------- callbacks
+class Recorder(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_start(self, trainer, start_epoch):
+        self.calls.append(("fit_start", start_epoch))
+
+    def on_batch_end(self, trainer, epoch, batch, logs):
+        # the gradients of this batch are still there (zeroed after the hooks)
+        grads = sum(float(np.abs(p.grad).sum()) for p in trainer.model.parameters())
+        self.calls.append(("batch_end", epoch, batch, sorted(logs), grads > 0))
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self.calls.append(("epoch_end", epoch, sorted(metrics)))
+        return {"double_val_acc": 2 * metrics["val_acc"], "nothing": None}
+
+    def on_fit_end(self, trainer, result):
+        self.calls.append(("fit_end", result.status))
+
+
+def test_callback_hooks_order_and_metrics_columns(tmp_path, reference):
+    recorder = Recorder()
+    run_dir = tmp_path / "run"
+    build_trainer(run_dir, epochs=EPOCHS, callbacks=[recorder]).fit()
+    batches = 12
+    assert recorder.calls[0] == ("fit_start", 1) and recorder.calls[-1] == ("fit_end", "finished")
+    ends = [c for c in recorder.calls if c[0] == "batch_end"]
+    assert [(c[1], c[2]) for c in ends] == [(e, b) for e in range(1, EPOCHS + 1) for b in range(1, batches + 1)]
+    assert all(c[3] == ["batch_size", "correct", "loss", "lr", "step"] and c[4] for c in ends)
+    epoch_ends = [c for c in recorder.calls if c[0] == "epoch_end"]
+    assert [c[1] for c in epoch_ends] == list(range(1, EPOCHS + 1))
+    assert epoch_ends[0][2] == sorted(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"])
+    metrics = load_metrics(run_dir)
+    assert list(metrics[0])[-2:] == ["double_val_acc", "nothing"]
+    assert all(row["double_val_acc"] == 2 * row["val_acc"] and row["nothing"] is None for row in metrics)
+    # a callback that only reads leaves the run's numbers as they are
+    assert [{k: v for k, v in row.items() if k in ("train_loss", "val_loss", "val_acc")} for row in metrics] == \
+        [{k: v for k, v in row.items() if k in ("train_loss", "val_loss", "val_acc")} for row in load_metrics(reference)]
+
+
+def test_callback_state_is_checkpointed_and_restored(tmp_path):
+    def hook(call, batch):
+        if (call, batch) == (3, 5):
+            raise KeyboardInterrupt
+
+    whole = tmp_path / "whole"
+    build_trainer(whole, epochs=EPOCHS, callbacks=[RunningTally()]).fit()
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        build_trainer(run_dir, epochs=EPOCHS, hook=hook, callbacks=[RunningTally()]).fit()
+    tally = RunningTally()
+    build_trainer(run_dir, epochs=EPOCHS, callbacks=[tally]).fit(resume=True)
+    assert tally.fit_starts == [3]  # epochs 1-2 were checkpointed; the interrupted epoch 3 is redone
+    assert _comparable_metrics(run_dir) == _comparable_metrics(whole)
+    assert load_metrics(run_dir)[-1]["steps_so_far"] == EPOCHS * 12
+    # a run saved with a callback does not resume without it (its state would be lost)
+    with pytest.raises(KeyboardInterrupt):
+        build_trainer(tmp_path / "other", epochs=EPOCHS, hook=hook, callbacks=[RunningTally()]).fit()
+    with pytest.raises(RunDirError, match="RunningTally"):
+        build_trainer(tmp_path / "other", epochs=EPOCHS).fit(resume=True)
+
+
+def test_sigkilled_run_with_a_callback_resumes_exactly(tmp_path):
+    whole = tmp_path / "whole"
+    assert _run_worker(whole, "--callback").returncode == 0
+    run_dir = tmp_path / "run"
+    process = _run_worker(run_dir, "--callback", "--mark", "3:5", kill_at_mark=True)
+    assert process.returncode == -signal.SIGKILL
+    done = _run_worker(run_dir, "--callback", "--resume")
+    assert done.returncode == 0 and "STATUS finished" in done.stdout, done.stderr
+    _assert_same_run(run_dir, whole)
+    assert load_metrics(run_dir)[-1]["steps_so_far"] == EPOCHS * 12
+
+
+def test_callback_refusals(tmp_path):
+    with pytest.raises(TypeError, match="Callback instances"):
+        build_trainer(tmp_path / "a", callbacks=[lambda *a: None])
+    with pytest.raises(ValueError, match="state_key"):
+        build_trainer(tmp_path / "b", callbacks=[RunningTally(), RunningTally()])
+
+    class Clash(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            return {"val_acc": 1.0}
+
+    with pytest.raises(ValueError, match="already in the metrics row"):
+        build_trainer(tmp_path / "c", epochs=1, callbacks=[Clash()]).fit()
+    assert load_summary(tmp_path / "c")["status"] == "failed"

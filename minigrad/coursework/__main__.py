@@ -8,13 +8,36 @@ from .grader import grade, report_markdown, write_gradescope, write_report
 from .handout import HandoutError, make_handout
 
 
+def _positive(kind, what):
+    """argparse type: a number of ``kind`` above 0."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value > 0 or value != value:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return convert
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m minigrad.coursework", description=coursework.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="show the assignments and their graded items")
     make = sub.add_parser("make", help="write the student package of one assignment")
-    make.add_argument("name", help=f"the assignment: {', '.join(ASSIGNMENTS)}")
+    make.add_argument("name", choices=list(ASSIGNMENTS), help=f"the assignment: {', '.join(ASSIGNMENTS)}")
     make.add_argument("--out", required=True, help="a new (or empty) folder for the handout")
     g = sub.add_parser("grade", help="grade a submission folder (a completed handout)")
     g.add_argument("dir", help="the submission: a folder holding minigrad/")
@@ -22,16 +45,29 @@ def build_parser():
                                         "every item, e.g. on a copy of the library to check the kit against it")
     g.add_argument("--json", help="write Gradescope's results.json here")
     g.add_argument("--report", help="write the Markdown report here (default: print it)")
-    g.add_argument("--seed", type=int, help="seed of the hidden cases (default: drawn now, and reported)")
-    g.add_argument("--timeout", type=float, default=60.0, help="wall-clock seconds per item (default 60)")
-    g.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per item (default 4)")
-    g.add_argument("--jobs", type=int, default=2, help="items graded at once (default 2)")
+    g.add_argument("--seed", type=_seed, help="seed of the hidden cases (default: drawn now, and reported)")
+    g.add_argument("--timeout", type=_positive(float, "a positive number of seconds"), default=60.0,
+                   help="wall-clock seconds per item (default 60)")
+    g.add_argument("--memory-gb", type=_positive(float, "a positive number of GB"), default=4.0,
+                   help="address-space limit per item (default 4)")
+    g.add_argument("--jobs", type=_positive(int, "a positive whole number"), default=2,
+                   help="items graded at once (default 2)")
     g.add_argument("--jit", action="store_true", help="compile the submission's Numba kernels (slow start)")
     return parser
 
 
 def main(argv=None):
+    """The kit's command line; user errors (bad flags, unwritable folders) end in one line, exit 2."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except OSError as error:  # a folder or file that cannot be written or read
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write or read{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+
+
+def _run(args):
     if args.command == "list":
         for assignment in ASSIGNMENTS.values():
             print(f"{assignment.name}: {assignment.title} ({assignment.max_score} points)")

@@ -115,16 +115,30 @@ class CifarSplits:
     num_classes: int = 0
 
 
+# The Edinburgh course normalises CIFAR-10 and CIFAR-100 alike with these constants (kuangliu's CIFAR-10
+# values, whose std is known to be off; SOURCE-NOTES A.3): the VGG study's full preset uses them.
+COURSE_MEAN = (0.4914, 0.4822, 0.4465)
+COURSE_STD = (0.2023, 0.1994, 0.2010)
+NORMALIZATIONS = ("split", "course")
+
+
 def prepare_cifar(data, n_val: int = 2500, split_seed: int = 0, train_subset: Optional[int] = None,
-                  subset_seed: int = 0) -> CifarSplits:
+                  subset_seed: int = 0, normalization: str = "split") -> CifarSplits:
     """Split a :class:`~minigrad.data.cifar.CifarData` into train/val/test and compute the stats.
 
     ``train_subset=N`` keeps a stratified subset of N images of the training split (drawn with
-    ``subset_seed``); validation and test are unchanged and stats are those of the full training split.
+    ``subset_seed``); validation and test are unchanged. ``normalization="split"``: mean and std of the
+    full training split (per channel); ``"course"``: the course's fixed constants (``COURSE_MEAN``,
+    ``COURSE_STD``).
     """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     train_idx, val_idx = stratified_split(data.train_labels, n_val, split_seed)
     train_images, train_labels = data.train_images[train_idx], data.train_labels[train_idx]
-    mean, std = channel_stats(train_images)
+    if normalization == "course":
+        mean, std = np.array(COURSE_MEAN), np.array(COURSE_STD)
+    else:
+        mean, std = channel_stats(train_images)
     if train_subset is not None:
         if isinstance(train_subset, bool) or not isinstance(train_subset, (int, np.integer)):
             raise TypeError(f"train_subset must be an int or None, got {type(train_subset).__name__}")
