@@ -2,9 +2,10 @@
 
 - An empty batch (N = 0) goes through forward and backward as in PyTorch: the output has the shape a
   batch would give with 0 rows, backward returns zeros of the input's shape and adds nothing to any
-  parameter gradient, batch norm's running statistics stay as they were (its ``num_batches_tracked``
-  still counts the call in training, as PyTorch's does); a loss over no examples is NaN for
-  ``reduction="mean"`` (0 / 0) and 0 for ``"sum"``.
+  parameter gradient, running statistics stay as they were (``num_batches_tracked`` still counts the call
+  where a batch would: BatchNorm in training, as PyTorch's); a loss over no examples is NaN for
+  ``reduction="mean"`` (0 / 0) and 0 for ``"sum"``. (PyTorch's InstanceNorm2d with running statistics
+  fails on an empty batch; ours does what the others do.)
 - Parameter gradients accumulate: two forward/backward pairs leave in ``.grad`` what was there plus the
   gradients of both pairs (``+=``, never ``=``; gradcheck zeroes the gradients first, so it cannot tell).
 
@@ -36,6 +37,11 @@ LAYERS = {
     "BatchNorm2d without running statistics": (lambda: nn.BatchNorm2d(2, track_running_stats=False), (2, 3, 3)),
     "BatchNorm2d without affine": (lambda: nn.BatchNorm2d(2, affine=False), (2, 3, 3)),
     "LayerNorm": (lambda: nn.LayerNorm((3, 4)), (3, 4)),
+    "GroupNorm": (lambda: nn.GroupNorm(2, 4), (4, 3, 2)),
+    "GroupNorm on (N, C)": (lambda: nn.GroupNorm(3, 6, affine=False), (6,)),
+    "InstanceNorm2d": (lambda: nn.InstanceNorm2d(3), (3, 4, 3)),
+    "InstanceNorm2d with affine and running statistics": (
+        lambda: nn.InstanceNorm2d(2, affine=True, track_running_stats=True), (2, 3, 4)),
     "ReLU": (nn.ReLU, (5,)),
     "LeakyReLU": (lambda: nn.LeakyReLU(0.1), (2, 3)),
     "Tanh": (nn.Tanh, (5,)),
@@ -92,9 +98,10 @@ def test_empty_batch_goes_through_as_in_pytorch(name, train):
     make, shape = LAYERS[name]
     rng = np.random.default_rng(0)
     module = make().train(train)
-    probe = copy.deepcopy(module)  # what a batch of two gives, for the expected shapes and dtypes
+    probe = copy.deepcopy(module)  # what a batch of two gives, for the expected shapes, dtypes and counts
     y2 = probe(rng.standard_normal((2,) + shape).astype(np.float32))
     dx2 = probe.backward(np.ones_like(y2))
+    counted = {k: v for k, v in _state(probe).items() if k.endswith("num_batches_tracked")}
     for p in module.parameters():
         p.grad[...] = rng.standard_normal(p.shape)
     grads = [p.grad.copy() for p in module.parameters()]
@@ -109,8 +116,8 @@ def test_empty_batch_goes_through_as_in_pytorch(name, train):
         np.testing.assert_array_equal(p.grad, grad)  # nothing added
     after = _state(module)
     for key, value in before.items():
-        if key.endswith("num_batches_tracked") and train:
-            assert after[key] == value + 1, key  # PyTorch counts the call (its running statistics stay)
+        if key in counted:
+            assert after[key] == counted[key], key  # counted as a batch would be (running statistics stay)
         else:
             np.testing.assert_array_equal(after[key], value, err_msg=key)
     with pytest.raises(RuntimeError, match="twice"):
@@ -141,6 +148,8 @@ def test_empty_batch_matches_torch(train):
              (nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3), (3,)),
              (nn.BatchNorm2d(3, momentum=None), torch.nn.BatchNorm2d(3, momentum=None), (3, 4, 4)),
              (nn.LayerNorm(4), torch.nn.LayerNorm(4), (4,)),
+             (nn.GroupNorm(2, 4), torch.nn.GroupNorm(2, 4), (4, 3, 3)),
+             (nn.InstanceNorm2d(3), torch.nn.InstanceNorm2d(3), (3, 4, 4)),
              (nn.MaxPool2d(2), torch.nn.MaxPool2d(2), (2, 4, 4)),
              (nn.AvgPool2d(2), torch.nn.AvgPool2d(2), (2, 4, 4)),
              (nn.AdaptiveAvgPool2d((2, 3)), torch.nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 5)),
@@ -222,6 +231,9 @@ BAD_INTEGER_ARGUMENTS = [
     ("LayerNorm", "normalized_shape", True, lambda: nn.LayerNorm(True)),
     ("LayerNorm", "normalized_shape", (3, True), lambda: nn.LayerNorm((3, True))),
     ("LayerNorm", "normalized_shape", 4.0, lambda: nn.LayerNorm(4.0)),
+    ("GroupNorm", "num_groups", True, lambda: nn.GroupNorm(True, 4)),
+    ("GroupNorm", "num_channels", 4.0, lambda: nn.GroupNorm(2, 4.0)),
+    ("InstanceNorm2d", "num_features", True, lambda: nn.InstanceNorm2d(True)),
     ("MaxPool2d", "kernel_size", True, lambda: nn.MaxPool2d(True)),
     ("AvgPool2d", "stride", (2, True), lambda: nn.AvgPool2d(2, stride=(2, True))),
     ("AvgPool2d", "divisor_override", True, lambda: nn.AvgPool2d(2, divisor_override=True)),

@@ -130,7 +130,7 @@ class _GroupStatsNorm(Module):
         mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
         out = np.empty_like(x3)
         batchnorm_forward(x3, weight, bias, self.eps, False, mean, var, out)
-        self.save_for_backward(x4=x3.reshape(n, channels, 1, -1), mean=mean,
+        self.save_for_backward(x4=x3.reshape(n, channels, 1, x3.shape[2]), mean=mean,
                                invstd=1.0 / np.sqrt(var + self.eps), batch_stats=False)
         return out.reshape(x.shape)
 
