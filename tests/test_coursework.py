@@ -285,9 +285,10 @@ def test_a_bug_in_the_library_itself_fails_the_untouched_library_check(tmp_path,
     with the reference everywhere, so it scores full marks; the check above still fails, on the directions
     the grader had to skip."""
     from minigrad.nn import linear
-    namespace = {"Linear": linear.Linear}
+    holder = type("Linear", (), {"backward": linear.Linear.backward})  # the planted code's last line rebinds it
+    namespace = {"Linear": holder}
     exec(compile(LINEAR_WITHOUT_BIAS_GRADIENT, "planted", "exec"), namespace)
-    monkeypatch.setattr(linear.Linear, "backward", namespace["_backward_without_bias"])
+    monkeypatch.setattr(linear.Linear, "backward", namespace["_backward_without_bias"])  # undone after the test
     folder = tmp_path / "library"
     shutil.copytree(ROOT / "minigrad", folder / "minigrad", ignore=shutil.ignore_patterns("__pycache__", "coursework"))
     path = folder / "minigrad" / "nn" / "linear.py"
