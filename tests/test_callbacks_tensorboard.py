@@ -246,3 +246,19 @@ def test_vgg_study_with_tensorboard_writes_each_rows_events(fake_cifar, tmp_path
     assert "tensorboard" not in (tmp_path / "out" / row / "config.json").read_text()
     assert vgg_depth.main(args) == 0
     assert "reusing" in capsys.readouterr().out
+
+
+def test_rows_run_as_local_jobs_write_their_events_too(fake_cifar, tmp_path, monkeypatch, capsys):
+    _needs_tensorboard()
+    pytest.importorskip("submitit")
+    import os
+    from experiments import vgg_depth
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # the job's import
+    events = tmp_path / "tb"
+    code = vgg_depth.main(["--model", "VGG08", "--epochs", "1", "--train-subset", "100", "--val-size", "20",
+                           "--batch-size", "20", "--data-dir", str(fake_cifar), "--out", str(tmp_path / "out"),
+                           "--no-progress", "--launcher", "local", "--cpus-per-job", "1", "--tensorboard", str(events)])
+    assert code == 0, capsys.readouterr().err
+    scalars, histograms = read_events(events / "VGG08-lr1e-3")
+    assert EPOCH_TAGS <= set(scalars) and [s for s, _ in scalars["val/acc"]] == [5]
+    assert "grad_hist/entry.conv.weight" in histograms
