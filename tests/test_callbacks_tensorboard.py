@@ -74,11 +74,11 @@ def test_tiny_gradients_get_their_own_buckets_and_only_the_occupied_span_is_writ
     assert (counts[0], limits[0]) == (1, HIST_EDGES[0])  # the zero, in [0, 1e-45)
     assert [c for c in counts if c] == [1, 2, 1, 1]  # 0; 3e-14 and 3.1e-14 together; 2e-13; 5e-9
     small = abs_histogram(np.array([3e-14, 2e-13]))
-    # the empty bucket just below the occupied span is kept: its limit is the span's left edge
-    assert small["bucket_counts"][0] == 0 and small["bucket_counts"][1] == 1
-    assert small["bucket_limits"][0] <= 3e-14 < small["bucket_limits"][1] <= 3e-14 * 10 ** (1 / 8)
+    # only the occupied span: its first bucket is [10**(k/8), 10**((k+1)/8)) around 3e-14, its last holds 2e-13
+    assert small["bucket_counts"][0] == 1 and small["bucket_counts"][-1] == 1
+    assert 3e-14 < small["bucket_limits"][0] <= 3e-14 * 10 ** (1 / 8)
     span = math.floor(8 * math.log10(2e-13)) - math.floor(8 * math.log10(3e-14)) + 1  # buckets 3e-14 .. 2e-13
-    assert small["bucket_limits"][-1] > 2e-13 and len(small["bucket_counts"]) == 1 + span == 9
+    assert small["bucket_limits"][-1] > 2e-13 and len(small["bucket_counts"]) == span == 8
     assert abs_histogram(np.array([np.nan, np.inf])) is None
 
 

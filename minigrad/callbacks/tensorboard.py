@@ -26,9 +26,9 @@ are linear, so one large entry squeezes the rest into the first bin. Here |grad|
 into fixed buckets 8 per decade, edges ``10**(k/8)`` from 1e-45 to 1e38 (each bucket spans a factor
 1.33; every non-zero finite float32 magnitude falls within them), plus ``[0, 1e-45)`` for zeros and
 ``[1e38, max]``. The same edges serve every layer and step, so histograms compare across layers and over
-time. Only the occupied span is written (with the empty bucket just below it, whose limit is the span's
-left edge), through ``add_histogram_raw``. Non-finite entries are left out of the histogram; the scalar
-shows them (inf/nan).
+time. Only the occupied span is written, through ``add_histogram_raw`` (TensorBoard takes each bucket's
+right edge from its limit and the first bucket's left edge from ``min``). Non-finite entries are left out of
+the histogram; the scalar shows them (inf/nan).
 
 Resume. The writer opens with ``purge_step`` = the first step this ``fit()`` runs (1 for a fresh run,
 ``(start_epoch - 1) * steps_per_epoch + 1`` on resume). That writes a SessionLog START event at that step:
@@ -66,8 +66,8 @@ def abs_histogram(values, edges=HIST_EDGES):
     """Histogram of |values| in the buckets ``[0, e0), [e0, e1), ..., [e_last, max]``, trimmed.
 
     Returns a dict of ``add_histogram_raw``'s arguments (``min``, ``max``, ``num``, ``sum``,
-    ``sum_squares`` of |values|, ``bucket_limits`` = each bucket's right edge, ``bucket_counts``), keeping
-    the occupied buckets and the empty one just below them; None when no value is finite.
+    ``sum_squares`` of |values|, ``bucket_limits`` = each bucket's right edge, ``bucket_counts``) over the
+    span from the first occupied bucket to the last; None when no value is finite.
     """
     a = np.abs(np.asarray(values, dtype=np.float64).ravel())
     a = a[np.isfinite(a)]
@@ -78,7 +78,7 @@ def abs_histogram(values, edges=HIST_EDGES):
     top = float(a.max())
     limits = np.append(edges, max(top, edges[-1]))
     occupied = np.flatnonzero(counts)
-    lo, hi = max(int(occupied[0]) - 1, 0), int(occupied[-1])
+    lo, hi = int(occupied[0]), int(occupied[-1])
     return {"min": float(a.min()), "max": top, "num": int(a.size), "sum": float(a.sum()),
             "sum_squares": float(a @ a), "bucket_limits": limits[lo:hi + 1].tolist(),
             "bucket_counts": counts[lo:hi + 1].tolist()}
