@@ -11,7 +11,8 @@ The figure (one per ``fit``) has three panels:
   each block of ``loss_every`` steps, placed at its last step, in fractional epochs).
 - **Gradient flow**: mean |grad| of every parameter, layers from input (left) to output (right) by their
   dotted names, on a log y scale that follows the data (exploding gradients stay in view); weights solid
-  with dots, biases (and BN's beta) dashed with squares, so nothing is dropped; one line per epoch,
+  with dots, biases (and BN's beta) dashed with squares, so nothing is dropped (a layer without a bias
+  leaves a gap in the dashed line); one line per epoch,
   coloured by epoch (colour bar), the current epoch drawn thicker. Each epoch's line is the gradient of its
   last batch (the course's gradient-flow plot), or, with ``every=N``, of the latest N-th step so far in that
   epoch. It reads ``trainer.model.grad_stats`` at the end of the batch, when ``p.grad`` still holds that
@@ -234,15 +235,17 @@ class LivePlot(Callback):
         for epoch in sorted(self.grad_lines):
             line = self.grad_lines[epoch]
             for kind in kinds:
-                points = [(layers[name.rpartition(".")[0]], value) for name, value in line.items()
-                          if name.rpartition(".")[2] == kind]
-                if not points:
+                # a layer without this kind of parameter (a conv without bias) is a gap, not a straight line
+                ys = [math.nan] * len(layers)
+                for name, value in line.items():
+                    layer, _, own_kind = name.rpartition(".")
+                    if own_kind == kind and value > 0 and math.isfinite(value):  # a log axis cannot show 0
+                        ys[layers[layer]] = value
+                if all(y != y for y in ys):
                     continue
-                xs = [x for x, _ in points]
-                ys = [v if v > 0 and math.isfinite(v) else math.nan for _, v in points]  # log axis: no 0
-                positive = positive or any(y == y for y in ys)
+                positive = True
                 linestyle, marker = styles[kind]
-                ax.plot(xs, ys, linestyle=linestyle, marker=marker, color=cmap(norm(epoch)),
+                ax.plot(range(len(layers)), ys, linestyle=linestyle, marker=marker, color=cmap(norm(epoch)),
                         linewidth=2.0 if epoch == latest else 1.0, markersize=3.5 if epoch == latest else 2.5,
                         alpha=1.0 if epoch == latest else 0.75)
         names = [layer or "(model)" for layer in layers]
