@@ -85,6 +85,7 @@ class LivePlot(Callback):
         self.running = []      # (step, mean loss, mean accuracy) per block of loss_every steps
         self.grad_lines = {}   # epoch -> {parameter name: mean |grad|} (its latest sample)
         self.frames = 0        # how many times the figure was drawn
+        self.steps_per_epoch = None
         self._block = [0.0, 0, 0]  # loss * n, correct, n of the current block
         self._figure = None
         self._handle = None
