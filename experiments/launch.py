@@ -422,6 +422,8 @@ def launch_rows(function, rows, args, *, study=None, options=None, poll_s=2.0):
         return LaunchResult(0, waited=options.launcher == "local", reused=reused)
     row_kwargs = {"data_dir": str(Path(args.data_dir).absolute()) if args.data_dir else None,
                   "download": bool(args.download)}
+    if getattr(args, "tensorboard", None):  # --tensorboard DIR: each job writes its row's events to DIR/<row>/
+        row_kwargs["tensorboard"] = str(Path(args.tensorboard).absolute())
     jobs = [RowJob(function_path, name, config, out_dir, dict(row_kwargs, row=name), options.cpus_per_job,
                    resume=True) for name, config in todo]
     # resume=True in the job is safe: _check_rows already refused unfinished rows without --resume, so

@@ -16,8 +16,9 @@ and ``main(STUDY, argv)`` gives it, once for every study:
 
 - the shared flags: ``--preset``, ``--out`` (default ``results/<study>/``), ``--seed``, ``--threads``,
   ``--data-dir``, ``--download``, ``--resume``, ``--no-progress``, ``--list``, ``--print-commands``,
-  ``--only ROW...``, ``--collect DIR...`` and ``--launcher none|local|slurm`` with its options
-  (``experiments.launch``), all validated up front (an argparse error: one line, exit 2);
+  ``--only ROW...``, ``--collect DIR...``, ``--tensorboard DIR`` (each training row's TensorBoard events in
+  ``DIR/<row>/``, through ``Row.trainer``; not part of the row's config) and ``--launcher none|local|slurm``
+  with its options (``experiments.launch``), all validated up front (an argparse error: one line, exit 2);
 - the run folders and their re-run rules (DECISIONS 14-15, ``minigrad.runs.prepare_run_dir``): a finished
   or diverged row is reused, an unfinished one continues only with ``--resume``, a changed config stops;
 - setup errors (no data, a failed download, a run folder that refuses, an output folder that cannot be
@@ -158,11 +159,13 @@ _SPLITS = {}
 
 class Row:
     """One row being run: its ``name``, ``config``, folder ``path``, and the run's flags, with the steps
-    every training row shares (data, loaders, the Trainer and the line that introduces the run)."""
+    every training row shares (data, loaders, the Trainer and the line that introduces the run).
+    ``tensorboard``: this row's TensorBoard folder (``--tensorboard DIR`` -> ``DIR/<row>``), or None."""
 
-    def __init__(self, name, config, path, resume, data_dir=None, download=False, progress=True):
+    def __init__(self, name, config, path, resume, data_dir=None, download=False, progress=True, tensorboard=None):
         self.name, self.config, self.path = name, config, Path(path)
         self.resume, self.data_dir, self.download, self.progress = resume, data_dir, download, progress
+        self.tensorboard = tensorboard
 
     def say(self, text):
         say(f"[{self.name}] {text}")
@@ -202,11 +205,15 @@ class Row:
 
     def trainer(self, model, optimizer, train_loader, val_loader, *, criterion=None, **kwargs):
         """A ``minigrad.train.Trainer`` for this row (run folder, seed, config, epochs, progress), after the
-        line that introduces it: parameters, steps per epoch, epochs, folder."""
+        line that introduces it: parameters, steps per epoch, epochs, folder. With ``--tensorboard`` its
+        callbacks end with a ``minigrad.callbacks.TensorBoard`` writing to ``self.tensorboard``."""
         from minigrad import nn
         from minigrad.train import Trainer
         kwargs.setdefault("epochs", self.config["epochs"])
         kwargs.setdefault("plots", False)  # the study draws each row's figures (Study.draw_row_figures)
+        if self.tensorboard is not None:
+            from minigrad.callbacks.tensorboard import TensorBoard
+            kwargs["callbacks"] = [*kwargs.get("callbacks", ()), TensorBoard(self.tensorboard)]
         self.say(f"{model.num_parameters():,} parameters, {len(train_loader)} steps/epoch, {kwargs['epochs']} "
                  f"epochs -> {self.path}")
         return Trainer(model, criterion or nn.CrossEntropyLoss(), optimizer, train_loader, val_loader,
@@ -307,14 +314,17 @@ class Study:
         return ["--only", name]
 
     # -- the machinery's entry points for one row (also what a cluster job calls)
-    def run_row_job(self, config, out_dir, *, row, data_dir=None, download=False, resume=False, progress=True):
-        """Run row ``row`` into ``out_dir/<row>/`` by the re-run rules (or reuse it); returns its summary."""
+    def run_row_job(self, config, out_dir, *, row, data_dir=None, download=False, resume=False, progress=True,
+                    tensorboard=None):
+        """Run row ``row`` into ``out_dir/<row>/`` by the re-run rules (or reuse it); returns its summary.
+        ``tensorboard``: a folder for TensorBoard events (this row's go to ``tensorboard/<row>/``), or None."""
         name = row
         run = prepare_run_dir(out_dir, name, config, resume=resume)
         if run.done:
             say(f"[{name}] already {run.summary.get('status')}; reusing {run.path}")
             return run.summary
-        row = Row(name, config, run.path, run.resume, data_dir=data_dir, download=download, progress=progress)
+        row = Row(name, config, run.path, run.resume, data_dir=data_dir, download=download, progress=progress,
+                  tensorboard=None if tensorboard is None else Path(tensorboard) / name)
         try:
             summary = self.run_row(row)
         except Exception as error:
@@ -418,6 +428,9 @@ def build_parser(study):
                         help="download the dataset if it is not found locally (never otherwise)")
     parser.add_argument("--resume", action="store_true", help="continue unfinished rows from their checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (plain lines only)")
+    parser.add_argument("--tensorboard", type=Path, metavar="DIR", default=None,
+                        help="also write TensorBoard events of each training row to DIR/<row>/ (needs tensorboardX: "
+                             "pip install -e '.[tensorboard]'); not part of a row's settings")
     parser.add_argument("--list", action="store_true", help="list the rows this command would run, and exit")
     parser.add_argument("--print-commands", action="store_true",
                         help="print one command per row (to run rows anywhere by hand), and exit")
@@ -463,6 +476,12 @@ def parse_args(study, argv=None):
         args.out = Path("results") / study.name
     if study.out_subfolder:
         args.out = Path(args.out) / study.out_subfolder
+    if args.tensorboard is not None:
+        from minigrad.callbacks.tensorboard import require_tensorboardx
+        try:
+            require_tensorboardx()
+        except ImportError as error:
+            parser.error(f"--tensorboard: {error}")
     try:
         study.check_arguments(args)
         launch.LaunchOptions.from_args(args) if args.launcher != "none" else None
@@ -529,6 +548,9 @@ def run_here(study, rows, args):
     from minigrad.threads import set_num_threads
     threads = set_num_threads(args.threads)
     say(f"{study.title}, preset {args.preset}: {len(rows)} row(s) -> {args.out} ({threads} threads)")
+    if args.tensorboard is not None:
+        say(f"TensorBoard events of each training row -> {args.tensorboard}/<row>/ "
+            f"(to watch: tensorboard --logdir {args.tensorboard})")
     if any(c.get("dataset") for _, c in rows):
         try:  # find the data before the first row: without it, stop before doing anything (DECISIONS 1)
             launch.check_data([c for _, c in rows], args.data_dir, args.download)
@@ -548,7 +570,7 @@ def _run_rows(study, rows, args):
     for name, config in rows:
         try:
             study.run_row_job(config, args.out, row=name, data_dir=args.data_dir, download=args.download,
-                              resume=args.resume, progress=not args.no_progress)
+                              resume=args.resume, progress=not args.no_progress, tensorboard=args.tensorboard)
         except Exception as error:  # noqa: BLE001 - one row failing must not lose the others' table
             if is_setup_error(error):
                 raise SetupError(str(error)) from None
