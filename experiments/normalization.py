@@ -175,7 +175,7 @@ class Normalization(Study):
             "val_err": None if record["val_acc"] is None else 1.0 - record["val_acc"],
             "val_acc_batch_stats": last.get("val_acc_batch_stats"),
             "val_acc_batch_stats_large": last.get("val_acc_batch_stats_large"),
-            "n_val": config.get("n_val")})
+            "n_val": config.get("n_val"), "base_lr": config.get("base_lr"), "lr_scaling": config.get("lr_scaling")})
         return record
 
     def sort_folders(self, folders):
@@ -341,8 +341,8 @@ def findings(records, folders):
     n_val = done[0]["n_val"] or 2500
     margin = 2 * accuracy_noise(float(np.mean([r["val_acc"] for r in done])), n_val)
     notes = [f"Noise floor: two accuracies on {n_val:,} validation images differ by less than {100 * margin:.1f} "
-             "points (2 binomial standard errors) about 95% of the time by sampling alone; one seed, so "
-             "seed-to-seed variation is not measured and comes on top."]
+             "points (2 binomial standard errors) about 95% of the time by sampling alone (conservative here: every "
+             "comparison is on the same images); one seed, so seed-to-seed variation is not measured and comes on top."]
 
     # (a) BN against no normalisation, at equal iterations
     for batch in sorted({b for n, b in by if n == "none" and ("batch", b) in by}, reverse=True):
@@ -399,19 +399,35 @@ def findings(records, folders):
         notes.append(f"(b) Validation error at batch {top}: {order} (Wu & He at 32: BN 23.6% < GN 24.1% < LN 25.3% < IN 28.4%).")
 
     # (c) BN at inference: running averages against each batch's own statistics
-    for batch in sorted({b for n, b in by if n == "batch"}):
-        r = by[("batch", batch)]
-        if r["val_acc_batch_stats"] is None:
-            continue
+    bn_rows = [by[("batch", b)] for b in sorted({b for n, b in by if n == "batch"})
+               if by[("batch", b)]["val_acc_batch_stats"] is not None]
+    for r in bn_rows:
+        running, own, large = r["val_acc"], r["val_acc_batch_stats"], r["val_acc_batch_stats_large"]
         notes.append(
-            f"(c) BN at batch {batch}, lecture: \"during inference, how to get mean E(x_k) and variance Var(x_k)?\" "
-            f"Validation accuracy with the running averages (eval mode) {100 * r['val_acc']:.2f}%; with each "
-            f"evaluation batch's own statistics, batches of {batch}: {100 * r['val_acc_batch_stats']:.2f}%, batches "
-            f"of {EVAL_BATCH}: {100 * r['val_acc_batch_stats_large']:.2f}%.")
-    notes.append("Recipe (ours): SGD momentum 0.9, lr 0.025 x batch / 32 (linear scaling, as Wu & He), no weight decay, "
+            f"(c) BN trained at batch {r['batch_size']}: validation accuracy with the running averages (eval mode) "
+            f"{100 * running:.2f}%; with each evaluation batch's own statistics, batches of {r['batch_size']}: "
+            f"{100 * own:.2f}% ({_versus(own - running, margin)}), batches of {EVAL_BATCH}: {100 * large:.2f}% "
+            f"({_versus(large - running, margin)}).")
+    if bn_rows:
+        notes.append(
+            "(c) The lecture asks where BN's mean and variance come from at inference; the usual answer (Ioffe & "
+            "Szegedy; PyTorch's eval mode) is averages kept during training, because a test batch's own statistics "
+            "make each prediction depend on the other images of its batch and are noisy when the batch is small. "
+            "The running averages are an exponential average (momentum 0.1: about the last 10 training batches) of "
+            "the statistics of augmented training batches, so a large batch of the images being classified can "
+            "beat them: that is what the batches of 500 measure.")
+    lr_rules = sorted({f"lr {r['base_lr']:g} x batch / {REFERENCE_BATCH} (linear scaling, as Wu & He)"
+                       if r["lr_scaling"] == "linear" else f"lr {r['base_lr']:g} at every batch size" for r in done
+                       if r.get("base_lr") is not None})
+    notes.append(f"Recipe (ours): SGD momentum 0.9, {'; '.join(lr_rules) or 'lr as in the table'}, no weight decay, "
                  "cosine to 0 per iteration, the same epochs at every batch size (equal training images). Wu & He's "
                  "figures are ResNet-50 on ImageNet, validation error (%) by images per batch, from their Table 2.")
     return notes
+
+
+def _versus(difference, margin):
+    where = "beyond the noise floor" if abs(difference) > margin else "within the noise floor"
+    return f"{100 * difference:+.2f} points against the running averages, {where}"
 
 
 def _paper_errors(norm, sizes):
@@ -457,17 +473,22 @@ def draw_error_vs_batch_size(records, path):
     ax = fig.subplots()
     sizes = sorted({r["batch_size"] for r in records if r["val_acc"] is not None})
     for norm in NORMS:
-        points = sorted(((r["batch_size"], 100 * r["val_err"]) for r in records
-                         if r["norm"] == norm and r["val_acc"] is not None), reverse=True)
-        if points:
-            ax.plot(*zip(*points), marker="o", color=NORM_COLOURS[norm], label=NORM_LABELS[norm],
-                    linewidth=2.2 if norm in ("batch", "group") else 1.2, linestyle=":" if norm == "none" else "-")
+        rows = sorted((r for r in records if r["norm"] == norm and r["val_acc"] is not None),
+                      key=lambda r: -r["batch_size"])
+        if rows:
+            ax.errorbar([r["batch_size"] for r in rows], [100 * r["val_err"] for r in rows],
+                        yerr=[100 * accuracy_noise(r["val_acc"], r["n_val"] or 2500) / math.sqrt(2) for r in rows],
+                        marker="o", capsize=3, color=NORM_COLOURS[norm], label=NORM_LABELS[norm],
+                        linewidth=2.2 if norm in ("batch", "group") else 1.2, linestyle=":" if norm == "none" else "-")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])
     ax.set_xlim(max(sizes) * 1.3, min(sizes) / 1.3)  # large batches on the left, as Wu & He's Figure 1
-    ax.set(xlabel="batch size (images per batch)", ylabel="validation error (%)",
-           title="Validation error against batch size\n(every row: the same epochs, lr proportional to the batch)")
+    scaling = {r.get("lr_scaling") for r in records}
+    lr_text = "lr proportional to the batch" if scaling == {"linear"} else "lr as in the table"
+    ax.set(xlabel="batch size (images per batch)", ylabel="validation error (%)")
+    ax.set_title(f"Validation error against batch size (after the last epoch)\n"
+                 f"every row: the same epochs, {lr_text}; bars: +-1 binomial s.e.", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
@@ -491,9 +512,12 @@ def draw_running_vs_batch_stats(records, path):
         ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=7, padding=2)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"BN trained at batch {r['batch_size']}" for r in rows])
-    ax.set(ylabel="validation accuracy (%)", ylim=(0, 100),
+    top = max(100 * r[key] for r in rows for key, _, _ in kinds)
+    ax.set_xlabel(f"after the last epoch, on the {rows[0]['n_val'] or 2500:,} validation images")
+    ax.axhline(10, color="0.6", linestyle=":", linewidth=1)
+    ax.set(ylabel="validation accuracy (%)", ylim=(0, min(100, top + 25)),
            title="BN at inference: where the mean and variance come from")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right", title="BN normalises with", title_fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.savefig(path, dpi=110)
     return [Path(path)]

@@ -270,7 +270,7 @@ def test_end_to_end_then_reused_then_refused(fake_data, tmp_path, capsys):
     for figure in ("accuracy_vs_iterations.png", "error_vs_batch_size.png", "running_vs_batch_stats.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
     markdown = (out / "results.md").read_text()
-    assert "(a) Batch 8" in markdown and "(b) BatchNorm validation error" in markdown and "(c) BN at batch 2" in markdown
+    assert "(a) Batch 8" in markdown and "(b) BatchNorm validation error" in markdown and "(c) BN trained at batch 2" in markdown
     assert [r["row"] for r in json.loads((out / "manifest.json").read_text())["rows"]] == rows
 
     # a second run over the same folder reuses every row and rebuilds the table
