@@ -396,7 +396,13 @@ def findings(records, folders):
     at_top = [by[(n, top)] for n in NORMS if (n, top) in by and n != "none"]
     if len(at_top) > 1:
         order = " < ".join(f"{NORM_LABELS[r['norm']]} {100 * r['val_err']:.1f}%" for r in sorted(at_top, key=lambda r: r["val_err"]))
-        notes.append(f"(b) Validation error at batch {top}: {order} (Wu & He at 32: BN 23.6% < GN 24.1% < LN 25.3% < IN 28.4%).")
+        if top == 32:
+            paper = " (Wu & He at 32: BN 23.6% < GN 24.1% < LN 25.3% < IN 28.4%)"
+        elif top in WU_HE_ERROR["batch"]:
+            paper = f" (Wu & He at {top}: BN {WU_HE_ERROR['batch'][top]}%, GN {WU_HE_ERROR['group'][top]}%)"
+        else:
+            paper = ""
+        notes.append(f"(b) Validation error at batch {top}: {order}{paper}.")
 
     # (c) BN at inference: running averages against each batch's own statistics
     bn_rows = [by[("batch", b)] for b in sorted({b for n, b in by if n == "batch"})

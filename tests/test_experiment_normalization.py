@@ -220,6 +220,7 @@ def test_findings_say_which_claims_showed():
     assert "flat within the noise floor, as Wu & He" in notes
     assert "GN better than BN at the small batch: showed" in notes
     assert "batches of 4: 47.00%" in notes and "batches of 500: 30.00%" in notes
+    assert "(b) Validation error at batch 32: BatchNorm 45.0% < GroupNorm 48.0% (Wu & He at 32:" in notes
     records = [_record("batch", 32, 0.55), _record("batch", 4, 0.54), _record("group", 32, 0.52),
                _record("group", 4, 0.45)]
     notes = "\n".join(normalization.findings(records, {}))
