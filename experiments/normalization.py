@@ -37,6 +37,11 @@ What each row measures, besides the Trainer's metrics:
   buffers put back afterwards), in batches of the training batch size and in batches of 500; the usual
   ``val_acc`` uses the running averages (eval mode).
 
+Budget. Quick: 5 rows (no norm, BN and GN at batch 32; BN and GN at batch 4, the lecture's "e.g., 4"),
+3 epochs of a 10,000-image training subset, about 9 minutes on 2 cores. Full: 25 rows, 30 epochs of the
+whole split, from about 50 minutes (batch 32) to about 2 hours (batch 2) per row on 2 cores, some 30
+hours in all: a job array (``--launcher slurm``) is the way to run it.
+
 Outputs: ``results.md`` / ``results.csv`` (one line per row: norm, batch_size, lr, steps, train_loss,
 val_acc, test_acc, the batch-statistics accuracies, seconds, status) with the findings under the table;
 ``accuracy_vs_iterations.png`` (a), ``error_vs_batch_size.png`` (b, log2 axis from 32 down to 2 as Wu & He
@@ -51,7 +56,7 @@ import numpy as np
 import minigrad
 from minigrad import optim
 from minigrad.models.small_cnn import NORMS, SmallCNN
-from minigrad.runs import json_safe, load_config, load_metrics, write_json_atomic
+from minigrad.runs import json_safe, load_config, load_metrics
 from minigrad.train import Callback, evaluate
 
 from . import study
@@ -389,7 +394,7 @@ def findings(records, folders):
     small_sizes = sorted({b for n, b in by if n == "batch" and ("group", b) in by})
     for batch in small_sizes[:1] if small_sizes and small_sizes[0] < max(b for _, b in by) else []:
         gap = by[("group", batch)]["val_acc"] - by[("batch", batch)]["val_acc"]
-        notes.append(f"(b) At batch {batch}: GN {100 * gap:+.2f} points over BN "
+        notes.append(f"(b) At batch {batch}: GN's validation accuracy {100 * gap:+.2f} points against BN's "
                      f"({'GN better than BN at the small batch: showed' if gap > margin else 'GN not better than BN beyond the noise floor: did not show'}; "
                      f"Wu & He at batch 2: GN 10.6 points better).")
     top = max(b for _, b in by)
@@ -448,7 +453,7 @@ def draw_accuracy_vs_iterations(records, curves, path):
     batches = sorted({r["batch_size"] for r in rows}, reverse=True)
     if not batches:
         return []
-    fig = new_figure(5.2 * len(batches), 4.3, layout="tight")
+    fig = new_figure(max(6.0, 5.2 * len(batches)), 4.6, layout="tight")
     axes = np.atleast_1d(fig.subplots(1, len(batches), squeeze=False)[0])
     for ax, batch in zip(axes, batches):
         for r in sorted((r for r in rows if r["batch_size"] == batch), key=lambda r: NORMS.index(r["norm"])):
@@ -463,7 +468,7 @@ def draw_accuracy_vs_iterations(records, curves, path):
                     textcoords="offset points", fontsize=7, color="0.5")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Validation accuracy against training iterations (eval mode, same validation images for every row)",
+    fig.suptitle("Validation accuracy against training iterations\n(eval mode; the same validation images for every row)",
                  fontsize=10)
     fig.savefig(path, dpi=110)
     return [Path(path)]
