@@ -154,8 +154,9 @@ def test_threaded_kernels_match_reference(dtype, rng):
     assert x.size >= PARALLEL_MIN_SIZE
     g = rng.standard_normal(x.shape).astype(dtype)
     relu, leaky = nn.ReLU(), nn.LeakyReLU(0.1)
-    np.testing.assert_array_equal(relu(x), activation.relu_reference(x))
-    np.testing.assert_array_equal(relu.backward(g), activation.relu_backward_reference(relu.y, g))
+    y = relu(x)
+    np.testing.assert_array_equal(y, activation.relu_reference(x))
+    np.testing.assert_array_equal(relu.backward(g), activation.relu_backward_reference(y, g))
     y = leaky(x)
     np.testing.assert_array_equal(y, activation.leaky_relu_reference(x, dtype(0.1)))
     np.testing.assert_array_equal(leaky.backward(g), activation.leaky_relu_backward_reference(y, g, dtype(0.1)))

@@ -1,8 +1,8 @@
 """Element-wise activations, as ``torch.nn``: ReLU, LeakyReLU, Tanh, Sigmoid, SELU, Identity.
 
-Any input shape; the output has the input's shape and dtype. Each layer keeps one array for backward,
-its output (ReLU, Tanh, Sigmoid, SELU: the derivative is a function of the output), which the next
-layer usually keeps anyway. ReLU and LeakyReLU run Numba kernels (one pass over memory each way) for
+Any input shape; the output has the input's shape and dtype. Each layer keeps one array for backward
+(``self.saved``), its output ``y`` (ReLU, Tanh, Sigmoid, SELU: the derivative is a function of the
+output), which the next layer usually keeps anyway. ReLU and LeakyReLU run Numba kernels (one pass over memory each way) for
 float32/float64 and fall back to the NumPy formula (``*_reference``) for other float dtypes.
 ``inplace`` is accepted for PyTorch compatibility and ignored: minigrad never modifies its input.
 """
@@ -60,18 +60,20 @@ class ReLU(Module):
 
     def forward(self, x):
         x = self._check_input(x)
-        self.y = _elementwise(_kernels.relu_forward, relu_reference, (x,))
-        return self.y
+        y = _elementwise(_kernels.relu_forward, relu_reference, (x,))
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        return _elementwise(_kernels.relu_backward, relu_backward_reference, (self.y, grad_output))
+        return _elementwise(_kernels.relu_backward, relu_backward_reference, (self.saved.y, grad_output))
 
 
 class LeakyReLU(Module):
     r"""``y = x if x >= 0 else negative_slope * x``, as ``torch.nn.LeakyReLU`` (default slope 0.01).
 
     Backward  dx = g if x > 0 else negative_slope * g
-    Kept      the output when negative_slope >= 0 (then y > 0 exactly when x > 0), else the input.
+    Kept      ``sign_source``: the output when negative_slope >= 0 (then y > 0 exactly when x > 0), else
+              the input.
     """
 
     def __init__(self, negative_slope=0.01, inplace=False):
@@ -81,12 +83,12 @@ class LeakyReLU(Module):
     def forward(self, x):
         x = self._check_input(x)
         y = _elementwise(_kernels.leaky_relu_forward, leaky_relu_reference, (x,), self.negative_slope)
-        self.sign_source = y if self.negative_slope >= 0 else x
+        self.save_for_backward(sign_source=y if self.negative_slope >= 0 else x)
         return y
 
     def backward(self, grad_output):
         return _elementwise(_kernels.leaky_relu_backward, leaky_relu_backward_reference,
-                            (self.sign_source, grad_output), self.negative_slope)
+                            (self.saved.sign_source, grad_output), self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -96,11 +98,13 @@ class Tanh(Module):
     r"""``y = tanh(x)``.  Backward  dx = g * (1 - y^2)."""
 
     def forward(self, x):
-        self.y = np.tanh(self._check_input(x))
-        return self.y
+        y = np.tanh(self._check_input(x))
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        return grad_output * (1 - self.y * self.y)
+        y = self.saved.y
+        return grad_output * (1 - y * y)
 
 
 class Sigmoid(Module):
@@ -113,11 +117,13 @@ class Sigmoid(Module):
     def forward(self, x):
         x = self._check_input(x)
         z = np.exp(-np.abs(x))
-        self.y = np.where(x >= 0, 1, z) / (1 + z)
-        return self.y
+        y = np.where(x >= 0, 1, z) / (1 + z)
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        return grad_output * self.y * (1 - self.y)
+        y = self.saved.y
+        return grad_output * y * (1 - y)
 
 
 class SELU(Module):
@@ -135,12 +141,14 @@ class SELU(Module):
         x = self._check_input(x)
         # expm1 of min(x, 0): accurate near 0 and no overflow warning for large positive x.
         negative = (SELU_SCALE * SELU_ALPHA) * np.expm1(np.minimum(x, 0))
-        self.y = np.where(x > 0, SELU_SCALE * x, negative).astype(x.dtype, copy=False)
-        return self.y
+        y = np.where(x > 0, SELU_SCALE * x, negative).astype(x.dtype, copy=False)
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        slope = np.where(self.y > 0, SELU_SCALE, self.y + SELU_SCALE * SELU_ALPHA)
-        return (grad_output * slope).astype(np.result_type(self.y, grad_output), copy=False)
+        y = self.saved.y
+        slope = np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA)
+        return (grad_output * slope).astype(np.result_type(y, grad_output), copy=False)
 
 
 class Identity(Module):

@@ -49,9 +49,10 @@ class LayerNorm(Module):
         dtype = self._compute_dtype(x)
         rows = x.reshape(-1, math.prod(self.normalized_shape)).astype(dtype, copy=False)
         centred = rows - rows.mean(axis=1, keepdims=True)
-        self.invstd = 1 / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + self.eps)
-        self.xhat = centred * self.invstd
-        y = self.xhat
+        invstd = 1 / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + self.eps)
+        xhat = centred * invstd
+        self.save_for_backward(xhat=xhat, invstd=invstd)
+        y = xhat
         if self.weight is not None:
             y = y * self.weight.data.reshape(-1)
         if self.bias is not None:
@@ -59,17 +60,18 @@ class LayerNorm(Module):
         return y.astype(dtype, copy=False).reshape(x.shape)
 
     def backward(self, grad_output):
-        g = grad_output.reshape(self.xhat.shape)
+        xhat, invstd = self.saved.xhat, self.saved.invstd
+        g = grad_output.reshape(xhat.shape)
         if self.weight is not None:
-            self.weight.grad += (g * self.xhat).sum(axis=0).reshape(self.normalized_shape)
+            self.weight.grad += (g * xhat).sum(axis=0).reshape(self.normalized_shape)
             g_hat = g * self.weight.data.reshape(-1)
         else:
             g_hat = g
         if self.bias is not None:
             self.bias.grad += g.sum(axis=0).reshape(self.normalized_shape)
-        grad_input = self.invstd * (g_hat - g_hat.mean(axis=1, keepdims=True)
-                                    - self.xhat * (g_hat * self.xhat).mean(axis=1, keepdims=True))
-        return grad_input.astype(self.xhat.dtype, copy=False).reshape(grad_output.shape)
+        grad_input = invstd * (g_hat - g_hat.mean(axis=1, keepdims=True)
+                               - xhat * (g_hat * xhat).mean(axis=1, keepdims=True))
+        return grad_input.astype(xhat.dtype, copy=False).reshape(grad_output.shape)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
