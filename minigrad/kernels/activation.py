@@ -1,8 +1,17 @@
-"""Numba kernels for the piecewise-linear activations: one pass over memory each way.
+"""Numba kernels for the activations: one pass over memory each way.
 
-NumPy needs several passes (a comparison, a product, a ``where``) and temporaries for LeakyReLU; after
+The formulas (y the output, g the upstream gradient)::
+
+    ReLU       y = x if x > 0 else 0                    dx = g if y > 0 else 0
+    LeakyReLU  y = x if x >= 0 else a * x               dx = g if x > 0 else a * g
+    Tanh       (y = tanh(x): NumPy's vectorised tanh)   dx = g * (1 - y^2)
+    SELU       y = s * x if x > 0 else s * a * expm1(x) dx = g * s if y > 0 else g * (y + s * a)
+
+NumPy needs several passes (a comparison, a product, a ``where``) and temporaries for these; after
 every convolution of a deep VGG that is most of an activation's cost. All arrays are flat and C-contiguous;
-``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream).
+``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream). There is
+no vectorised exp inside Numba here (no SVML), so SELU's forward takes expm1 from NumPy (SIMD) and
+only the select is a kernel.
 
 Each kernel is a ``*_loop`` over whole arrays. Arrays of at least ``PARALLEL_MIN_SIZE`` elements are
 cut into ``CHUNK``-sized views run by Numba's threads; smaller ones run on the calling thread, because
@@ -13,8 +22,8 @@ import numpy as np
 
 from ._threading import SERIAL_BELOW  # importing it also makes idle OpenMP workers sleep (see there)
 
-__all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "supported",
-           "PARALLEL_MIN_SIZE"]
+__all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "tanh_backward",
+           "selu_forward", "selu_backward", "PARALLEL_MIN_SIZE"]
 
 PARALLEL_MIN_SIZE = SERIAL_BELOW
 CHUNK = 1 << 15
@@ -52,6 +61,30 @@ def _leaky_relu_backward_loop(sign_source, grad_output, slope, out):
         out[i] = g if sign_source[i] > 0 else slope * g
 
 
+@numba.njit(cache=True)
+def _tanh_backward_loop(y, grad_output, out):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        v = y[i]
+        out[i] = grad_output[i] * (one - v * v)
+
+
+@numba.njit(cache=True)
+def _selu_loop(x, negative, scale, out):
+    # negative = scale * alpha * expm1(min(x, 0)), computed by NumPy (see the module docstring)
+    for i in range(x.size):
+        v = x[i]
+        out[i] = scale * v if v > 0 else negative[i]
+
+
+@numba.njit(cache=True)
+def _selu_backward_loop(y, grad_output, scale, scale_alpha, out):
+    # for x <= 0: dy/dx = scale * alpha * exp(x) = y + scale * alpha
+    for i in range(y.size):
+        v = y[i]
+        out[i] = grad_output[i] * (scale if v > 0 else v + scale_alpha)
+
+
 # Threaded drivers: the same loops over CHUNK-element views, one chunk per task.
 @numba.njit(parallel=True, cache=True)
 def _relu_parallel(x, out):
@@ -79,6 +112,27 @@ def _leaky_relu_backward_parallel(sign_source, grad_output, slope, out):
     for k in numba.prange((grad_output.size + CHUNK - 1) // CHUNK):
         a, b = k * CHUNK, min((k + 1) * CHUNK, grad_output.size)
         _leaky_relu_backward_loop(sign_source[a:b], grad_output[a:b], slope, out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _tanh_backward_parallel(y, grad_output, out):
+    for k in numba.prange((y.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, y.size)
+        _tanh_backward_loop(y[a:b], grad_output[a:b], out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _selu_parallel(x, negative, scale, out):
+    for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
+        _selu_loop(x[a:b], negative[a:b], scale, out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _selu_backward_parallel(y, grad_output, scale, scale_alpha, out):
+    for k in numba.prange((y.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, y.size)
+        _selu_backward_loop(y[a:b], grad_output[a:b], scale, scale_alpha, out[a:b])
 
 
 def relu_forward(x, out):
@@ -113,7 +167,29 @@ def leaky_relu_backward(sign_source, grad_output, slope, out):
         _leaky_relu_backward_loop(sign_source, grad_output, slope, out)
 
 
-def supported(*arrays):
-    """True when the kernels are compiled for these arrays' dtype (float32 or float64, all equal)."""
-    dtype = arrays[0].dtype
-    return dtype in (np.float32, np.float64) and all(a.dtype == dtype for a in arrays)
+def tanh_backward(y, grad_output, out):
+    """``out = grad_output * (1 - y^2)``, from the forward's output ``y = tanh(x)``."""
+    if y.size >= PARALLEL_MIN_SIZE:
+        _tanh_backward_parallel(y, grad_output, out)
+    else:
+        _tanh_backward_loop(y, grad_output, out)
+
+
+def selu_forward(x, scale, alpha, out):
+    """``out = scale * x if x > 0 else scale * alpha * expm1(x)``."""
+    negative = np.minimum(x, 0)
+    np.expm1(negative, out=negative)
+    negative *= x.dtype.type(scale * alpha)
+    if x.size >= PARALLEL_MIN_SIZE:
+        _selu_parallel(x, negative, x.dtype.type(scale), out)
+    else:
+        _selu_loop(x, negative, x.dtype.type(scale), out)
+
+
+def selu_backward(y, grad_output, scale, alpha, out):
+    """``out = grad_output * scale if y > 0 else grad_output * (y + scale * alpha)``, from the output ``y``."""
+    args = (y, grad_output, y.dtype.type(scale), y.dtype.type(scale * alpha), out)
+    if y.size >= PARALLEL_MIN_SIZE:
+        _selu_backward_parallel(*args)
+    else:
+        _selu_backward_loop(*args)

@@ -112,8 +112,9 @@ class _BatchNorm(Module):
         grad_bias = np.empty(self.num_features)
         batchnorm_backward(x3, g3, saved.mean, saved.invstd, weight, saved.used_batch_stats,
                            grad_input, grad_weight, grad_bias)
-        if self.affine:
+        if self.affine and self.weight.requires_grad:
             self.weight.grad += grad_weight
+        if self.affine and self.bias.requires_grad:
             self.bias.grad += grad_bias
         return grad_input.reshape(grad_output.shape)
 
