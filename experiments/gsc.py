@@ -9,7 +9,7 @@ Synthetic part (the report's section 3.1, Figure 1): seven 50-layer width-100 ML
 on Gaussian data (inputs of length 10, labels N(0, I/100)), error E = <label, output>. For each
 architecture and each of the datasets, a freshly initialised network sees one fresh dataset as a single
 batch (so batch norm uses that dataset's statistics); GSC(l, 0), the pre-activation standard deviation and
-sign diversity are accumulated over all datasets (``minigrad.gsc``: the exact definition). Dataset k is
+sign diversity are accumulated over all datasets (``minigrad.measure.gsc``: the exact definition). Dataset k is
 the same for every architecture. Each architecture is a row folder ``OUT/<architecture>/`` (config.json,
 gsc.json with the sums, summary.json); the study writes ``OUT/results.md`` / ``results.csv`` (GSC at layer
 L and its log-slope, which explode), ``OUT/gsc_curves.csv`` (every curve), ``OUT/gsc_figure1.png`` (three
@@ -17,7 +17,7 @@ panels like the paper's Figure 1) and ``OUT/manifest.json``. ``--threads N`` run
 one thread each: the work is many independent datasets, and processes also parallelise NumPy's
 element-wise work, which threads would not. The study computes in float32 by default (``--dtype``): twice
 as fast as float64, and its rounding moves the 100-dataset GSC by about 0.05% (batch-ReLU, the worst case),
-against a 15% spread of the GSC between datasets (``minigrad.gsc``, "dtype").
+against a 15% spread of the GSC between datasets (``minigrad.measure.gsc``, "dtype").
 
 CIFAR-10 part (``--train``, the report's section 3.2): the exploding architectures as 51-layer width-100
 MLPs (50 hidden layers and ``out.linear``) with softmax + log-probability error (``CrossEntropyLoss``),
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 import minigrad
-from minigrad import gsc as G
-from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, build_mlp, canonical_architecture
+from minigrad.measure import gsc as G
+from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, canonical_architecture, gsc_mlp
 from minigrad.runs import (RunDirError, json_safe, load_config, load_metrics, load_summary, prepare_run_dir,
                            write_json_atomic, write_text_atomic)
 
@@ -104,7 +104,7 @@ def build_parser():
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="compute dtype of the synthetic study (default float32, twice as fast; its rounding "
                              "moves one dataset's batch-ReLU GSC by <1%%, the 100-dataset mean by ~0.05%%, far "
-                             "below the 15%% spread between datasets: see minigrad.gsc; sums are float64)")
+                             "below the 15%% spread between datasets: see minigrad.measure.gsc; sums are float64)")
     parser.add_argument("--train", action="store_true", help="run the CIFAR-10 training part instead")
     parser.add_argument("--lr", type=float, nargs="+", default=None, help="--train: learning rates (default: the preset's grid)")
     parser.add_argument("--epochs", type=int, default=None, help="--train: epochs (default: the preset's)")
@@ -420,10 +420,10 @@ def run_synthetic(args):
     exploding = [r["architecture"] for r in records if r["explodes"]]
     notes = [
         f"GSC(l, 0) = sqrt(mean ||dE/df_l||^2 / d) * sqrt(mean ||f_l||^2) / sqrt(mean E^2) over all points of "
-        f"all datasets (minigrad.gsc); l counts layers from the error layer, L = {args.depth}.",
+        f"all datasets (minigrad.measure.gsc); l counts layers from the error layer, L = {args.depth}.",
         "log10 GSC / layer: least-squares slope of log10 GSC(l, 0) over l = 1..L; growth / layer = 10^slope; "
         "R^2 of that log-linear fit. Explodes (exponential growth): growth >= 1.02 per layer (2.6-fold over "
-        "49 layers) and R^2 >= 0.9 (minigrad.gsc.explodes).",
+        "49 layers) and R^2 >= 0.9 (minigrad.measure.gsc.explodes).",
         f"Explode here: {', '.join(exploding) or 'none'}. The paper (Figure 1A): {', '.join(EXPLODING_IN_PAPER)}.",
         f"Preset {args.preset}, seed {args.seed}, dtype {args.dtype}, {workers} worker process(es); "
         f"wall time {wall:.1f} s; the measurements took {cpu:.0f} CPU seconds "
@@ -540,9 +540,9 @@ def train_row(config, out_dir, *, data_dir=None, download=False, resume=False, p
     splits = common.load_splits(config, data_dir, download)
     in_features = int(np.prod(splits.train_images.shape[1:]))
     arch_index = list(ARCHITECTURES).index(config["architecture"])
-    model = build_mlp(config["architecture"], depth=config["depth"], width=config["width"], in_features=in_features,
-                      num_classes=splits.num_classes,
-                      generator=np.random.default_rng([config["seed"], 3, arch_index]))
+    model = gsc_mlp(config["architecture"], depth=config["depth"], width=config["width"], in_features=in_features,
+                    num_classes=splits.num_classes,
+                    generator=np.random.default_rng([config["seed"], 3, arch_index]))
     optimizer = optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
     scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config["factor"],
                                                      patience=config["patience"])
@@ -660,7 +660,7 @@ def run_training(args):
     notes = ["Best lr per architecture (lowest training error, as the paper chose): "
              + ", ".join(f"{a} {b[1]:g}" for a, b in best.items()) + ".",
              "GSC(L, 0): the error layer's log-probability against the first hidden layer's output, on a fixed "
-             "batch of training images, epoch 0 = at initialisation (minigrad.gsc).",
+             "batch of training images, epoch 0 = at initialisation (minigrad.measure.gsc).",
              f"Wall time of this command {wall:.0f} s."]
     table = common.write_study_table(out, records, TRAIN_COLUMNS,
                                      f"GSC study, CIFAR-10 part (preset {args.preset})", notes=notes)

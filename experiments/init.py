@@ -9,7 +9,7 @@ Deep MLPs (default 50 layers of width 256) with tanh, ReLU and LeakyReLU under N
 Xavier normal/uniform, He normal/uniform and PyTorch's default init. At initialisation a Gaussian batch
 runs forward and a Gaussian upstream gradient backward through minigrad's own layers, in float64; per
 layer the study records Var(pre-activation), Var(dL/d pre-activation) and Var(dL/dW), and compares the
-measured per-layer factor with the lecture's n Var(w) c (see ``minigrad.init_study``). With ``--train``
+measured per-layer factor with the lecture's n Var(w) c (see ``minigrad.measure.signal_variance``). With ``--train``
 each combination also trains (flattened CIFAR-10 images, a 10-way Linear head, SGD with momentum) to
 show which train at all.
 
@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import minigrad
-from minigrad import init_study
+from minigrad.measure import signal_variance
 from minigrad.runs import (RunDirError, finite_or_none, load_summary, prepare_run_dir, write_json_atomic,
                            write_text_atomic)
 
@@ -73,12 +73,12 @@ def build_parser():
     parser.add_argument("--depth", type=int, default=None, help="hidden layers (default: the preset's, 50)")
     parser.add_argument("--width", type=int, default=None, help="units per hidden layer (default 256)")
     parser.add_argument("--batch", type=int, default=None, help="Gaussian batch for the measurements (quick 256)")
-    parser.add_argument("--activations", nargs="+", choices=init_study.ACTIVATIONS,
-                        default=list(init_study.STUDY_ACTIVATIONS), help="activations (default: tanh relu leaky_relu)")
-    parser.add_argument("--inits", nargs="+", choices=init_study.INITS, default=list(init_study.INITS),
+    parser.add_argument("--activations", nargs="+", choices=signal_variance.ACTIVATIONS,
+                        default=list(signal_variance.STUDY_ACTIVATIONS), help="activations (default: tanh relu leaky_relu)")
+    parser.add_argument("--inits", nargs="+", choices=signal_variance.INITS, default=list(signal_variance.INITS),
                         help="initialisation schemes (default: all seven)")
     parser.add_argument("--negative-slope", type=float, default=0.01, help="LeakyReLU's slope (default 0.01)")
-    parser.add_argument("--threshold", type=float, default=init_study.VERDICT_THRESHOLD,
+    parser.add_argument("--threshold", type=float, default=signal_variance.VERDICT_THRESHOLD,
                         help="last/first variance ratio beyond which a signal is vanishing/exploding (default 1e3)")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
                         help="also train each combination briefly on CIFAR-10 (--no-train: do not; default: "
@@ -194,7 +194,7 @@ def _direction_from_json(d, threshold):
     else:
         ratio = math.nan if d.get("ratio") is None else d["ratio"]
     return {"theory": d.get("theory_factor"), "measured": d.get("measured_factor"), "ratio": ratio,
-            "verdict": init_study.classify(ratio, overflowed, threshold), "nonfinite_layer": d.get("nonfinite_layer")}
+            "verdict": signal_variance.classify(ratio, overflowed, threshold), "nonfinite_layer": d.get("nonfinite_layer")}
 
 
 # --------------------------------------------------------------------------------------- signal rows
@@ -206,7 +206,7 @@ def run_signal_row(args, s, activation, init, log):
         return run.summary
     write_json_atomic(run.summary_path, {"status": "running"})
     try:
-        result = init_study.run_combination(activation, init, depth=s["depth"], width=s["width"], batch=s["batch"],
+        result = signal_variance.run_combination(activation, init, depth=s["depth"], width=s["width"], batch=s["batch"],
                                             seed=args.seed, negative_slope=args.negative_slope)
     except Exception as error:
         write_json_atomic(run.summary_path, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
@@ -242,7 +242,7 @@ def _profile_rows(model, x, y, phase):
         grad = criterion.backward()
     if not math.isfinite(loss):
         return [], None
-    profile = init_study.signal_profile(model64, x64, grad)
+    profile = signal_variance.signal_profile(model64, x64, grad)
     rows = [{"phase": phase, "layer": l + 1, "forward_var": float(profile.forward_var[l]),
              "grad_var": float(profile.grad_var[l]), "weight_grad_var": float(profile.weight_grad_var[l])}
             for l in range(profile.depth)]
@@ -266,9 +266,9 @@ def run_train_row(args, s, activation, init, splits, log):
     run = prepare_run_dir(args.out, name, config, resume=args.resume)
     if run.done:
         return run.summary
-    model = init_study.build_mlp(activation, init, [3 * 32 * 32] + [s["width"]] * s["depth"], num_classes=10,
-                                 negative_slope=args.negative_slope, dtype=np.float32,
-                                 generator=np.random.default_rng([args.seed, 1]))
+    model = signal_variance.build_study_mlp(activation, init, [3 * 32 * 32] + [s["width"]] * s["depth"],
+                                            num_classes=10, negative_slope=args.negative_slope, dtype=np.float32,
+                                            generator=np.random.default_rng([args.seed, 1]))
     if s["optimizer"] == "sgd":
         optimizer = optim.SGD(model.parameters(), lr=s["lr"], momentum=0.9)
     else:
@@ -333,8 +333,8 @@ def table_rows(args, s, summaries, train_summaries):
         fwd = _direction_from_json(summary["forward"], args.threshold)
         bwd = _direction_from_json(summary["backward"], args.threshold)
         row = {"row": signal_row_name(activation, init),
-               "activation": init_study.activation_label(activation, args.negative_slope),
-               "init": init_study.INIT_LABELS[init], "activation_key": activation, "init_key": init,
+               "activation": signal_variance.activation_label(activation, args.negative_slope),
+               "init": signal_variance.INIT_LABELS[init], "activation_key": activation, "init_key": init,
                "fwd_theory": fwd["theory"], "fwd_measured": fwd["measured"], "fwd_ratio": fwd["ratio"],
                "fwd_verdict": _verdict_text(fwd),
                "bwd_theory": bwd["theory"], "bwd_measured": bwd["measured"], "bwd_ratio": bwd["ratio"],
@@ -436,7 +436,7 @@ def _panels(curves, activations, negative_slope, rows_spec, title, path, xlabel=
                 values = np.array([p[1] for p in points], float)
                 ok = np.isfinite(values) & (values > 0)
                 colour, style = INIT_STYLE[init]
-                ax.plot(layers[ok], values[ok], style, color=colour, lw=1.6, label=init_study.INIT_LABELS[init])
+                ax.plot(layers[ok], values[ok], style, color=colour, lw=1.6, label=signal_variance.INIT_LABELS[init])
                 if not ok.all() and ok.any():  # overflow: mark where the curve stops
                     last = np.flatnonzero(ok)[-1]
                     ax.plot(layers[last], values[last], "x", color=colour, ms=8)
@@ -452,7 +452,7 @@ def _panels(curves, activations, negative_slope, rows_spec, title, path, xlabel=
             if col == 0:
                 ax.set_ylabel(ylabel)
             if r == 0:
-                ax.set_title(init_study.activation_label(activation, negative_slope))
+                ax.set_title(signal_variance.activation_label(activation, negative_slope))
     axes[0, -1].legend(fontsize=8, loc="best")
     fig.suptitle(title)
     FigureCanvasAgg(fig)
@@ -496,7 +496,7 @@ def plot_training(rows, path):
             statuses.append((row or {}).get("train_status") or "")
         x = np.arange(len(activations)) + (k - (len(inits) - 1) / 2) * width
         ax.bar(x, values, width, color=colour, hatch="//" if style == "--" else None, edgecolor="white",
-               label=init_study.INIT_LABELS[init])
+               label=signal_variance.INIT_LABELS[init])
         for xi, status in zip(x, statuses):
             if not status.startswith("finished"):  # no bar to see: say why
                 ax.text(xi, 0.5, status.split(" ")[0] or "missing", rotation=90, ha="center", va="bottom",

@@ -14,13 +14,14 @@ no vectorised exp inside Numba here (no SVML), so SELU's forward takes expm1 fro
 only the select is a kernel.
 
 Each kernel is a ``*_loop`` over whole arrays. Arrays of at least ``PARALLEL_MIN_SIZE`` elements are
-cut into ``CHUNK``-sized views run by Numba's threads; smaller ones run on the calling thread, because
-waking the thread pool costs more than the work (milliseconds on a busy machine).
+cut into ``CHUNK``-sized views run by Numba's threads (when there is more than one); smaller ones run on
+the calling thread, because waking the thread pool costs more than the work (milliseconds on a busy
+machine).
 """
 import numba
 import numpy as np
 
-from ._threading import SERIAL_BELOW  # importing it also makes idle OpenMP workers sleep (see there)
+from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "tanh_backward",
            "selu_forward", "selu_backward", "PARALLEL_MIN_SIZE"]
@@ -70,11 +71,11 @@ def _tanh_backward_loop(y, grad_output, out):
 
 
 @numba.njit(cache=True)
-def _selu_loop(x, negative, scale, out):
-    # negative = scale * alpha * expm1(min(x, 0)), computed by NumPy (see the module docstring)
+def _selu_loop(x, expm1_negative, scale, scale_alpha, out):
+    # expm1_negative = expm1(min(x, 0)), computed by NumPy (see the module docstring)
     for i in range(x.size):
         v = x[i]
-        out[i] = scale * v if v > 0 else negative[i]
+        out[i] = scale * v if v > 0 else scale_alpha * expm1_negative[i]
 
 
 @numba.njit(cache=True)
@@ -122,10 +123,10 @@ def _tanh_backward_parallel(y, grad_output, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _selu_parallel(x, negative, scale, out):
+def _selu_parallel(x, expm1_negative, scale, scale_alpha, out):
     for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
         a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
-        _selu_loop(x[a:b], negative[a:b], scale, out[a:b])
+        _selu_loop(x[a:b], expm1_negative[a:b], scale, scale_alpha, out[a:b])
 
 
 @numba.njit(parallel=True, cache=True)
@@ -137,7 +138,7 @@ def _selu_backward_parallel(y, grad_output, scale, scale_alpha, out):
 
 def relu_forward(x, out):
     """``out = max(x, 0)``, NaN kept."""
-    if x.size >= PARALLEL_MIN_SIZE:
+    if use_threads(x.size):
         _relu_parallel(x, out)
     else:
         _relu_loop(x, out)
@@ -145,7 +146,7 @@ def relu_forward(x, out):
 
 def relu_backward(y, grad_output, out):
     """``out = grad_output * (y > 0)``, from the forward's output ``y`` (PyTorch's threshold_backward)."""
-    if y.size >= PARALLEL_MIN_SIZE:
+    if use_threads(y.size):
         _relu_backward_parallel(y, grad_output, out)
     else:
         _relu_backward_loop(y, grad_output, out)
@@ -153,7 +154,7 @@ def relu_backward(y, grad_output, out):
 
 def leaky_relu_forward(x, slope, out):
     """``out = x if x >= 0 else slope * x``."""
-    if x.size >= PARALLEL_MIN_SIZE:
+    if use_threads(x.size):
         _leaky_relu_parallel(x, slope, out)
     else:
         _leaky_relu_loop(x, slope, out)
@@ -161,7 +162,7 @@ def leaky_relu_forward(x, slope, out):
 
 def leaky_relu_backward(sign_source, grad_output, slope, out):
     """``out = grad_output if sign_source > 0 else slope * grad_output``."""
-    if grad_output.size >= PARALLEL_MIN_SIZE:
+    if use_threads(grad_output.size):
         _leaky_relu_backward_parallel(sign_source, grad_output, slope, out)
     else:
         _leaky_relu_backward_loop(sign_source, grad_output, slope, out)
@@ -169,7 +170,7 @@ def leaky_relu_backward(sign_source, grad_output, slope, out):
 
 def tanh_backward(y, grad_output, out):
     """``out = grad_output * (1 - y^2)``, from the forward's output ``y = tanh(x)``."""
-    if y.size >= PARALLEL_MIN_SIZE:
+    if use_threads(y.size):
         _tanh_backward_parallel(y, grad_output, out)
     else:
         _tanh_backward_loop(y, grad_output, out)
@@ -177,19 +178,19 @@ def tanh_backward(y, grad_output, out):
 
 def selu_forward(x, scale, alpha, out):
     """``out = scale * x if x > 0 else scale * alpha * expm1(x)``."""
-    negative = np.minimum(x, 0)
-    np.expm1(negative, out=negative)
-    negative *= x.dtype.type(scale * alpha)
-    if x.size >= PARALLEL_MIN_SIZE:
-        _selu_parallel(x, negative, x.dtype.type(scale), out)
+    expm1_negative = np.minimum(x, 0)
+    np.expm1(expm1_negative, out=expm1_negative)
+    args = (x, expm1_negative, x.dtype.type(scale), x.dtype.type(scale * alpha), out)
+    if use_threads(x.size):
+        _selu_parallel(*args)
     else:
-        _selu_loop(x, negative, x.dtype.type(scale), out)
+        _selu_loop(*args)
 
 
 def selu_backward(y, grad_output, scale, alpha, out):
     """``out = grad_output * scale if y > 0 else grad_output * (y + scale * alpha)``, from the output ``y``."""
     args = (y, grad_output, y.dtype.type(scale), y.dtype.type(scale * alpha), out)
-    if y.size >= PARALLEL_MIN_SIZE:
+    if use_threads(y.size):
         _selu_backward_parallel(*args)
     else:
         _selu_backward_loop(*args)

@@ -27,12 +27,12 @@ rounding order, never NaN/Inf handling.
 import numba
 import numpy as np
 
-from ._threading import SERIAL_BELOW  # importing it also makes idle OpenMP workers sleep (see there)
+from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
 __all__ = ["batchnorm_forward", "batchnorm_backward", "PARALLEL_MIN_SIZE"]
 
-# Below this many elements the channels run on the calling thread: waking Numba's thread pool costs
-# more than the work (milliseconds on a busy machine).
+# Below this many elements (or with one Numba thread) the channels run on the calling thread: waking
+# Numba's thread pool costs more than the work (milliseconds on a busy machine).
 PARALLEL_MIN_SIZE = SERIAL_BELOW
 _FASTMATH = {"reassoc", "contract"}
 _ROW_BLOCK = 64  # channels per task of the row-walking kernels
@@ -44,7 +44,7 @@ def batchnorm_forward(x, weight, bias, eps, use_batch_stats, mean, var, out):
     With ``use_batch_stats`` the channel's biased batch mean and variance are first written into
     ``mean`` and ``var``; otherwise ``mean`` and ``var`` are read (running statistics).
     """
-    parallel = x.size >= PARALLEL_MIN_SIZE
+    parallel = use_threads(x.size)
     if x.shape[2] == 1:
         rows = (_forward_rows_parallel if parallel else _forward_rows_serial)
         rows(x.reshape(x.shape[:2]), weight, bias, eps, use_batch_stats, mean, var, out.reshape(x.shape[:2]))
@@ -61,7 +61,7 @@ def batchnorm_backward(x, grad_output, mean, invstd, weight, use_batch_stats,
     (running) statistics the layer is affine and ``grad_input = weight * invstd * g``.
     """
     args = (mean, invstd, weight, use_batch_stats)
-    parallel = x.size >= PARALLEL_MIN_SIZE
+    parallel = use_threads(x.size)
     if x.shape[2] == 1:
         shape = x.shape[:2]
         rows = (_backward_rows_parallel if parallel else _backward_rows_serial)
