@@ -189,3 +189,13 @@ def test_input_not_mutated_and_dtype(rng):
     assert np.array_equal(x, x0)
     block.to(np.float64)
     assert block(x).dtype == np.float64
+
+
+def test_models_write_no_backward_of_their_own():
+    """One formula, one place: the models are built from nn layers; the residual sum lives here only."""
+    from pathlib import Path
+
+    import minigrad.models
+
+    for path in Path(minigrad.models.__file__).parent.glob("*.py"):
+        assert "def backward" not in path.read_text(), f"{path.name} defines a backward"

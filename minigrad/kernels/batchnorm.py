@@ -131,6 +131,7 @@ def _backward_channel(c, x, grad_output, mean, invstd, weight, use_batch_stats,
     if use_batch_stats:
         hi, lo = _split(mean[c], x.dtype)
         a, b = x.dtype.type(a), x.dtype.type(b)
+        # dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))   per channel, over N*L
         for n in range(n_batch):
             for l in range(length):
                 grad_input[n, c, l] = k * (grad_output[n, c, l] - a - ((x[n, c, l] - hi) - lo) * b)
@@ -220,6 +221,7 @@ def _backward_rows(c0, c1, x, grad_output, mean, invstd, weight, use_batch_stats
         k[j], a[j], b[j] = _backward_constants(weight[c], invstd[c], sum_g[j], sum_g_centred[j], n_rows)
         hi[j], lo[j] = _split(mean[c], x.dtype)
     if use_batch_stats:
+        # dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))   per channel (column), over the N rows
         for n in range(n_rows):
             for j in range(width):
                 grad_input[n, c0 + j] = k[j] * (grad_output[n, c0 + j] - a[j] - ((x[n, c0 + j] - hi[j]) - lo[j]) * b[j])

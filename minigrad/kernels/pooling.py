@@ -65,7 +65,9 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
     xf, of, af = x.reshape(x.size), out.reshape(out.size), argmax.reshape(argmax.size)
     if _is_two_by_two(kh, kw, sh, sw, ph, pw, h_out, w_out, height, width):
         # The common case as a branch-free tournament (6x faster than the general loops below; in a
-        # separate parallel loop, since sharing one loop body with them made it slow too).
+        # separate parallel loop, since sharing one loop body with them made it slow too):
+        # y[h, w] = max(max(a, b), max(c, d)) over the window  a b / c d,  argmax the first maximum
+        # in row-major order (a later value wins only if strictly larger, or NaN).
         for plane in prange(n * channels):
             xs, os = plane * height * width, plane * h_out * w_out
             for h in range(h_out):
@@ -159,6 +161,7 @@ def avg_pool_backward(grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, di
     h_out, w_out = grad_output.shape[2], grad_output.shape[3]
     gf, df = grad_output.reshape(grad_output.size), grad_input.reshape(grad_input.size)
     if _is_two_by_two(kh, kw, sh, sw, ph, pw, h_out, w_out, height, width) and divisor_override == 0:
+        # dx[n, c, 2h + i, 2w + j] = g[n, c, h, w] / 4  for i, j in {0, 1}: the windows do not overlap
         for plane in prange(n * channels):  # the common case, unrolled
             xs, os = plane * height * width, plane * h_out * w_out
             df[xs:xs + height * width] = 0  # rows/columns past the last window (odd sizes) get nothing

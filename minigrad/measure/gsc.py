@@ -49,14 +49,17 @@ any), per dataset and per neuron over the dataset's points, then averaged over n
 
 A shrinking standard deviation or sign diversity with depth is the paper's "collapsing domain".
 """
+import ctypes
+import ctypes.util
 import math
+import sys
 
 import numba
 import numpy as np
 
 from ..nn.container import Sequential
 
-__all__ = ["GradientScaleStats", "measure_batch", "measure_architecture", "dot_product_error",
+__all__ = ["GradientScaleStats", "measure_batch", "measure_architecture", "keep_freed_memory", "dot_product_error",
            "log_probability_error", "log_fit", "log_slope", "growth_per_layer", "explodes"]
 
 
@@ -316,6 +319,33 @@ def _measure(layers, inputs, targets, error, stats):
     return stats
 
 
+_KEPT = []
+
+
+def keep_freed_memory():
+    """Ask the C allocator (glibc) to keep freed memory for reuse instead of returning it to the OS.
+
+    One dataset keeps every layer's activations for its backward (a few hundred MB at full scale) and
+    frees them at the end; by default glibc hands that memory back, and the next dataset touches it
+    afresh: about 50,000 page faults and 0.15 s of system time per dataset on the development machine,
+    a fifth of the measurement. After this call the process keeps its peak memory mapped instead. It
+    changes no number; it only matters in a process that measures many datasets (the study's workers),
+    and does nothing where glibc is absent or once it has been done. Returns True if the settings took.
+    """
+    if _KEPT:
+        return _KEPT[0]
+    ok = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+            ok = bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(libc.mallopt(M_MMAP_THRESHOLD, 2**30))
+        except (OSError, AttributeError):
+            ok = False
+    _KEPT.append(ok)
+    return ok
+
+
 def measure_architecture(architecture, n_points=10000, seed=0, dataset_seed=None, depth=50, width=100,
                          dtype=np.float64):
     """GSC statistics of one freshly initialised ``architecture`` on one fresh synthetic dataset.
@@ -325,7 +355,9 @@ def measure_architecture(architecture, n_points=10000, seed=0, dataset_seed=None
     every architecture of a study can be shown the same datasets. The whole dataset is one batch.
     float64 by default (see "dtype" in the module docstring). The network's biases are zero and never
     trained here, so it is built without them: the same numbers, one pass over each layer's output less.
+    The process keeps its freed memory for the next dataset (``keep_freed_memory``).
     """
+    keep_freed_memory()
     from ..data.synthetic import gsc_dataset
     from ..models.mlp import gsc_mlp
 

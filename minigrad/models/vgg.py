@@ -30,54 +30,56 @@ VGG_NAMES = ("VGG08", "VGG38", "VGG38_BN", "VGG38_RC", "VGG38_BN_RC")
 REDUCTION_SHORTCUTS = ("none", "avgpool", "conv1x1")
 
 
-def _conv_bn(layers, k, channels, batch_norm, bias):
-    """Add ``conv{k}`` (3x3, padding 1) and, with ``batch_norm``, ``bn{k}`` right after it (before the activation)."""
-    layers[f"conv{k}"] = nn.Conv2d(channels, channels, 3, padding=1, bias=bias)
+def processing_block(channels, batch_norm=False, residual=False):
+    """conv0 -> [bn0] -> act0 -> conv1 -> [bn1] -> (+ x if ``residual``) -> act; shape-preserving.
+
+    Convs 3x3 with padding 1 and no bias, BN right after each conv (before the activation), LeakyReLU(0.01).
+    Returns ``nn.Residual(layers, activation=act)`` (identity shortcut) when ``residual``, else
+    ``nn.Sequential`` of the layers and ``act``. Layers are created in the order of their names.
+    """
+    layers = OrderedDict(conv0=nn.Conv2d(channels, channels, 3, padding=1, bias=False))
     if batch_norm:
-        layers[f"bn{k}"] = nn.BatchNorm2d(channels)
-
-
-def _finish(layers, connection, shortcut=None):
-    """``act(layers(x) + shortcut(x))`` as an ``nn.Residual`` when ``connection``, else ``Sequential(layers, act)``."""
+        layers["bn0"] = nn.BatchNorm2d(channels)
+    layers["act0"] = nn.LeakyReLU(0.01)
+    layers["conv1"] = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    if batch_norm:
+        layers["bn1"] = nn.BatchNorm2d(channels)
     act = nn.LeakyReLU(0.01)
-    if connection:
-        return nn.Residual(layers, shortcut=shortcut, activation=act)
+    if residual:
+        return nn.Residual(layers, activation=act)
     layers["act"] = act
     return nn.Sequential(layers)
-
-
-def processing_block(channels, batch_norm=False, residual=False):
-    """conv0 -> [bn0] -> act0 -> conv1 -> [bn1] -> (+ x if ``residual``) -> act; shape-preserving, convs without bias.
-
-    Returns an ``nn.Residual`` (identity shortcut) when ``residual``, else an ``nn.Sequential``.
-    """
-    layers = OrderedDict()
-    _conv_bn(layers, 0, channels, batch_norm, bias=False)
-    layers["act0"] = nn.LeakyReLU(0.01)
-    _conv_bn(layers, 1, channels, batch_norm, bias=False)
-    return _finish(layers, residual)
 
 
 def reduction_block(channels, batch_norm=False, shortcut="none"):
     """conv0 -> [bn0] -> act0 -> pool (AvgPool2d(2)) -> conv1 -> [bn1] -> (+ shortcut(x)) -> act; halves H, W.
 
-    ``shortcut``: "none" (the course: an ``nn.Sequential``), "avgpool" (AvgPool2d(2) of x) or "conv1x1" (a
-    1x1 conv with stride 2, followed by BN when the block has BN: ``nn.ConvShortcut``), the report's
-    section 5.1; with a shortcut the block is an ``nn.Residual``. Convs have a bias.
+    As ``processing_block`` but the convs have a bias. ``shortcut``: "none" (the course; an
+    ``nn.Sequential``), "avgpool" (``nn.AvgPool2d(2)`` of x) or "conv1x1" (``nn.ConvShortcut``: a 1x1 conv
+    with stride 2, with a bias only without BN, then BN when the block has BN), the report's section 5.1;
+    with a shortcut the block is ``nn.Residual(layers, shortcut=..., activation=act)``. The shortcut is
+    created after the layers, ``act`` last.
     """
     if shortcut not in REDUCTION_SHORTCUTS:
         raise ValueError(f"reduction_block: shortcut must be one of {REDUCTION_SHORTCUTS}, got {shortcut!r}")
-    layers = OrderedDict()
-    _conv_bn(layers, 0, channels, batch_norm, bias=True)
+    layers = OrderedDict(conv0=nn.Conv2d(channels, channels, 3, padding=1, bias=True))
+    if batch_norm:
+        layers["bn0"] = nn.BatchNorm2d(channels)
     layers["act0"] = nn.LeakyReLU(0.01)
     layers["pool"] = nn.AvgPool2d(2)
-    _conv_bn(layers, 1, channels, batch_norm, bias=True)
-    module = None
+    layers["conv1"] = nn.Conv2d(channels, channels, 3, padding=1, bias=True)
+    if batch_norm:
+        layers["bn1"] = nn.BatchNorm2d(channels)
+    skip = None
     if shortcut == "avgpool":
-        module = nn.AvgPool2d(2)
+        skip = nn.AvgPool2d(2)
     elif shortcut == "conv1x1":
-        module = nn.ConvShortcut(channels, channels, stride=2, bias=not batch_norm, batch_norm=batch_norm)
-    return _finish(layers, shortcut != "none", module)
+        skip = nn.ConvShortcut(channels, channels, stride=2, bias=not batch_norm, batch_norm=batch_norm)
+    act = nn.LeakyReLU(0.01)
+    if skip is not None:
+        return nn.Residual(layers, shortcut=skip, activation=act)
+    layers["act"] = act
+    return nn.Sequential(layers)
 
 
 class VGG(nn.Sequential):
