@@ -11,14 +11,13 @@ def to_torch(module):
     from torch import nn as tnn
 
     from minigrad import nn
-    from minigrad.models.vgg import _SkipBlock
 
     def tensor(array):
         return torch.from_numpy(np.array(array, order="C", copy=True))  # ascontiguousarray would make 0-d 1-d
 
     def convert(m):
-        if isinstance(m, _SkipBlock):
-            return _TorchSkipBlock(m, convert)
+        if isinstance(m, nn.Residual):
+            return _TorchResidual(m, convert)
         if isinstance(m, nn.Sequential):
             return tnn.Sequential(*[convert(child) for child in m])
         if isinstance(m, nn.Conv2d):
@@ -51,25 +50,18 @@ def to_torch(module):
     return convert(module)
 
 
-def _TorchSkipBlock(block, convert):
-    """A PyTorch module for a VGG block: ``act1(body(x) [+ shortcut(x)])``."""
+def _TorchResidual(block, convert):
+    """A PyTorch module for an ``nn.Residual``: ``act(branch(x) + shortcut(x))`` (identity shortcut: ``+ x``)."""
     from torch import nn as tnn
 
-    class TorchSkipBlock(tnn.Module):
+    class TorchResidual(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.body = tnn.Sequential(*[convert(getattr(block, n)) for n in block.body_names])
-            self.kind = block.shortcut_kind
-            if self.kind == "module":
-                self.shortcut = convert(block.shortcut)
-            self.act1 = convert(block.act1)
+            self.branch = tnn.Sequential(*[convert(layer) for layer in block.branch])
+            self.shortcut = tnn.Identity() if block.shortcut is None else convert(block.shortcut)
+            self.act = tnn.Identity() if block.act is None else convert(block.act)
 
         def forward(self, x):
-            h = self.body(x)
-            if self.kind == "identity":
-                h = h + x
-            elif self.kind == "module":
-                h = h + self.shortcut(x)
-            return self.act1(h)
+            return self.act(self.branch(x) + self.shortcut(x))
 
-    return TorchSkipBlock()
+    return TorchResidual()

@@ -9,7 +9,7 @@ Synthetic part (the report's section 3.1, Figure 1): seven 50-layer width-100 ML
 on Gaussian data (inputs of length 10, labels N(0, I/100)), error E = <label, output>. For each
 architecture and each of the datasets, a freshly initialised network sees one fresh dataset as a single
 batch (so batch norm uses that dataset's statistics); GSC(l, 0), the pre-activation standard deviation and
-sign diversity are accumulated over all datasets (``minigrad.gsc``: the exact definition). Dataset k is
+sign diversity are accumulated over all datasets (``minigrad.measure.gsc``: the exact definition). Dataset k is
 the same for every architecture. Each architecture is a row folder ``OUT/<architecture>/`` (config.json,
 gsc.json with the sums, summary.json); the study writes ``OUT/results.md`` / ``results.csv`` (GSC at layer
 L and its log-slope, which explode), ``OUT/gsc_curves.csv`` (every curve), ``OUT/gsc_figure1.png`` (three
@@ -17,7 +17,7 @@ panels like the paper's Figure 1) and ``OUT/manifest.json``. ``--threads N`` run
 one thread each: the work is many independent datasets, and processes also parallelise NumPy's
 element-wise work, which threads would not. The study computes in float32 by default (``--dtype``): twice
 as fast as float64, and its rounding moves the 100-dataset GSC by about 0.05% (batch-ReLU, the worst case),
-against a 15% spread of the GSC between datasets (``minigrad.gsc``, "dtype").
+against a 15% spread of the GSC between datasets (``minigrad.measure.gsc``, "dtype").
 
 CIFAR-10 part (``--train``, the report's section 3.2): the exploding architectures as 51-layer width-100
 MLPs (50 hidden layers and ``out.linear``) with softmax + log-probability error (``CrossEntropyLoss``),
@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 import minigrad
-from minigrad import gsc as G
+from minigrad.measure import gsc as G
 from minigrad import threads
-from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, build_mlp, canonical_architecture
+from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, canonical_architecture, gsc_mlp
 from minigrad.runs import json_safe, load_config, load_metrics, load_summary, write_json_atomic
 from minigrad.train import Callback
 
@@ -100,7 +100,7 @@ class GradientScale(Study):
         parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                             help="compute dtype (default float32, twice as fast; its rounding moves one dataset's "
                                  "batch-ReLU GSC by <1%%, the 100-dataset mean by ~0.05%%, far below the 15%% "
-                                 "spread between datasets: see minigrad.gsc; sums are float64)")
+                                 "spread between datasets: see minigrad.measure.gsc; sums are float64)")
 
     def uses_data(self, args):
         return False
@@ -179,10 +179,10 @@ class GradientScale(Study):
         cpu = sum(r.get("cpu_seconds") or 0.0 for r in finished)
         return [
             f"GSC(l, 0) = sqrt(mean ||dE/df_l||^2 / d) * sqrt(mean ||f_l||^2) / sqrt(mean E^2) over all points of "
-            f"all datasets (minigrad.gsc); l counts layers from the error layer, L = {c['depth']}.",
+            f"all datasets (minigrad.measure.gsc); l counts layers from the error layer, L = {c['depth']}.",
             "log10 GSC / layer: least-squares slope of log10 GSC(l, 0) over l = 1..L; growth / layer = 10^slope; "
             "R^2 of that log-linear fit. Explodes (exponential growth): growth >= 1.02 per layer (2.6-fold over "
-            "49 layers) and R^2 >= 0.9 (minigrad.gsc.explodes).",
+            "49 layers) and R^2 >= 0.9 (minigrad.measure.gsc.explodes).",
             f"Explode here: {', '.join(exploding) or 'none'}. The paper (Figure 1A): {', '.join(EXPLODING_IN_PAPER)}.",
             f"Preset {c['preset']}, seed {c['seed']}, dtype {c['dtype']}; the measurements took {wall:.1f} s of wall "
             f"time and {cpu:.0f} CPU seconds (CPU seconds: what the work costs, whatever else the machine did).",
@@ -429,9 +429,9 @@ class GradientScaleTraining(Study):
         c = row.config
         splits = row.splits()
         arch_index = list(ARCHITECTURES).index(c["architecture"])
-        model = build_mlp(c["architecture"], depth=c["depth"], width=c["width"],
-                          in_features=int(np.prod(splits.train_images.shape[1:])), num_classes=splits.num_classes,
-                          generator=np.random.default_rng([c["seed"], 3, arch_index]))
+        model = gsc_mlp(c["architecture"], depth=c["depth"], width=c["width"],
+                        in_features=int(np.prod(splits.train_images.shape[1:])), num_classes=splits.num_classes,
+                        generator=np.random.default_rng([c["seed"], 3, arch_index]))
         optimizer = optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"])
         scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["factor"],
                                                          patience=c["patience"])
@@ -472,7 +472,7 @@ class GradientScaleTraining(Study):
         return ["Best lr per architecture (lowest training error, as the paper chose): "
                 + ", ".join(f"{a} {b['lr']:g}" for a, b in best.items()) + ".",
                 "GSC(L, 0): the error layer's log-probability against the first hidden layer's output, on a fixed "
-                "batch of training images, epoch 0 = at initialisation (minigrad.gsc)."]
+                "batch of training images, epoch 0 = at initialisation (minigrad.measure.gsc)."]
 
     def figures(self, records, folders, out_dir):
         best = _best_lr(records)

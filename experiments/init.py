@@ -9,7 +9,7 @@ Deep MLPs (default 50 layers of width 256) with tanh, ReLU and LeakyReLU under N
 Xavier normal/uniform, He normal/uniform and PyTorch's default init. At initialisation a Gaussian batch
 runs forward and a Gaussian upstream gradient backward through minigrad's own layers, in float64; per
 layer the study records Var(pre-activation), Var(dL/d pre-activation) and Var(dL/dW), and compares the
-measured per-layer factor with the lecture's n Var(w) c (see ``minigrad.init_study``). With ``--train``
+measured per-layer factor with the lecture's n Var(w) c (see ``minigrad.measure.signal_variance``). With ``--train``
 each combination also trains (flattened CIFAR-10 images, a 10-way Linear head, SGD with momentum) to
 show which train at all.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import minigrad
-from minigrad import init_study
+from minigrad.measure import signal_variance
 from minigrad.runs import finite_or_none, load_config, load_summary, write_json_atomic
 
 from . import study
@@ -71,12 +71,12 @@ class Initialisation(Study):
         parser.add_argument("--width", type=positive_int, default=None, help="units per hidden layer (default 256)")
         parser.add_argument("--batch", type=positive_int, default=None,
                             help="Gaussian batch for the measurements (quick 256)")
-        parser.add_argument("--activations", nargs="+", choices=init_study.ACTIVATIONS,
-                            default=list(init_study.STUDY_ACTIVATIONS), help="activations (default: tanh relu leaky_relu)")
-        parser.add_argument("--inits", nargs="+", choices=init_study.INITS, default=list(init_study.INITS),
+        parser.add_argument("--activations", nargs="+", choices=signal_variance.ACTIVATIONS,
+                            default=list(signal_variance.STUDY_ACTIVATIONS), help="activations (default: tanh relu leaky_relu)")
+        parser.add_argument("--inits", nargs="+", choices=signal_variance.INITS, default=list(signal_variance.INITS),
                             help="initialisation schemes (default: all seven)")
         parser.add_argument("--negative-slope", type=float, default=0.01, help="LeakyReLU's slope (default 0.01)")
-        parser.add_argument("--threshold", type=float, default=init_study.VERDICT_THRESHOLD,
+        parser.add_argument("--threshold", type=float, default=signal_variance.VERDICT_THRESHOLD,
                             help="last/first variance ratio beyond which a signal is vanishing/exploding (default 1e3)")
         parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
                             help="also train each combination briefly on CIFAR-10 (--no-train: do not; default: "
@@ -148,7 +148,7 @@ class Initialisation(Study):
         """Measure one combination at init: curves.csv and the summary (factors, ratios, verdicts)."""
         c = row.config
         write_json_atomic(row.path / "summary.json", {"status": "running"})
-        result = init_study.run_combination(c["activation"], c["init"], depth=c["depth"], width=c["width"],
+        result = signal_variance.run_combination(c["activation"], c["init"], depth=c["depth"], width=c["width"],
                                             batch=c["batch"], seed=c["seed"],
                                             negative_slope=c["negative_slope"] or 0.01)
         write_csv(row.path / "curves.csv", CURVE_FIELDS, result.curves())
@@ -168,7 +168,7 @@ class Initialisation(Study):
         from minigrad import optim
         c = row.config
         splits = row.splits()
-        model = init_study.build_mlp(c["activation"], c["init"], [3 * 32 * 32] + [c["width"]] * c["depth"],
+        model = signal_variance.build_study_mlp(c["activation"], c["init"], [3 * 32 * 32] + [c["width"]] * c["depth"],
                                      num_classes=10, negative_slope=c["negative_slope"] or 0.01, dtype=np.float32,
                                      generator=np.random.default_rng([c["seed"], 1]))
         if c["optimizer"] == "sgd":
@@ -195,8 +195,8 @@ class Initialisation(Study):
         return summary
 
     def sort_folders(self, folders):
-        acts = {a: i for i, a in enumerate(init_study.ACTIVATIONS)}
-        inits = {a: i for i, a in enumerate(init_study.INITS)}
+        acts = {a: i for i, a in enumerate(signal_variance.ACTIVATIONS)}
+        inits = {a: i for i, a in enumerate(signal_variance.INITS)}
 
         def key(folder):
             c = load_config(folder)
@@ -207,7 +207,7 @@ class Initialisation(Study):
         """One record per combination: its signal row, with its training row's figures when there is one."""
         configs = {f: load_config(f) for f in folders}
         trained = {(c["activation"], c["init"]): f for f, c in configs.items() if c.get("kind") == "train"}
-        threshold = self.args.threshold if self.args is not None else init_study.VERDICT_THRESHOLD
+        threshold = self.args.threshold if self.args is not None else signal_variance.VERDICT_THRESHOLD
         records = []
         for folder, c in configs.items():
             if c.get("kind") != "signal" or not (folder / "summary.json").exists():
@@ -266,7 +266,7 @@ def _direction(d, threshold):
     """(theory, measured, ratio, verdict) from a saved direction; an infinite ratio is inf again."""
     overflowed = d.get("nonfinite_layer") is not None
     ratio = math.inf if overflowed or d.get("ratio_is_inf") else (math.nan if d.get("ratio") is None else d["ratio"])
-    verdict = init_study.classify(ratio, overflowed, threshold)
+    verdict = signal_variance.classify(ratio, overflowed, threshold)
     layer = d.get("nonfinite_layer")
     return {"theory": d.get("theory_factor"), "measured": d.get("measured_factor"), "ratio": ratio, "verdict": verdict,
             "text": verdict + (f" (overflow, layer {layer})" if layer else "")}
@@ -275,8 +275,8 @@ def _direction(d, threshold):
 def _signal_record(folder, config, summary, threshold):
     fwd, bwd = _direction(summary["forward"], threshold), _direction(summary["backward"], threshold)
     return {"row": folder.name, "folder": str(folder), "status": summary.get("status"),
-            "activation": init_study.activation_label(config["activation"], config["negative_slope"] or 0.01),
-            "init": init_study.INIT_LABELS[config["init"]], "activation_key": config["activation"],
+            "activation": signal_variance.activation_label(config["activation"], config["negative_slope"] or 0.01),
+            "init": signal_variance.INIT_LABELS[config["init"]], "activation_key": config["activation"],
             "init_key": config["init"], "threshold": threshold,
             "fwd_theory": fwd["theory"], "fwd_measured": fwd["measured"], "fwd_ratio": fwd["ratio"],
             "fwd_verdict": fwd["text"], "bwd_theory": bwd["theory"], "bwd_measured": bwd["measured"],
@@ -306,7 +306,7 @@ def _profile_rows(model, x, y, phase):
         grad = criterion.backward()
     if not math.isfinite(loss):
         return [], None
-    profile = init_study.signal_profile(model64, x64, grad)
+    profile = signal_variance.signal_profile(model64, x64, grad)
     rows = [{"phase": phase, "layer": l + 1, "forward_var": float(profile.forward_var[l]),
              "grad_var": float(profile.grad_var[l]), "weight_grad_var": float(profile.weight_grad_var[l])}
             for l in range(profile.depth)]
@@ -383,7 +383,7 @@ def _panels(curves, activations, negative_slope, rows_spec, title, path, xlabel=
                 values = np.array([np.nan if p[1] is None else p[1] for p in points], float)
                 ok = np.isfinite(values) & (values > 0)
                 colour, style = INIT_STYLE[init]
-                ax.plot(layers[ok], values[ok], style, color=colour, lw=1.6, label=init_study.INIT_LABELS[init])
+                ax.plot(layers[ok], values[ok], style, color=colour, lw=1.6, label=signal_variance.INIT_LABELS[init])
                 if not ok.all() and ok.any():  # overflow: mark where the curve stops
                     last = np.flatnonzero(ok)[-1]
                     ax.plot(layers[last], values[last], "x", color=colour, ms=8)
@@ -399,7 +399,7 @@ def _panels(curves, activations, negative_slope, rows_spec, title, path, xlabel=
             if col == 0:
                 ax.set_ylabel(ylabel)
             if r == 0:
-                ax.set_title(init_study.activation_label(activation, negative_slope))
+                ax.set_title(signal_variance.activation_label(activation, negative_slope))
     axes[0, -1].legend(fontsize=8, loc="best")
     fig.suptitle(title)
     fig.savefig(path, dpi=130)
@@ -438,7 +438,7 @@ def plot_training(records, path):
             statuses.append((r or {}).get("train_status") or "")
         x = np.arange(len(activations)) + (k - (len(inits) - 1) / 2) * width
         ax.bar(x, values, width, color=colour, hatch="//" if style == "--" else None, edgecolor="white",
-               label=init_study.INIT_LABELS[init])
+               label=signal_variance.INIT_LABELS[init])
         for xi, status in zip(x, statuses):
             if not status.startswith("finished"):  # no bar to see: say why
                 ax.text(xi, 0.5, status.split(" ")[0] or "missing", rotation=90, ha="center", va="bottom",

@@ -207,3 +207,103 @@ def group_norm_backward(x, num_groups, weight, grad_output, eps):
                 dgamma[g * per + j] += (gout[j] * xhat[j]).sum()
                 dbeta[g * per + j] += gout[j].sum()
     return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------------------- activations
+# The textbook formulas in NumPy, the oracles of the kernels in minigrad/kernels/activation.py.
+def relu(x):
+    return np.where(x < 0, 0, x)
+
+
+def relu_backward(y, grad_output):
+    """dx = g where the output is positive, 0 elsewhere (the derivative at 0 taken as 0)."""
+    return np.where(y <= 0, 0, grad_output)
+
+
+def leaky_relu(x, slope):
+    return np.where(x >= 0, x, slope * x)
+
+
+def leaky_relu_backward(sign_source, grad_output, slope):
+    """dx = g where x > 0 (read from ``sign_source``: the output for slope >= 0, else the input), a * g elsewhere."""
+    return np.where(sign_source > 0, grad_output, slope * grad_output)
+
+
+def tanh_backward(y, grad_output):
+    return grad_output * (1 - y * y)
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x):
+    return np.where(x > 0, SELU_SCALE * x, SELU_SCALE * SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+
+
+def selu_backward(y, grad_output):
+    """dx = g * scale for x > 0, g * scale * alpha * exp(x) = g * (y + scale * alpha) otherwise."""
+    return grad_output * np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA)
+
+
+# ----------------------------------------------------------------------------------------- normalisation
+# The oracles of minigrad/kernels/batchnorm.py (which both BatchNorm and LayerNorm run), in float64.
+def normalize(x, axes, eps, mean=None, var=None):
+    """(xhat, invstd) with statistics over ``axes`` (kept as size-1 axes): the batch's biased mean and
+    variance, or the given ``mean`` and ``var`` (broadcastable, e.g. running statistics)."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=axes, keepdims=True) if mean is None else mean
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True) if var is None else var
+    invstd = 1.0 / np.sqrt(var + eps)
+    return (x - mean) * invstd, invstd
+
+
+def normalize_backward(grad_output, xhat, invstd, axes, batch_stats=True):
+    """dx of xhat = (x - mean) * invstd: invstd * (g - mean(g) - xhat * mean(g * xhat)) with batch
+    statistics (means over ``axes``), invstd * g with fixed statistics."""
+    g = np.asarray(grad_output, np.float64)
+    if not batch_stats:
+        return invstd * g
+    return invstd * (g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+
+
+def batch_norm(x, weight, bias, eps, mean=None, var=None):
+    """y = xhat * weight + bias, statistics per channel (axis 1) over every other axis."""
+    axes = (0,) + tuple(range(2, np.ndim(x)))
+    shape = (1, -1) + (1,) * (np.ndim(x) - 2)
+    xhat, _ = normalize(x, axes, eps, None if mean is None else mean.reshape(shape),
+                        None if var is None else var.reshape(shape))
+    return xhat * weight.reshape(shape) + bias.reshape(shape)
+
+
+def batch_norm_backward(x, grad_output, weight, eps, mean=None, var=None):
+    """(dx, dweight, dbias) of ``batch_norm``; batch statistics unless ``mean`` and ``var`` are given."""
+    axes = (0,) + tuple(range(2, np.ndim(x)))
+    shape = (1, -1) + (1,) * (np.ndim(x) - 2)
+    fixed = mean is not None
+    xhat, invstd = normalize(x, axes, eps, mean.reshape(shape) if fixed else None,
+                             var.reshape(shape) if fixed else None)
+    g = np.asarray(grad_output, np.float64)
+    dx = weight.reshape(shape) * normalize_backward(g, xhat, invstd, axes, batch_stats=not fixed)
+    return dx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def layer_norm(x, normalized_ndim, eps, weight=None, bias=None):
+    """y = xhat * weight + bias, statistics per example over its last ``normalized_ndim`` axes."""
+    axes = tuple(range(np.ndim(x) - normalized_ndim, np.ndim(x)))
+    y, _ = normalize(x, axes, eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def layer_norm_backward(x, grad_output, normalized_ndim, eps, weight=None):
+    """(dx, dweight, dbias) of ``layer_norm``: h = g * weight, dx = invstd * (h - mean(h) - xhat * mean(h * xhat))."""
+    axes = tuple(range(np.ndim(x) - normalized_ndim, np.ndim(x)))
+    rows = tuple(range(np.ndim(x) - normalized_ndim))
+    xhat, invstd = normalize(x, axes, eps)
+    g = np.asarray(grad_output, np.float64)
+    h = g if weight is None else g * weight
+    return normalize_backward(h, xhat, invstd, axes), (g * xhat).sum(axis=rows), g.sum(axis=rows)

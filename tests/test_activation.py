@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from minigrad import gradcheck, nn
 from minigrad.nn import activation
 
@@ -83,8 +84,8 @@ def test_derivative_at_zero_as_pytorch():
 
 
 def test_selu_constants():
-    assert activation.SELU_ALPHA == 1.6732632423543772848170429916717
-    assert activation.SELU_SCALE == 1.0507009873554804934193349852946
+    assert activation.SELU_ALPHA == ref.SELU_ALPHA == 1.6732632423543772848170429916717
+    assert activation.SELU_SCALE == ref.SELU_SCALE == 1.0507009873554804934193349852946
 
 
 def test_sigmoid_stable_at_extremes():
@@ -106,9 +107,9 @@ def test_kernels_match_numpy_reference(dtype, slope, rng):
     x[0, 0, :3] = [0.0, -0.0, np.nan]
     g = rng.standard_normal(x.shape).astype(dtype)
     for layer, forward, backward in [
-        (nn.ReLU(), activation.relu_reference, activation.relu_backward_reference),
-        (nn.LeakyReLU(slope), lambda v: activation.leaky_relu_reference(v, dtype(slope)),
-         lambda s, gg: activation.leaky_relu_backward_reference(s, gg, dtype(slope))),
+        (nn.ReLU(), ref.relu, ref.relu_backward),
+        (nn.LeakyReLU(slope), lambda v: ref.leaky_relu(v, dtype(slope)),
+         lambda s, gg: ref.leaky_relu_backward(s, gg, dtype(slope))),
     ]:
         y = layer(x)
         assert y.dtype == dtype and y.shape == x.shape
@@ -116,6 +117,24 @@ def test_kernels_match_numpy_reference(dtype, slope, rng):
         kept = y if not isinstance(layer, nn.LeakyReLU) or slope >= 0 else x
         np.testing.assert_array_equal(layer.backward(g), backward(kept, g))
     assert np.isnan(nn.ReLU()(x)[0, 0, 2]) and np.isnan(nn.LeakyReLU(slope)(x)[0, 0, 2])  # NaN shows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [37, 3 * (1 << 15) + 77])  # serial, and threaded chunks with a partial one
+def test_tanh_and_selu_kernels_match_numpy_reference(dtype, size, rng):
+    x = (rng.standard_normal(size) * 3).astype(dtype)
+    x[:3] = [0.0, -0.0, np.nan]
+    g = rng.standard_normal(size).astype(dtype)
+    # The references in the data's dtype (1 - y^2 cancels near |y| = 1: float32 vs float64 would differ)
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
+    tanh, selu = nn.Tanh(), nn.SELU()
+    y = tanh(x)
+    np.testing.assert_allclose(tanh.backward(g), ref.tanh_backward(y, g), **tol)
+    y = selu(x)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, ref.selu(x.astype(np.float64)), **tol)
+    np.testing.assert_allclose(selu.backward(g), ref.selu_backward(y, g), **tol)
+    assert np.isnan(y[2])
 
 
 @pytest.mark.parametrize("layer", [nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SELU, nn.Identity])
@@ -154,8 +173,9 @@ def test_threaded_kernels_match_reference(dtype, rng):
     assert x.size >= PARALLEL_MIN_SIZE
     g = rng.standard_normal(x.shape).astype(dtype)
     relu, leaky = nn.ReLU(), nn.LeakyReLU(0.1)
-    np.testing.assert_array_equal(relu(x), activation.relu_reference(x))
-    np.testing.assert_array_equal(relu.backward(g), activation.relu_backward_reference(relu.y, g))
+    y = relu(x)
+    np.testing.assert_array_equal(y, ref.relu(x))
+    np.testing.assert_array_equal(relu.backward(g), ref.relu_backward(y, g))
     y = leaky(x)
-    np.testing.assert_array_equal(y, activation.leaky_relu_reference(x, dtype(0.1)))
-    np.testing.assert_array_equal(leaky.backward(g), activation.leaky_relu_backward_reference(y, g, dtype(0.1)))
+    np.testing.assert_array_equal(y, ref.leaky_relu(x, dtype(0.1)))
+    np.testing.assert_array_equal(leaky.backward(g), ref.leaky_relu_backward(y, g, dtype(0.1)))

@@ -4,16 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from minigrad import gradcheck, nn
 
 EPS_FD = 1e-5  # finite-difference step; see test_activation.EPS for why not 1e-6
 
 
 def reference_forward(x, mean, var, weight, bias, eps):
-    """Naive float64 batch norm over axis 1: the oracle for the Numba kernel."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    xhat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
-    return xhat * weight.reshape(shape) + bias.reshape(shape)
+    """Batch norm with the given statistics (tests/reference.py's formula)."""
+    return ref.batch_norm(x, np.asarray(weight, np.float64), np.asarray(bias, np.float64), eps,
+                          np.asarray(mean, np.float64), np.asarray(var, np.float64))
 
 
 def randomise(bn, seed):
@@ -274,31 +274,35 @@ def test_matches_torch(rng):
     np.testing.assert_allclose(ours(x), ref(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
+# Both memory orders of the kernels (per channel slice when L > 1, row by row for (N, C) input), on
+# the calling thread and on Numba's threads, against the NumPy formulas of tests/reference.py.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("training", [True, False])
-def test_threaded_kernels_match_reference(dtype, training, rng):
-    """Above PARALLEL_MIN_SIZE the channels run on Numba's threads: same results as the naive formula."""
+@pytest.mark.parametrize("shape, threaded", [((6, 5, 40, 36), True), ((7, 3, 2, 3), False), ((3000, 70), True),
+                                             ((9, 70), False)],
+                         ids=["channels-threaded", "channels-serial", "rows-threaded", "rows-serial"])
+def test_kernels_match_reference(dtype, training, shape, threaded, rng):
     from minigrad.kernels.batchnorm import PARALLEL_MIN_SIZE
 
-    x = (rng.standard_normal((6, 5, 40, 36)) * 3 + 2).astype(dtype)
-    assert x.size >= PARALLEL_MIN_SIZE
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    assert (x.size >= PARALLEL_MIN_SIZE) == threaded
     g = rng.standard_normal(x.shape).astype(dtype)
-    bn = randomise(nn.BatchNorm2d(5), 5).to(dtype).train(training)
+    bn = randomise((nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(c), 5).to(dtype).train(training)
     y = bn(x)
-    x64, g64 = x.astype(np.float64), g.astype(np.float64)
-    if training:
-        mean, var = x64.mean((0, 2, 3)), x64.var((0, 2, 3))
-    else:
-        mean, var = bn.running_mean.astype(np.float64), bn.running_var.astype(np.float64)
     w, b = bn.weight.data.astype(np.float64), bn.bias.data.astype(np.float64)
+    stats = {} if training else dict(mean=bn.running_mean.astype(np.float64), var=bn.running_var.astype(np.float64))
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
-    np.testing.assert_allclose(y, reference_forward(x64, mean, var, w, b, bn.eps), **tol)
-    shape = (1, 5, 1, 1)
-    xhat = (x64 - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + bn.eps)
-    k = (w / np.sqrt(var + bn.eps)).reshape(shape)
-    if training:
-        expected = k * (g64 - g64.mean((0, 2, 3), keepdims=True) - xhat * (g64 * xhat).mean((0, 2, 3), keepdims=True))
-    else:
-        expected = k * g64
-    np.testing.assert_allclose(bn.backward(g), expected, **tol)
-    np.testing.assert_allclose(bn.weight.grad, (g64 * xhat).sum((0, 2, 3)), rtol=1e-4 if dtype == np.float32 else 1e-10)
+    np.testing.assert_allclose(y, ref.batch_norm(x, w, b, bn.eps, **stats), **tol)
+    dx, dw, db = ref.batch_norm_backward(x, g, w, bn.eps, **stats)
+    np.testing.assert_allclose(bn.backward(g), dx, **tol)
+    np.testing.assert_allclose(bn.weight.grad, dw, rtol=1e-4 if dtype == np.float32 else 1e-10)
+    np.testing.assert_allclose(bn.bias.grad, db, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-8)
+
+
+def test_requires_grad_false_leaves_the_parameter_gradients(rng):
+    bn = randomise(nn.BatchNorm1d(3), 1).double().requires_grad_(False)
+    x = rng.standard_normal((5, 3))
+    bn(x)
+    bn.backward(rng.standard_normal((5, 3)))
+    assert not bn.weight.grad.any() and not bn.bias.grad.any()

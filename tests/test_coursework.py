@@ -346,7 +346,7 @@ LINEAR_TRANSPOSED = """
 """
 RELU_CHATTY = """
         print("debug " * 400 + "score: 100")  # output is captured and truncated, never trusted
-        return grad_output * (self.y > 0)
+        return grad_output * (self.saved.y > 0)
 """
 LEAKY_RELU_ENDLESS = """
         while True:
@@ -356,15 +356,16 @@ ADAM_GREEDY = """
         np.empty(10**9).sum()  # 8 GB of address space: a MemoryError under the grader's limit
 """
 BN_WRONG_SIGN = """
-        x3 = self.x3
+        saved = self.saved
+        x3 = saved.x3
         g = np.asarray(grad_output).reshape(x3.shape)
-        xhat = (x3 - self.mean[None, :, None]) * self.invstd[None, :, None]
+        xhat = (x3 - saved.mean[None, :, None]) * saved.invstd[None, :, None]
         gamma = self.weight.data if self.affine else np.ones(self.num_features)
         if self.affine:
             self.weight.grad += (g * xhat).sum(axis=(0, 2))
             self.bias.grad += g.sum(axis=(0, 2))
-        k = (gamma * self.invstd)[None, :, None]
-        if not self.used_batch_stats:
+        k = (gamma * saved.invstd)[None, :, None]
+        if not saved.used_batch_stats:
             return (k * g).reshape(grad_output.shape)
         mean_g, mean_gx = g.mean(axis=(0, 2), keepdims=True), (g * xhat).mean(axis=(0, 2), keepdims=True)
         return (k * (g - mean_g + xhat * mean_gx)).reshape(grad_output.shape)  # sign: should be - xhat

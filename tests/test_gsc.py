@@ -1,4 +1,4 @@
-"""minigrad.gsc: GSC(l, 0) and pre-activation statistics against cases with derivable answers."""
+"""minigrad.measure.gsc: GSC(l, 0) and pre-activation statistics against cases with derivable answers."""
 from collections import OrderedDict
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from minigrad import gsc as G
 from minigrad import nn
-from minigrad.models.mlp import ARCHITECTURES, build_mlp
+from minigrad.measure import gsc as G
+from minigrad.models.mlp import ARCHITECTURES, gsc_mlp
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -148,7 +148,7 @@ def test_linear_network_matches_product_of_layer_jacobians(depth, widths, n, see
 def test_matches_finite_difference_jacobians(arch, depth, width, n, seed):
     """Every architecture (batch norm: the whole batch's error, cross-point terms included)."""
     rng = np.random.default_rng(seed)
-    model = build_mlp(arch, depth=depth, width=width, in_features=width, generator=rng, dtype=np.float64)
+    model = gsc_mlp(arch, depth=depth, width=width, in_features=width, generator=rng, dtype=np.float64)
     x, y = rng.standard_normal((n, width)), rng.standard_normal((n, width))
     layers = model.hidden_layers
     # keep away from the kinks of ReLU and SELU, where a finite difference straddles two slopes
@@ -166,7 +166,7 @@ def test_invariant_to_scaling_a_layer_output(depth, k, scale, seed):
     """ReLU nets without biases are positively homogeneous: scaling layer k's weights by c and layer
     k+1's by 1/c scales f at layer k by c and its gradient by 1/c, and no GSC changes."""
     k = min(k, depth - 2)
-    make = lambda: build_mlp("ReLU", depth=depth, width=5, in_features=5, generator=np.random.default_rng(seed),
+    make = lambda: gsc_mlp("ReLU", depth=depth, width=5, in_features=5, generator=np.random.default_rng(seed),
                              dtype=np.float64)
     base, scaled = make(), make()
     scaled.hidden_layers[k].linear.weight.data *= scale
@@ -185,7 +185,7 @@ def test_invariant_to_scaling_a_layer_output(depth, k, scale, seed):
 
 def test_invariant_to_scaling_the_labels():
     rng = np.random.default_rng(0)
-    model = build_mlp("SeLU", depth=4, width=6, in_features=6, generator=rng, dtype=np.float64)
+    model = gsc_mlp("SeLU", depth=4, width=6, in_features=6, generator=rng, dtype=np.float64)
     x, y = rng.standard_normal((10, 6)), rng.standard_normal((10, 6))
     np.testing.assert_allclose(G.measure_batch(model.hidden_layers, x, 3.5 * y).gsc,
                                G.measure_batch(model.hidden_layers, x, y).gsc, rtol=1e-12)
@@ -194,7 +194,7 @@ def test_invariant_to_scaling_the_labels():
 # ----------------------------------------------------------------------------------------- accumulation
 def test_merge_and_running_sums_agree_and_roundtrip():
     rng = np.random.default_rng(5)
-    model = build_mlp("batch-tanh", depth=3, width=4, in_features=4, generator=rng, dtype=np.float64)
+    model = gsc_mlp("batch-tanh", depth=3, width=4, in_features=4, generator=rng, dtype=np.float64)
     batches = [(rng.standard_normal((6, 4)), rng.standard_normal((6, 4))) for _ in range(3)]
     running = G.GradientScaleStats(3)
     for x, y in batches:
@@ -212,7 +212,7 @@ def test_merge_and_running_sums_agree_and_roundtrip():
 
 def test_batch_is_not_modified_and_layer_count_is_checked():
     rng = np.random.default_rng(2)
-    model = build_mlp("layer-tanh", depth=2, width=3, in_features=3, generator=rng, dtype=np.float64)
+    model = gsc_mlp("layer-tanh", depth=2, width=3, in_features=3, generator=rng, dtype=np.float64)
     x, y = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     x0, y0 = x.copy(), y.copy()
     G.measure_batch(model.hidden_layers, x, y)
@@ -290,42 +290,40 @@ def test_log_fit_growth_and_explosion():
     assert np.isnan(G.log_slope([1.0, 0.0, 2.0])) and not G.explodes([1.0, np.nan, 3.0])
 
 
-# ----------------------------------------------------------------------------------------- the fused MLP path
-@given(arch=st.sampled_from(list(ARCHITECTURES)), depth=st.integers(1, 5), width=st.integers(2, 7),
-       in_features=st.integers(1, 6), n=st.integers(2, 9), biases=st.booleans(), seed=st.integers(0, 2**16))
-def test_fused_mlp_path_matches_the_modules(arch, depth, width, in_features, n, biases, seed):
-    rng = np.random.default_rng(seed)
-    model = build_mlp(arch, depth=depth, width=width, in_features=in_features, generator=rng, dtype=np.float64)
-    if biases:  # the study's biases are zero; the fused path must not rely on it
-        for layer in model.hidden_layers:
-            layer.linear.bias.data[...] = rng.standard_normal(width)
-    x, y = rng.standard_normal((n, in_features)), rng.standard_normal((n, width))
-    x0 = x.copy()
-    fused = G.measure_mlp(model, x, y)
-    oracle = G.measure_batch(model.hidden_layers, x, y)
-    np.testing.assert_array_equal(x, x0)
-    for name in ("gsc", "pre_activation_std", "sign_diversity"):
-        np.testing.assert_allclose(getattr(fused, name), getattr(oracle, name), rtol=1e-10, atol=1e-300,
-                                   equal_nan=True, err_msg=name)
-    np.testing.assert_allclose(fused.grad_sq, oracle.grad_sq, rtol=1e-10)
-    np.testing.assert_allclose(fused.error_sq, oracle.error_sq, rtol=1e-10)
-    assert (fused.n_points, fused.n_batches, fused.widths.tolist()) == (oracle.n_points, 1, [width] * depth)
+# ----------------------------------------------------------------------------------------- what the measurement leaves
+def test_parameter_gradients_are_neither_computed_nor_touched():
+    """The GSC needs gradients w.r.t. layer outputs only: .grad stays as it was, requires_grad is restored."""
+    rng = np.random.default_rng(3)
+    model = gsc_mlp("batch-tanh", depth=3, width=4, in_features=4, num_classes=2, generator=rng, dtype=np.float64)
+    for p in model.parameters():
+        p.grad[...] = 7.0
+    model.out.linear.weight.requires_grad = False
+    x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 2))
+    G.measure_batch(model.hidden_layers + [model.out], x, y)
+    assert all(np.all(p.grad == 7.0) for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [True] * 6 + [False, True]
 
 
-def test_fused_mlp_path_in_float32_is_close_to_the_modules():
-    rng = np.random.default_rng(4)
-    model = build_mlp("layer-tanh", depth=6, width=10, in_features=10, generator=rng)
-    x, y = rng.standard_normal((40, 10)).astype(np.float32), rng.standard_normal((40, 10)).astype(np.float32)
-    np.testing.assert_allclose(G.measure_mlp(model, x, y).gsc, G.measure_batch(model.hidden_layers, x, y).gsc,
-                               rtol=1e-5)
+def test_measure_architecture_without_biases_gives_the_zero_bias_numbers():
+    """measure_architecture builds the study's nets without their (zero, untrained) biases: same numbers."""
+    from minigrad.data.synthetic import gsc_dataset
+
+    for arch in ("batch-ReLU", "SeLU"):
+        stats = G.measure_architecture(arch, n_points=64, seed=5, dataset_seed=6, depth=5, width=16)
+        model = gsc_mlp(arch, depth=5, width=16, in_features=16, generator=np.random.default_rng(5),
+                        dtype=np.float64)
+        assert all(not layer.linear.bias.data.any() for layer in model.hidden_layers)
+        x, y = gsc_dataset(64, dim=16, seed=6, dtype=np.float64)
+        with_biases = G.measure_batch(model.hidden_layers, x, y)
+        for name in ("gsc", "pre_activation_std", "sign_diversity"):
+            np.testing.assert_array_equal(getattr(stats, name), getattr(with_biases, name), err_msg=name)
 
 
-def test_fused_mlp_path_refuses_other_models():
-    with pytest.raises(TypeError, match="measure_batch"):
-        G.measure_mlp(nn.Sequential(nn.Linear(3, 3)), np.ones((2, 3)), np.ones((2, 3)))
-    model = build_mlp("batch-ReLU", depth=2, width=3)
-    model.layer1.norm = nn.BatchNorm1d(3)  # learnable affine: not one of the study's networks
-    with pytest.raises(TypeError, match="measure_batch"):
-        G.measure_mlp(model, np.ones((2, 100)), np.ones((2, 3)))
-    with pytest.raises(ValueError, match="inputs must have shape"):
-        G.measure_mlp(build_mlp("ReLU", depth=2, width=3), np.ones((2, 7)), np.ones((2, 3)))
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_float32_study_path_is_close_to_float64(arch):
+    """What the study runs (float32, the layers' kernels) against float64 on a small, non-exploding scale."""
+    kwargs = dict(n_points=200, seed=[0, 1], dataset_seed=[0, 2], depth=6, width=20)
+    single = G.measure_architecture(arch, dtype=np.float32, **kwargs)
+    double = G.measure_architecture(arch, **kwargs)
+    np.testing.assert_allclose(single.gsc, double.gsc, rtol=2e-4)
+    np.testing.assert_allclose(single.pre_activation_std[1:], double.pre_activation_std[1:], rtol=2e-4)

@@ -120,3 +120,22 @@ def test_bad_input():
     layer(np.zeros((4, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"Linear.*\(4, 2\)"):
         layer.backward(np.zeros((4, 3), dtype=np.float32))
+
+
+def test_requires_grad_false_skips_the_parameter_gradients(rng):
+    """As PyTorch's requires_grad=False: backward still returns dL/dx but leaves .grad alone."""
+    layer = nn.Linear(4, 3).double()
+    twin = nn.Linear(4, 3).double()
+    twin.load_state_dict(layer.state_dict())
+    assert layer.requires_grad_(False) is layer
+    assert all(not p.requires_grad for p in layer.parameters()) and all(p.requires_grad for p in twin.parameters())
+    x, g = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    layer(x)
+    twin(x)
+    np.testing.assert_array_equal(layer.backward(g), twin.backward(g))
+    assert not layer.weight.grad.any() and not layer.bias.grad.any() and twin.weight.grad.any()
+    layer.weight.requires_grad = True
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.weight.grad, twin.weight.grad)
+    assert not layer.bias.grad.any()

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference as ref
 from minigrad import gradcheck, nn
 
 EPS_FD = 1e-5  # finite-difference step; see test_activation.EPS for why not 1e-6
@@ -89,3 +90,32 @@ def test_bad_input():
         nn.LayerNorm(())
     with pytest.raises(ValueError, match="normalized_shape"):
         nn.LayerNorm((3, 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, normalized", [((7, 5), (5,)), ((2, 3, 4, 5), (4, 5)), ((5000, 100), (100,))])
+def test_kernels_match_reference(dtype, shape, normalized, rng):
+    """LayerNorm runs batch norm's kernels on its rows (small, and large enough for Numba's threads)."""
+    layer = nn.LayerNorm(normalized).to(dtype)
+    layer.weight.data[...] = rng.uniform(0.5, 2, normalized)
+    layer.bias.data[...] = rng.standard_normal(normalized)
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    w, b = layer.weight.data.astype(np.float64), layer.bias.data.astype(np.float64)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    y = layer(x)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, ref.layer_norm(x, len(normalized), layer.eps, w, b), **tol)
+    dx, dw, db = ref.layer_norm_backward(x, g, len(normalized), layer.eps, w)
+    np.testing.assert_allclose(layer.backward(g), dx, **tol)
+    # float32 sums over 5000 rows: absolute rounding of order sqrt(rows) * 1e-7 * sum |g|
+    sums = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(layer.weight.grad, dw, **sums)
+    np.testing.assert_allclose(layer.bias.grad, db, **sums)
+
+
+def test_requires_grad_false_leaves_the_parameter_gradients(rng):
+    layer = nn.LayerNorm(4).double().requires_grad_(False)
+    layer(rng.standard_normal((3, 4)))
+    dx = layer.backward(rng.standard_normal((3, 4)))
+    assert dx.shape == (3, 4) and not layer.weight.grad.any() and not layer.bias.grad.any()

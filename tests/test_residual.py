@@ -18,7 +18,7 @@ def conv_branch(c_in, c_out, stride, batch_norm):
         layers["bn0"] = nn.BatchNorm2d(c_out)
     layers["act0"] = nn.Tanh()
     layers["conv1"] = nn.Conv2d(c_out, c_out, (3, 1), padding=(1, 0))
-    return nn.Sequential(layers)
+    return layers
 
 
 @given(n=st.integers(1, 4), width=st.integers(1, 5), depth=st.integers(1, 2), seed=st.integers(0, 2**16))
@@ -27,7 +27,7 @@ def test_gradcheck_identity_shortcut_mlp(n, width, depth, seed):
     layers = []
     for _ in range(depth):
         layers += [nn.Linear(width, width), nn.Tanh()]
-    block = nn.Residual(nn.Sequential(*layers))
+    block = nn.Residual(*layers)
     res = gradcheck(block, np.random.default_rng([seed, 1]).standard_normal((n, width)), seed=seed, eps=EPS_FD)
     assert res.ok, str(res)
 
@@ -43,7 +43,7 @@ def test_gradcheck_downsampling_shortcuts(n, c_in, extra, h, w, stride, kind, tr
         shortcut = nn.AvgPoolShortcut(c_in, c_out, stride)
     else:
         shortcut = nn.ConvShortcut(c_in, c_out, stride, batch_norm=batch_norm)
-    block = nn.Residual(conv_branch(c_in, c_out, stride, batch_norm), shortcut).train(training)
+    block = nn.Residual(conv_branch(c_in, c_out, stride, batch_norm), shortcut=shortcut).train(training)
     x = np.random.default_rng([seed, 1]).standard_normal((n, c_in, h, w))
     y = block(x)
     assert y.shape == (n, c_out, -(-h // stride), -(-w // stride))  # ceil(H / stride), odd sizes too
@@ -62,7 +62,7 @@ def test_gradcheck_channel_pad(n, c_in, extra, spatial, seed):
 def test_forward_and_backward_are_sums(rng):
     manual_seed(0)
     branch, shortcut = nn.Linear(4, 3).double(), nn.Linear(4, 3, bias=False).double()
-    block = nn.Residual(branch, shortcut)
+    block = nn.Residual(branch, shortcut=shortcut)
     ref_branch, ref_shortcut = nn.Linear(4, 3).double(), nn.Linear(4, 3, bias=False).double()
     ref_branch.load_state_dict(branch.state_dict())
     ref_shortcut.load_state_dict(shortcut.state_dict())
@@ -72,6 +72,32 @@ def test_forward_and_backward_are_sums(rng):
     np.testing.assert_allclose(dx, ref_branch.backward(g) + ref_shortcut.backward(g), rtol=1e-14)
     np.testing.assert_allclose(branch.weight.grad, ref_branch.weight.grad, rtol=1e-14)
     np.testing.assert_allclose(shortcut.weight.grad, ref_shortcut.weight.grad, rtol=1e-14)
+
+
+def test_activation_after_the_sum(rng):
+    """y = act(branch(x) + shortcut(x)); dx = branch'(g_s) + shortcut'(g_s) with g_s = act'(g)."""
+    manual_seed(1)
+    branch, shortcut = nn.Linear(4, 4).double(), nn.Linear(4, 4, bias=False).double()
+    block = nn.Residual(branch, shortcut=shortcut, activation=nn.Tanh())
+    ref_branch, ref_shortcut = nn.Linear(4, 4).double(), nn.Linear(4, 4, bias=False).double()
+    ref_branch.load_state_dict(branch.state_dict())
+    ref_shortcut.load_state_dict(shortcut.state_dict())
+    x, g = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    s = ref_branch(x) + ref_shortcut(x)
+    np.testing.assert_allclose(block(x), np.tanh(s), rtol=1e-14)
+    g_s = g * (1 - np.tanh(s) ** 2)
+    np.testing.assert_allclose(block.backward(g), ref_branch.backward(g_s) + ref_shortcut.backward(g_s), rtol=1e-13)
+    np.testing.assert_allclose(branch.weight.grad, ref_branch.weight.grad, rtol=1e-13)
+
+
+@given(n=st.integers(1, 4), width=st.integers(1, 5), shortcut=st.booleans(), seed=st.integers(0, 2**16))
+def test_gradcheck_with_activation(n, width, shortcut, seed):
+    manual_seed(seed)
+    block = nn.Residual(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width),
+                        shortcut=nn.Linear(width, width) if shortcut else None, activation=nn.Sigmoid())
+    x = np.random.default_rng([seed, 1]).standard_normal((n, width))
+    res = gradcheck(block, x, seed=seed, eps=EPS_FD)
+    assert res.ok, str(res)
 
 
 def test_identity_shortcut_passes_gradient_unchanged(rng):
@@ -85,15 +111,18 @@ def test_identity_shortcut_passes_gradient_unchanged(rng):
 
 
 def test_names_and_state_dict():
-    block = nn.Residual(conv_branch(2, 4, 2, True), nn.ConvShortcut(2, 4, 2, batch_norm=True))
+    block = nn.Residual(conv_branch(2, 4, 2, True), shortcut=nn.ConvShortcut(2, 4, 2, batch_norm=True),
+                        activation=nn.ReLU())
     model = nn.Sequential(OrderedDict(block0=block))
     names = [name for name, _ in model.named_parameters()]
-    assert names[0] == "block0.branch.conv0.weight"
+    assert names[0] == "block0.conv0.weight"  # the branch's layers are the block's own children
     assert "block0.shortcut.conv.weight" in names and "block0.shortcut.conv.bias" not in names
     assert "block0.shortcut.bn.running_var" in model.state_dict()
+    assert [name for name, _ in block.named_children()] == ["conv0", "bn0", "act0", "conv1", "shortcut", "act"]
+    assert block.branch_names == ("conv0", "bn0", "act0", "conv1") and block.branch[0] is block.conv0
     identity = nn.Residual(nn.Linear(3, 3))
-    assert list(identity.state_dict()) == ["branch.weight", "branch.bias"] and identity.shortcut is None
-    assert [name for name, _ in identity.named_children()] == ["branch"]
+    assert list(identity.state_dict()) == ["0.weight", "0.bias"] and identity.shortcut is None
+    assert identity.act is None and [name for name, _ in identity.named_children()] == ["0"]
     assert list(nn.AvgPoolShortcut(2, 4, 2).state_dict()) == []  # parameter-free
     assert [k for k, _ in nn.AvgPoolShortcut(2, 2, 1).named_children()] == []  # the identity
     assert nn.ConvShortcut(2, 4, 2, bias=True).conv.bias is not None
@@ -125,12 +154,18 @@ def test_shape_mismatch_is_a_clear_error():
 
 
 def test_bad_arguments_and_input():
-    with pytest.raises(TypeError, match="Residual: branch"):
+    with pytest.raises(TypeError, match="Residual: branch layer '0'"):
         nn.Residual(lambda x: x)
-    with pytest.raises(TypeError, match="Residual: branch"):
+    with pytest.raises(TypeError, match="Residual: branch layer '0'"):
         nn.Residual(None)
+    with pytest.raises(TypeError, match="Residual: give the branch's layers"):
+        nn.Residual()
     with pytest.raises(TypeError, match="Residual: shortcut"):
         nn.Residual(nn.Identity(), shortcut="identity")
+    with pytest.raises(TypeError, match="Residual: activation"):
+        nn.Residual(nn.Identity(), activation="relu")
+    with pytest.raises(ValueError, match="Residual: the name 'act'"):
+        nn.Residual(OrderedDict(conv=nn.Linear(2, 2), act=nn.ReLU()))
     with pytest.raises(ValueError, match="AvgPoolShortcut.*out_channels"):
         nn.AvgPoolShortcut(4, 2, 2)
     with pytest.raises(ValueError, match="ChannelPad.*out_channels"):
@@ -144,7 +179,7 @@ def test_bad_arguments_and_input():
 
 
 def test_input_not_mutated_and_dtype(rng):
-    block = nn.Residual(conv_branch(2, 3, 2, True), nn.AvgPoolShortcut(2, 3, 2))
+    block = nn.Residual(conv_branch(2, 3, 2, True), shortcut=nn.AvgPoolShortcut(2, 3, 2))
     x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
     x0 = x.copy()
     y = block(x)
@@ -154,3 +189,13 @@ def test_input_not_mutated_and_dtype(rng):
     assert np.array_equal(x, x0)
     block.to(np.float64)
     assert block(x).dtype == np.float64
+
+
+def test_models_write_no_backward_of_their_own():
+    """One formula, one place: the models are built from nn layers; the residual sum lives here only."""
+    from pathlib import Path
+
+    import minigrad.models
+
+    for path in Path(minigrad.models.__file__).parent.glob("*.py"):
+        assert "def backward" not in path.read_text(), f"{path.name} defines a backward"

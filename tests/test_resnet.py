@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 import minigrad
 from minigrad import nn
-from minigrad.models.resnet import MODEL_VARIANTS, ResidualBlock, ResNet, build_resnet
+from minigrad.models.resnet import MODEL_VARIANTS, ResNet, build_resnet, resnet_block
 from strategies import seeds
 
 
@@ -87,11 +87,18 @@ def test_flags_remove_bn_or_the_shortcuts(name, convs, bns):
     modules = list(model.modules())
     assert sum(isinstance(m, nn.Conv2d) for m in modules) == convs
     assert sum(isinstance(m, nn.BatchNorm2d) for m in modules) == bns == len(model.batch_norms())
-    kinds = [block.shortcut_kind for _, block in model.blocks()]
+    def kind(block):
+        if not isinstance(block, nn.Residual):
+            return None
+        return "identity" if block.shortcut is None else "projection"
+
+    kinds = [kind(block) for _, block in model.blocks()]
     if MODEL_VARIANTS[name]["residual"]:
         assert kinds == ["identity"] * 5 + (["projection"] + ["identity"] * 4) * 2
+        assert all(block.act is None for _, block in model.blocks())  # pre-activation: nothing after the sum
     else:
         assert kinds == [None] * 15
+        assert all(type(block) is nn.Sequential for _, block in model.blocks())
         assert not any(hasattr(block, "shortcut") for _, block in model.blocks())
 
 
@@ -101,10 +108,12 @@ def test_shortcut_types_and_layers():
     assert [type(m) for m in down.shortcut] == [nn.BatchNorm2d, nn.ReLU, nn.Conv2d]
     assert down.shortcut.conv.kernel_size == (1, 1) and down.shortcut.conv.stride == (2, 2)
     assert down.conv0.stride == (2, 2) and down.conv1.stride == (1, 1) and down.conv0.kernel_size == (3, 3)
-    assert down.branch_names == ["bn0", "relu0", "conv0", "bn1", "relu1", "conv1"]
+    assert down.branch_names == ("bn0", "relu0", "conv0", "bn1", "relu1", "conv1")
     no_bn = build_resnet("Model-3").scale2.block0
     assert [type(m) for m in no_bn.shortcut] == [nn.ReLU, nn.Conv2d]
-    assert no_bn.branch_names == ["relu0", "conv0", "relu1", "conv1"]
+    assert no_bn.branch_names == ("relu0", "conv0", "relu1", "conv1")
+    plain = build_resnet("Model-2").scale1.block0
+    assert [name for name, _ in plain.named_children()] == ["bn0", "relu0", "conv0", "bn1", "relu1", "conv1"]
     assert [type(m) for m in build_resnet("Model-3").head] == [nn.ReLU, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear]
 
 
@@ -124,7 +133,7 @@ def test_shapes_per_scale_on_a_non_square_image(rng):
 @pytest.mark.parametrize("batch_norm", [True, False])
 @pytest.mark.parametrize("stride, c_in, c_out", [(1, 3, 3), (2, 3, 5), (1, 3, 5)])
 def test_block_forward_is_branch_plus_shortcut(batch_norm, stride, c_in, c_out, rng):
-    block = ResidualBlock(c_in, c_out, stride, batch_norm=batch_norm).double()
+    block = resnet_block(c_in, c_out, stride, batch_norm=batch_norm).double()
     x = rng.standard_normal((3, c_in, 7, 6))
 
     def chain(layers, z):
@@ -132,22 +141,23 @@ def test_block_forward_is_branch_plus_shortcut(batch_norm, stride, c_in, c_out, 
             z = layer(z)
         return z
 
-    branch = chain([getattr(block, n) for n in block.branch_names], x)
-    if block.shortcut_kind == "identity":
+    branch = chain(block.branch, x)
+    if block.shortcut is None:
+        assert stride == 1 and c_in == c_out
         expected = branch + x
     else:
         s = block.shortcut
         expected = branch + s.conv(s.relu(s.bn(x) if batch_norm else x))
     np.testing.assert_allclose(block(x), expected, rtol=1e-12, atol=1e-12)
     # residual=False: the same weights give the branch alone (projection parameters are simply absent)
-    plain = ResidualBlock(c_in, c_out, stride, batch_norm=batch_norm, residual=False).double()
+    plain = resnet_block(c_in, c_out, stride, batch_norm=batch_norm, residual=False).double()
     plain.load_state_dict(block.state_dict(), strict=False)
     np.testing.assert_allclose(plain(x), branch, rtol=1e-12, atol=1e-12)
 
 
 def test_identity_skip_passes_the_output_gradient_to_the_input(rng):
     """With the branch's last conv at zero, y = x and dx = g exactly: the ``+ g`` of the backward."""
-    block = ResidualBlock(3, 3, batch_norm=True).double()
+    block = resnet_block(3, 3, batch_norm=True).double()
     block.conv1.weight.data[...] = 0
     x = rng.standard_normal((2, 3, 5, 4))
     np.testing.assert_array_equal(block(x), x)
@@ -162,7 +172,7 @@ def test_identity_skip_passes_the_output_gradient_to_the_input(rng):
        batch_norm=st.booleans(), residual=st.booleans(), training=st.booleans(), seed=seeds)
 def test_block_gradcheck(c_in, c_out, stride, hw, batch, batch_norm, residual, training, seed):
     rng = np.random.default_rng(seed)
-    block = ResidualBlock(c_in, c_out, stride, batch_norm=batch_norm, residual=residual)
+    block = resnet_block(c_in, c_out, stride, batch_norm=batch_norm, residual=residual)
     _randomise(block, rng)
     block.train(training)
     x = rng.standard_normal((batch, c_in) + hw)
@@ -276,7 +286,7 @@ def test_bad_input_names_the_layer(rng):
         model(np.ones((2, 3, 8, 8), dtype=np.int64))
     with pytest.raises(ValueError, match="4 dimensions"):
         model(rng.standard_normal((3, 8, 8)).astype(np.float32))
-    with pytest.raises(ValueError, match=r"ResidualBlock\(scale0\.block0\).*2 channels.*got shape \(1, 5, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(scale0\.block0\.bn0\).*2 channels.*got shape \(1, 5, 4, 4\)"):
         model.scale0.block0(rng.standard_normal((1, 5, 4, 4)))
 
 

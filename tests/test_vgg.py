@@ -4,7 +4,7 @@ import pytest
 
 import minigrad
 from minigrad import nn
-from minigrad.models.vgg import VGG, ProcessingBlock, ReductionBlock, build_vgg, parse_vgg_name
+from minigrad.models.vgg import VGG, build_vgg, parse_vgg_name, processing_block, reduction_block
 
 
 @pytest.mark.parametrize("name, params", [
@@ -54,21 +54,39 @@ def test_output_shape_and_backward_shape(name, rng):
 
 
 def test_bn_sits_between_conv_and_activation():
-    block = ProcessingBlock(4, batch_norm=True, residual=False)
-    assert block.body_names == ["conv0", "bn0", "act0", "conv1", "bn1"]
-    reduce = ReductionBlock(4, batch_norm=True)
-    assert reduce.body_names == ["conv0", "bn0", "act0", "pool", "conv1", "bn1"]
+    block = processing_block(4, batch_norm=True, residual=False)
+    assert type(block) is nn.Sequential
+    assert [n for n, _ in block.named_children()] == ["conv0", "bn0", "act0", "conv1", "bn1", "act"]
+    reduce = reduction_block(4, batch_norm=True)
+    assert [n for n, _ in reduce.named_children()] == ["conv0", "bn0", "act0", "pool", "conv1", "bn1", "act"]
     assert isinstance(block.bn0, nn.BatchNorm2d) and isinstance(block.act0, nn.LeakyReLU)
 
 
+def test_blocks_with_a_connection_are_residuals_with_the_same_names():
+    block = processing_block(4, batch_norm=True, residual=True)
+    assert type(block) is nn.Residual and block.shortcut is None and isinstance(block.act, nn.LeakyReLU)
+    assert block.branch_names == ("conv0", "bn0", "act0", "conv1", "bn1")
+    assert list(block.state_dict()) == list(processing_block(4, batch_norm=True).state_dict())
+    reduce = reduction_block(4, batch_norm=True, shortcut="conv1x1")
+    assert type(reduce) is nn.Residual and reduce.branch_names == ("conv0", "bn0", "act0", "pool", "conv1", "bn1")
+    assert [n for n, _ in reduce.named_children()][-2:] == ["shortcut", "act"]
+    assert list(reduce.state_dict())[-6:] == ["shortcut.conv.weight", "shortcut.bn.weight", "shortcut.bn.bias",
+                                              "shortcut.bn.running_mean", "shortcut.bn.running_var",
+                                              "shortcut.bn.num_batches_tracked"]
+    assert reduction_block(4, shortcut="conv1x1").shortcut.conv.bias is not None  # no BN: the conv has a bias
+    assert isinstance(reduction_block(4, shortcut="avgpool").shortcut, nn.AvgPool2d)
+    with pytest.raises(ValueError, match="reduction_block: shortcut"):
+        reduction_block(4, shortcut="conv3x3")
+
+
 def test_residual_skip_adds_the_block_input_before_the_last_activation(rng):
-    block = ProcessingBlock(3, residual=True).double()
+    block = processing_block(3, residual=True).double()
     x = rng.standard_normal((2, 3, 5, 6))
     h = block.conv1(block.act0(block.conv0(x)))
     expected = np.where(h + x >= 0, h + x, 0.01 * (h + x))
     np.testing.assert_allclose(block(x), expected, rtol=1e-12, atol=1e-12)
-    # Without the skip the same weights give act1(h).
-    plain = ProcessingBlock(3, residual=False).double()
+    # Without the skip the same weights give act(h).
+    plain = processing_block(3, residual=False).double()
     plain.load_state_dict(block.state_dict())
     np.testing.assert_allclose(plain(x), np.where(h >= 0, h, 0.01 * h), rtol=1e-12, atol=1e-12)
 
@@ -76,7 +94,7 @@ def test_residual_skip_adds_the_block_input_before_the_last_activation(rng):
 @pytest.mark.parametrize("shortcut", ["none", "avgpool", "conv1x1"])
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_reduction_block_shortcuts_gradcheck(shortcut, batch_norm):
-    block = ReductionBlock(2, batch_norm=batch_norm, shortcut=shortcut)
+    block = reduction_block(2, batch_norm=batch_norm, shortcut=shortcut)
     x = np.random.default_rng(0).standard_normal((3, 2, 6, 4))
     assert block.double()(x).shape == (3, 2, 3, 2)
     result = minigrad.gradcheck(block, x, seed=1)
@@ -86,7 +104,7 @@ def test_reduction_block_shortcuts_gradcheck(shortcut, batch_norm):
 @pytest.mark.parametrize("batch_norm", [False, True])
 @pytest.mark.parametrize("residual", [False, True])
 def test_processing_block_gradcheck(batch_norm, residual):
-    block = ProcessingBlock(2, batch_norm=batch_norm, residual=residual)
+    block = processing_block(2, batch_norm=batch_norm, residual=residual)
     result = minigrad.gradcheck(block, (2, 2, 5, 4), seed=3)
     assert result.ok, str(result)
 

@@ -1,8 +1,10 @@
 """The assignments: which function bodies a handout removes, what the handout says, and the graded items.
 
-An ``Item`` is one graded unit: the bodies it removes (``"minigrad.nn.linear:Linear.backward"``; helpers
-that would give the answer away, such as a Numba kernel holding the same formula, are removed with it),
-the check that grades it (a key of ``checks.CHECKS``) and its points. An ``Assignment`` is a list of items
+An ``Item`` is one graded unit: the bodies it removes, the check that grades it (a key of
+``checks.CHECKS``) and its points. Each formula lives in one place in the library, so an item removes the
+method the student writes (``"minigrad.nn.linear:Linear.backward"``) and, where that method hands the
+arithmetic to a Numba kernel, the kernel functions holding the formula (a glob, ``"..._relu_backward*"``):
+never a second copy of the formula. An ``Assignment`` is a list of items
 and the Markdown text of its handout: the maths to use and the experiment to run once everything works.
 """
 from dataclasses import dataclass
@@ -59,10 +61,11 @@ class Assignment:
                 f"## What to implement ({self.max_score} points)\n\n{table}\n\n"
                 "You may add helper functions, but keep every signature, and do not change other files: the "
                 "grader uses the rest of the library as given."
-                + (" The helpers marked *also stubbed* (a `*` stands for any name) held the same formula "
-                   "elsewhere in the library (a Numba kernel, the gradient-scale study's fused MLP, or a close "
-                   "relative such as LayerNorm over the other axis); they are not graded, and kernels are "
-                   "optional: write the formula in the method itself, in NumPy, if you prefer." if any(len(item.removes) > 1 for item in self.items) else "") + "\n\n"
+                + (" The functions marked *also stubbed* (a `*` stands for any name) are the Numba kernels "
+                   "that the method calls to do its arithmetic fast; they are not graded, and kernels are "
+                   "optional: write the formula in the method itself, in NumPy, if you prefer (other layers "
+                   "that share the kernel, such as LayerNorm with BatchNorm's, then wait for it or for "
+                   "yours)." if any(len(item.removes) > 1 for item in self.items) else "") + "\n\n"
                 f"{self.text.strip()}\n\n"
                 "## How you are graded\n\n"
                 "Each item is run in its own process with a time and memory limit, on hidden random cases "
@@ -98,13 +101,13 @@ For a layer `y = f(x)` and the gradient `g = dL/dy` that `backward(grad_output)`
   `dW = g^T x`, `db = sum of g over the rows`, `dx = g W`. `W` is `(out_features, in_features)`; the
   forward keeps its input with `self.save_for_backward(x=x)`, read back as `self.saved.x`.
 - **ReLU**, `y = max(x, 0)`: `dx = g * [y > 0]` (the derivative at 0 is taken as 0); the forward keeps
-  its output as `self.y`.
+  its output, `self.saved.y`.
 - **LeakyReLU** with slope `a`: `dx = g` where `x > 0`, `a * g` elsewhere. The forward keeps what you
-  need in `self.sign_source`.
+  need as `self.saved.sign_source`.
 - **CrossEntropyLoss** with `p = softmax(logits)` and one-hot targets `t`: `dL/dlogits = (p - t) / N` for
-  `reduction="mean"` (N = batch size), `p - t` for `"sum"`. `backward()` takes no argument; start it with
-  `self._start_backward()` (the one-backward-per-forward check); the forward keeps `self.softmax` and
-  `self.target`.
+  `reduction="mean"` (N = batch size), `p - t` for `"sum"`. `backward()` takes no argument (the base
+  class checks it follows a forward, once); the forward keeps `self.saved.softmax` and
+  `self.saved.target`.
 - **Adam** (`Adam._step_group(group)`, called by `Optimizer.step()` for each parameter group), exactly as
   PyTorch, for every parameter with gradient `g` at step `t = 1, 2, ...` (keep `m`, `v`, `t` in
   `self.state[p]`): `g <- g + weight_decay * p` (Adam) or `p <- p * (1 - lr * weight_decay)` (AdamW,
@@ -158,22 +161,25 @@ CONV_TEXT = """
   in `minigrad/kernels/im2col.py` is given, with its index mapping in the docstring). With
   `cols = im2col(x)` of shape `(C_in*kh*kw, N*H_out*W_out)`, `W_mat = weight.reshape(C_out, -1)` and `dY`
   the gradient as `(C_out, N*H_out*W_out)`: `dW = dY cols^T`, `db = sum of g over (n, h, w)`,
-  `dx = col2im(W_mat^T dY)`. The forward keeps the input as `self._x`. Test non-square kernels, strides
-  and paddings: a row index computed with the kernel height where the width belongs only fails there.
+  `dx = col2im(W_mat^T dY)`. The forward keeps what backward needs (see `Conv2d.forward`).
+  Test non-square kernels, strides and paddings: a row index computed with the kernel height where the
+  width belongs only fails there.
 - **BatchNorm2d** (`_BatchNorm.backward` in `minigrad/nn/batchnorm.py`), per channel over `(N, H, W)` with
   `n` values, `xhat = (x - mu) * invstd`: `dgamma = sum g * xhat`, `dbeta = sum g`; with batch statistics
   (training, or `track_running_stats=False`) `dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))`;
   with running statistics (eval) the layer is affine: `dx = gamma * invstd * g`. The forward keeps
-  `self.x3` (the input as `(N, C, H*W)`), `self.mean`, `self.invstd` and `self.used_batch_stats`.
-  Without `affine` there is no `weight`/`bias` (take gamma = 1).
+  `self.saved.x3` (the input as `(N, C, H*W)`), `self.saved.mean`, `self.saved.invstd` (per channel) and
+  `self.saved.used_batch_stats`. Without `affine` there is no `weight`/`bias` (take gamma = 1). LayerNorm
+  runs the same kernels on its rows, so it works again once yours does.
 - **AvgPool2d** (`minigrad/nn/pooling.py`): each output is its window's sum divided by `d`, so each real
   (not padding) input pixel receives `g[n, c, h, w] / d` from every window `(h, w)` that contains it;
-  windows overlap when stride < kernel. The geometry is `self._k` (kh, kw), `self._s` (stride),
-  `self._p` (padding), the window of output row `h` spans input rows `h*sh - ph ... h*sh - ph + kh - 1`
-  (clipped to the image), and `d` (which depends on `count_include_pad`, `ceil_mode` and
-  `divisor_override`) is given by `_divisor(h, w, kh, kw, sh, sw, ph, pw, H, W, count_include_pad,
-  divisor_override)` in `minigrad/kernels/pooling.py`, callable from Python. The forward keeps
-  `self._input_shape`.
+  windows overlap when stride < kernel. The geometry is `self.kernel_hw` (kh, kw), `self.stride_hw`
+  (sh, sw) and `self.padding_hw` (ph, pw); the window of output row `h` spans input rows
+  `h*sh - ph ... h*sh - ph + kh - 1` (clipped to the image), and `d` (which depends on
+  `count_include_pad`, `ceil_mode` and `divisor_override`) is given by `avg_pool_divisor(h, w, kh, kw, sh,
+  sw, ph, pw, H, W, count_include_pad, divisor_override)` in `minigrad/kernels/pooling.py`, callable from
+  Python (`divisor_override` as an int, 0 for none). The forward keeps `self.saved.input_shape` and
+  `self.saved.dtype`.
 
 {gradcheck}
 ## The experiment: VGG08 against VGG38
@@ -193,35 +199,31 @@ the gradient-flow figure (mean |dL/dW| per layer, from the input).
 DEPTH_TEXT = """
 ## The maths and the structure
 
-`minigrad/models/vgg.py` builds the coursework's VGG networks from blocks that all derive from
-`_SkipBlock`: `y = act1(body(x) + shortcut(x))`, where `body` is the chain of layers named in
-`self.body_names` and the shortcut is given by `self.shortcut_kind`: `None` (no shortcut),
-`"identity"` (`+ x`) or `"module"` (`+ self.shortcut(x)`).
+Every residual connection in the library is an `nn.Residual` (`minigrad/nn/residual.py`):
+`y = act(branch(x) + shortcut(x))`, where the branch is the layers it was given (its own children, named
+`self.branch_names`, in `self.branch`), `self.shortcut` is a module or `None` (the identity, `+ x`) and
+`self.act` an activation after the sum or `None`. The VGG blocks (LeakyReLU after the sum) and the
+ResNet study's pre-activation blocks (nothing after the sum) are built from it.
 
-- **`_SkipBlock.backward(grad_output)`**: `g = act1'(grad_output)` (call `self.act1.backward`); the body
-  and the shortcut both receive `g`, backward through the body layers in reverse order, and the input
-  gradients add: `dx = body'(g) + shortcut'(g)`, with `shortcut'(g) = g` for the identity. That `+ g` is
-  why residual connections keep early-layer gradients from vanishing. Do not modify `g` in place: two
-  paths use it.
-- **`Residual.backward`** (`minigrad/nn/residual.py`, `y = shortcut(x) + branch(x)`, `shortcut=None`
-  is the identity) and **`ResidualBlock.backward`** (`minigrad/models/resnet.py`, the pre-activation
-  block of the ResNet study: `y = branch(x) + shortcut(x)` with the branch layers named in
-  `self.branch_names` and `self.shortcut_kind` in `None`, `"identity"`, `"projection"`): the same rule,
-  `dx = branch'(g) + shortcut'(g)`, with no activation after the sum.
-- **`ProcessingBlock.__init__(channels, batch_norm=False, residual=False)`**: call `super().__init__()`,
-  then create, in this order, `conv0` (3x3, padding 1, no bias), `bn0` (only with `batch_norm`), `act0`
-  (LeakyReLU 0.01), `conv1` (like conv0), `bn1` (only with `batch_norm`), `act1` (LeakyReLU 0.01); set
-  `self.body_names` to the names of the body layers in order (everything but `act1`) and
-  `self.shortcut_kind` to `"identity"` when `residual`, else `None`. BN goes after each convolution and
-  before the activation: that placement is what lets VGG38 train.
-- **`ReductionBlock.__init__(channels, batch_norm=False, shortcut="none")`**: as above but the convs have
-  a bias, an `AvgPool2d(2)` named `pool` follows `act0`, and `shortcut` is `"none"`, `"avgpool"`
-  (`self.shortcut = AvgPool2d(2)`) or `"conv1x1"` (`self.shortcut = Sequential(OrderedDict(conv=Conv2d(c,
-  c, 1, stride=2, bias=not batch_norm)[, bn=BatchNorm2d(c)]))`, BN only with `batch_norm`), with
-  `shortcut_kind = "module"` when there is one. An unknown `shortcut` is a ValueError.
-  Parameter names must be exactly these (`conv0.weight`, `bn0.running_mean`, `shortcut.conv.weight`, ...):
-  the grader loads the library's weights into your block by name. Create the layers in this order, so
-  that the same seed gives the same initial weights as the library.
+- **`Residual.backward(grad_output)`**: `g_s = act'(grad_output)` (call `self.act.backward`; `g_s =
+  grad_output` without an activation); the sum hands `g_s` unchanged to both paths: backward through the
+  branch's layers in reverse order, and through the shortcut (`shortcut'(g_s) = g_s` for the identity);
+  the input gradients add: `dx = branch'(g_s) + shortcut'(g_s)`. That `+ g_s` is why residual connections
+  keep early-layer gradients from vanishing. Do not modify `g_s` in place: two paths use it.
+- **`processing_block(channels, batch_norm=False, residual=False)`** (`minigrad/models/vgg.py`): create,
+  in this order, `conv0` (3x3, padding 1, no bias), `bn0` (only with `batch_norm`), `act0` (LeakyReLU
+  0.01), `conv1` (like conv0), `bn1` (only with `batch_norm`), in an `OrderedDict`, then `act` (LeakyReLU
+  0.01). With `residual` return `nn.Residual(layers, activation=act)`; else add `act` to the layers and
+  return `nn.Sequential(layers)`. BN goes after each convolution and before the activation: that
+  placement is what lets VGG38 train.
+- **`reduction_block(channels, batch_norm=False, shortcut="none")`**: as above but the convs have a bias,
+  and an `AvgPool2d(2)` named `pool` follows `act0`. `shortcut` is `"none"` (an `nn.Sequential` as above),
+  `"avgpool"` (shortcut module `AvgPool2d(2)`) or `"conv1x1"` (`nn.ConvShortcut(c, c, stride=2,
+  bias=not batch_norm, batch_norm=batch_norm)`); with a shortcut, create it after the layers and before
+  `act`, and return `nn.Residual(layers, shortcut=..., activation=act)`. An unknown `shortcut` is a
+  ValueError. Parameter names must be exactly these (`conv0.weight`, `bn0.running_mean`,
+  `shortcut.conv.weight`, ...): the grader loads the library's weights into your block by name. Create
+  the layers in this order, so that the same seed gives the same initial weights as the library.
 
 {gradcheck}
 ## The experiment: the VGG38 BN/RC rows and gradient flow
@@ -248,11 +250,8 @@ ASSIGNMENTS = {
         items=(
             Item("Linear.backward", "linear", ("minigrad.nn.linear:Linear.backward",)),
             Item("ReLU.backward", "relu", ("minigrad.nn.activation:ReLU.backward",
-                                           "minigrad.nn.activation:relu_backward_reference",
-                                           "minigrad.kernels.activation:_relu_backward*",
-                                           "minigrad.gsc:_activation_backward")),
+                                           "minigrad.kernels.activation:_relu_backward*")),
             Item("LeakyReLU.backward", "leaky_relu", ("minigrad.nn.activation:LeakyReLU.backward",
-                                                      "minigrad.nn.activation:leaky_relu_backward_reference",
                                                       "minigrad.kernels.activation:_leaky_relu_backward*")),
             Item("CrossEntropyLoss.backward", "cross_entropy", ("minigrad.nn.loss:CrossEntropyLoss.backward",)),
             Item("Adam.step", "adam", ("minigrad.optim.adam:Adam._step_group",)),
@@ -267,12 +266,7 @@ print(gradcheck(nn.LeakyReLU(0.2), np.random.default_rng(1).choice([-1.0, 1.0], 
         items=(
             Item("Conv2d.backward", "conv2d", ("minigrad.nn.conv:Conv2d.backward",)),
             Item("BatchNorm2d.backward", "batchnorm2d", ("minigrad.nn.batchnorm:_BatchNorm.backward",
-                                                         "minigrad.kernels.batchnorm:*backward*",
-                                                         "minigrad.nn.normalization:LayerNorm.backward",
-                                                         "minigrad.nn.normalization:_GroupStatsNorm.backward",
-                                                         "minigrad.kernels.groupnorm:*backward*",
-                                                         "minigrad.gsc:_batch_norm_backward",
-                                                         "minigrad.gsc:_layer_norm_backward")),
+                                                         "minigrad.kernels.batchnorm:*backward*")),
             Item("AvgPool2d.backward", "avgpool2d", ("minigrad.nn.pooling:AvgPool2d.backward",
                                                      "minigrad.kernels.pooling:avg_pool_backward*")),
         ),
@@ -285,19 +279,19 @@ print(gradcheck(nn.AvgPool2d((2, 3), stride=1), (2, 3, 6, 5)))"""))),
         name="depth",
         title="Depth: residual connections and BN placement",
         items=(
-            Item("_SkipBlock.backward", "skip_block", ("minigrad.models.vgg:_SkipBlock.backward",)),
-            Item("Residual.backward", "residual", ("minigrad.nn.residual:Residual.backward",)),
-            Item("ResidualBlock.backward", "residual_block", ("minigrad.models.resnet:ResidualBlock.backward",)),
-            Item("ProcessingBlock.__init__", "processing_block", ("minigrad.models.vgg:ProcessingBlock.__init__",)),
-            Item("ReductionBlock.__init__", "reduction_block", ("minigrad.models.vgg:ReductionBlock.__init__",)),
+            Item("Residual.backward", "residual", ("minigrad.nn.residual:Residual.backward",), points=20),
+            Item("processing_block", "processing_block", ("minigrad.models.vgg:processing_block",)),
+            Item("reduction_block", "reduction_block", ("minigrad.models.vgg:reduction_block",)),
         ),
         text=DEPTH_TEXT.replace("{gradcheck}", _GRADCHECK.format(examples="""\
-from minigrad.models.vgg import ProcessingBlock, ReductionBlock
-print(gradcheck(ProcessingBlock(3, batch_norm=True, residual=True), (2, 3, 6, 4)))
-print(gradcheck(ReductionBlock(3, batch_norm=True, shortcut="conv1x1"), (2, 3, 6, 4)))
-print(gradcheck(nn.Residual(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4)),
-                            nn.ConvShortcut(3, 4, stride=2)), (2, 3, 6, 5)))
-print(list(ProcessingBlock(3, batch_norm=True).state_dict()))   # compare with the names above"""))),
+from minigrad.models.resnet import resnet_block
+from minigrad.models.vgg import processing_block, reduction_block
+print(gradcheck(nn.Residual(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4),
+                            shortcut=nn.ConvShortcut(3, 4, stride=2), activation=nn.Tanh()), (2, 3, 6, 5)))
+print(gradcheck(processing_block(3, batch_norm=True, residual=True), (2, 3, 6, 4)))
+print(gradcheck(reduction_block(3, batch_norm=True, shortcut="conv1x1"), (2, 3, 6, 4)))
+print(gradcheck(resnet_block(3, 5, stride=2), (2, 3, 7, 6)))
+print(list(processing_block(3, batch_norm=True).state_dict()))   # compare with the names above"""))),
 }
 
 

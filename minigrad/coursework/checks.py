@@ -39,52 +39,44 @@ def _vgg(lib):
     return importlib.import_module(lib.__name__ + ".models.vgg")
 
 
-def _skip_block(lib, kind, channels, batch_norm, shortcut):
-    """A VGG processing or reduction block assembled by hand on a bare ``_SkipBlock``.
+def _vgg_block(lib, kind, channels, batch_norm, shortcut):
+    """A VGG processing or reduction block with a connection, assembled by hand from ``nn`` layers: an
+    ``nn.Residual`` with LeakyReLU after the sum.
 
-    Independent of ``ProcessingBlock.__init__`` / ``ReductionBlock.__init__``, so the backward of the
-    block is graded even when a student's constructor is wrong (that is another item).
+    Independent of ``processing_block`` / ``reduction_block``, so the residual sum's backward is graded
+    even when a student's block constructor is wrong (that is another item).
     """
     nn, c = lib.nn, channels
-    block = _vgg(lib)._SkipBlock()
-    names = []
-
-    def add(name, layer):
-        setattr(block, name, layer)
-        names.append(name)
-
     reduction = kind == "reduction"
-    add("conv0", nn.Conv2d(c, c, 3, padding=1, bias=reduction))
+    layers = [("conv0", nn.Conv2d(c, c, 3, padding=1, bias=reduction))]
     if batch_norm:
-        add("bn0", nn.BatchNorm2d(c))
-    add("act0", nn.LeakyReLU(0.01))
+        layers.append(("bn0", nn.BatchNorm2d(c)))
+    layers.append(("act0", nn.LeakyReLU(0.01)))
     if reduction:
-        add("pool", nn.AvgPool2d(2))
-    add("conv1", nn.Conv2d(c, c, 3, padding=1, bias=reduction))
+        layers.append(("pool", nn.AvgPool2d(2)))
+    layers.append(("conv1", nn.Conv2d(c, c, 3, padding=1, bias=reduction)))
     if batch_norm:
-        add("bn1", nn.BatchNorm2d(c))
-    block.shortcut_kind = None
-    if shortcut == "identity":
-        block.shortcut_kind = "identity"
-    elif shortcut == "avgpool":
-        block.shortcut, block.shortcut_kind = nn.AvgPool2d(2), "module"
-    elif shortcut == "conv1x1":
-        layers = [nn.Conv2d(c, c, 1, stride=2, bias=not batch_norm)] + ([nn.BatchNorm2d(c)] if batch_norm else [])
-        block.shortcut, block.shortcut_kind = nn.Sequential(*layers), "module"
-    block.act1 = nn.LeakyReLU(0.01)
-    block.body_names = names
-    return block
+        layers.append(("bn1", nn.BatchNorm2d(c)))
+    branch = dict(layers)
+    skip = {"identity": lambda: None, "avgpool": lambda: nn.AvgPool2d(2),
+            "conv1x1": lambda: nn.ConvShortcut(c, c, 2, bias=not batch_norm, batch_norm=batch_norm)}[shortcut]()
+    return nn.Residual(branch, shortcut=skip, activation=nn.LeakyReLU(0.01))
 
 
-def _residual(lib, in_channels, out_channels, stride, shortcut):
-    """``nn.Residual`` around conv (stride) -> BN -> LeakyReLU -> conv, with one of the library's shortcuts."""
+def _residual(lib, in_channels, out_channels, stride, shortcut, activation=False):
+    """``nn.Residual`` of conv (stride) -> BN -> LeakyReLU -> conv, with one of the library's shortcuts and,
+    optionally, a LeakyReLU after the sum."""
     nn, c, d = lib.nn, in_channels, out_channels
-    branch = nn.Sequential(nn.Conv2d(c, d, 3, stride=stride, padding=1), nn.BatchNorm2d(d), nn.LeakyReLU(0.1),
-                           nn.Conv2d(d, d, (1, 3), padding=(0, 1)))
+    branch = [nn.Conv2d(c, d, 3, stride=stride, padding=1), nn.BatchNorm2d(d), nn.LeakyReLU(0.1),
+              nn.Conv2d(d, d, (1, 3), padding=(0, 1))]
     shortcuts = {"identity": lambda: None, "conv": lambda: nn.ConvShortcut(c, d, stride),
                  "conv_bn": lambda: nn.ConvShortcut(c, d, stride, batch_norm=True),
                  "avgpool": lambda: nn.AvgPoolShortcut(c, d, stride)}
-    return nn.Residual(branch, shortcuts[shortcut]())
+    return nn.Residual(*branch, shortcut=shortcuts[shortcut](), activation=nn.LeakyReLU(0.2) if activation else None)
+
+
+def _resnet(lib):
+    return importlib.import_module(lib.__name__ + ".models.resnet")
 
 
 FACTORIES = {
@@ -95,18 +87,18 @@ FACTORIES = {
     "Conv2d": lambda lib, kw: lib.nn.Conv2d(**_tuples(kw)),
     "BatchNorm2d": lambda lib, kw: lib.nn.BatchNorm2d(**kw),
     "AvgPool2d": lambda lib, kw: lib.nn.AvgPool2d(**_tuples(kw)),
-    "skip block": lambda lib, kw: _skip_block(lib, **kw),
     "Residual": lambda lib, kw: _residual(lib, **kw),
-    "ResidualBlock": lambda lib, kw: importlib.import_module(lib.__name__ + ".models.resnet").ResidualBlock(**kw),
-    "ProcessingBlock": lambda lib, kw: _vgg(lib).ProcessingBlock(**kw),
-    "ReductionBlock": lambda lib, kw: _vgg(lib).ReductionBlock(**kw),
+    "VGG block": lambda lib, kw: _vgg_block(lib, **kw),
+    "resnet_block": lambda lib, kw: _resnet(lib).resnet_block(**kw),
+    "processing_block": lambda lib, kw: _vgg(lib).processing_block(**kw),
+    "reduction_block": lambda lib, kw: _vgg(lib).reduction_block(**kw),
     "Adam": lambda lib, params, kw: lib.optim.Adam(params, **_tuples(kw)),
     "AdamW": lambda lib, params, kw: lib.optim.AdamW(params, **_tuples(kw)),
 }
 
 
 # Layers whose backward differs between train() and eval(): their cases say which mode they ran in.
-MODE_MATTERS = ("BatchNorm2d", "skip block", "Residual", "ResidualBlock")
+MODE_MATTERS = ("BatchNorm2d", "Residual", "VGG block", "resnet_block")
 
 
 def _label(factory, kwargs, **extra):
@@ -255,44 +247,39 @@ def _draw_avgpool2d(lib, rng):
     return cases
 
 
-BLOCK_VARIANTS = [("processing", True, "identity"), ("processing", False, "identity"),
-                  ("processing", True, "none"), ("reduction", True, "conv1x1"),
-                  ("reduction", False, "avgpool"), ("reduction", True, "none")]
+# (kind, batch_norm, shortcut, train): the VGG blocks with a connection
+BLOCK_VARIANTS = [("processing", True, "identity", True), ("processing", False, "identity", True),
+                  ("processing", True, "identity", False), ("reduction", True, "conv1x1", True),
+                  ("reduction", False, "avgpool", True), ("reduction", True, "conv1x1", False)]
 
 
-def _draw_skip_block(lib, rng):
+def _draw_residual(lib, rng):
+    """``nn.Residual.backward`` through everything built on it: plain residuals with each shortcut, the
+    VGG blocks (LeakyReLU after the sum) and the ResNet study's pre-activation blocks."""
     cases = []
-    for kind, bn, shortcut in BLOCK_VARIANTS:
+    for shortcut, stride, widen, activation, train in [
+            ("identity", 1, 0, False, True), ("conv", 2, 1, True, True), ("conv_bn", 1, 2, False, True),
+            ("avgpool", 2, 1, True, True), ("avgpool", 1, 0, False, False), ("conv", 1, 0, True, True)]:
+        c = int(rng.integers(1, 4))
+        kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "shortcut": shortcut,
+                  "activation": activation}
+        x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
+        cases.append(_module_case(lib, rng, "Residual", kwargs, x, train=train))
+    for kind, bn, shortcut, train in BLOCK_VARIANTS:
         c = int(rng.integers(2, 4))
         h, w = 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4))  # even: both paths halve alike
         kwargs = {"kind": kind, "channels": c, "batch_norm": bn, "shortcut": shortcut}
         x = rng.standard_normal((int(rng.integers(2, 4)), c, h, w))
         # Finite differences for the input and the first and last convolutions (fewer forwards);
         # every parameter's gradient is still compared with the library's.
-        cases.append(_module_case(lib, rng, "skip block", kwargs, x, train=len(cases) != 2,
-                                  fd_params=("conv0.weight", "conv1.weight", "shortcut.0.weight")))
-    return cases
-
-
-def _draw_residual(lib, rng):
-    cases = []
-    for shortcut, stride, widen in [("identity", 1, 0), ("conv", 2, 1), ("conv_bn", 1, 2), ("avgpool", 2, 1),
-                                    ("avgpool", 1, 0), ("conv", 1, 0)]:
+        cases.append(_module_case(lib, rng, "VGG block", kwargs, x, train=train,
+                                  fd_params=("conv0.weight", "conv1.weight", "shortcut.conv.weight")))
+    for stride, widen, bn, train in [(1, 0, True, True), (2, 1, True, True), (1, 0, False, True),
+                                     (2, 2, False, True), (2, 1, True, False)]:
         c = int(rng.integers(1, 4))
-        kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "shortcut": shortcut}
+        kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "batch_norm": bn}
         x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
-        cases.append(_module_case(lib, rng, "Residual", kwargs, x, train=len(cases) != 4))
-    return cases
-
-
-def _draw_residual_block(lib, rng):
-    cases = []
-    for stride, widen, bn, residual in [(1, 0, True, True), (2, 1, True, True), (1, 0, False, True),
-                                        (2, 2, False, True), (1, 0, True, False), (2, 1, True, False)]:
-        c = int(rng.integers(1, 4))
-        kwargs = {"in_channels": c, "out_channels": c + widen, "stride": stride, "batch_norm": bn, "residual": residual}
-        x = rng.standard_normal((int(rng.integers(2, 4)), c, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
-        cases.append(_module_case(lib, rng, "ResidualBlock", kwargs, x, train=len(cases) != 4,
+        cases.append(_module_case(lib, rng, "resnet_block", kwargs, x, train=train,
                                   fd_params=("conv0.weight", "conv1.weight", "shortcut.conv.weight")))
     return cases
 
@@ -308,7 +295,7 @@ def _draw_processing_block(lib, rng):
     for bn, residual in [(True, True), (False, False), (True, False), (False, True)]:
         c = int(rng.integers(2, 4))
         x = rng.standard_normal((2, c, int(rng.integers(2, 6)), int(rng.integers(2, 6))))
-        cases.append(_structure_case(lib, rng, "ProcessingBlock",
+        cases.append(_structure_case(lib, rng, "processing_block",
                                      {"channels": c, "batch_norm": bn, "residual": residual}, x))
     return cases
 
@@ -319,7 +306,7 @@ def _draw_reduction_block(lib, rng):
                          (False, "conv1x1")]:
         c = int(rng.integers(2, 4))
         x = rng.standard_normal((2, c, 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4))))
-        cases.append(_structure_case(lib, rng, "ReductionBlock",
+        cases.append(_structure_case(lib, rng, "reduction_block",
                                      {"channels": c, "batch_norm": bn, "shortcut": shortcut}, x))
     return cases
 
@@ -348,8 +335,7 @@ def _draw_adam(lib, rng):
 CHECKS = {
     "linear": _draw_linear, "relu": _draw_relu, "leaky_relu": _draw_leaky_relu,
     "cross_entropy": _draw_cross_entropy, "adam": _draw_adam, "conv2d": _draw_conv2d,
-    "batchnorm2d": _draw_batchnorm2d, "avgpool2d": _draw_avgpool2d, "skip_block": _draw_skip_block,
-    "residual": _draw_residual, "residual_block": _draw_residual_block,
+    "batchnorm2d": _draw_batchnorm2d, "avgpool2d": _draw_avgpool2d, "residual": _draw_residual,
     "processing_block": _draw_processing_block, "reduction_block": _draw_reduction_block,
 }
 

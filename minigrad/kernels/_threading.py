@@ -8,6 +8,9 @@
    the OpenMP runtime reads it when it loads (at the first parallel kernel); a value the user set wins.
 2. ``serial_when_small`` runs a kernel on the calling thread when its largest array has fewer than
    ``SERIAL_BELOW`` elements: waking the pool costs more than such a job (gradient checks, tiny layers).
+   ``use_threads(size)`` is the same choice for kernels that come in a serial and a parallel version;
+   with one Numba thread (``--threads 1``, or one worker per core) the serial version runs, as the
+   parallel one would only add its scheduling (and, for kernels split into blocks, its extra passes).
 """
 import functools
 import os
@@ -19,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SERIAL_BELOW = 1 << 15
 
-__all__ = ["serial_when_small", "SERIAL_BELOW"]
+__all__ = ["serial_when_small", "use_threads", "SERIAL_BELOW"]
 
 
 def serial_when_small(kernel):
@@ -39,3 +42,8 @@ def serial_when_small(kernel):
 
     run.kernel = kernel
     return run
+
+
+def use_threads(size):
+    """Whether a job of ``size`` elements should run on Numba's threads (see the module docstring)."""
+    return size >= SERIAL_BELOW and numba.get_num_threads() > 1

@@ -1,20 +1,30 @@
-"""Numba kernels for the piecewise-linear activations: one pass over memory each way.
+"""Numba kernels for the activations: one pass over memory each way.
 
-NumPy needs several passes (a comparison, a product, a ``where``) and temporaries for LeakyReLU; after
+The formulas (y the output, g the upstream gradient)::
+
+    ReLU       y = x if x > 0 else 0                    dx = g if y > 0 else 0
+    LeakyReLU  y = x if x >= 0 else a * x               dx = g if x > 0 else a * g
+    Tanh       (y = tanh(x): NumPy's vectorised tanh)   dx = g * (1 - y^2)
+    SELU       y = s * x if x > 0 else s * a * expm1(x) dx = g * s if y > 0 else g * (y + s * a)
+
+NumPy needs several passes (a comparison, a product, a ``where``) and temporaries for these; after
 every convolution of a deep VGG that is most of an activation's cost. All arrays are flat and C-contiguous;
-``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream).
+``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream). There is
+no vectorised exp inside Numba here (no SVML), so SELU's forward takes expm1 from NumPy (SIMD) and
+only the select is a kernel.
 
 Each kernel is a ``*_loop`` over whole arrays. Arrays of at least ``PARALLEL_MIN_SIZE`` elements are
-cut into ``CHUNK``-sized views run by Numba's threads; smaller ones run on the calling thread, because
-waking the thread pool costs more than the work (milliseconds on a busy machine).
+cut into ``CHUNK``-sized views run by Numba's threads (when there is more than one); smaller ones run on
+the calling thread, because waking the thread pool costs more than the work (milliseconds on a busy
+machine).
 """
 import numba
 import numpy as np
 
-from ._threading import SERIAL_BELOW  # importing it also makes idle OpenMP workers sleep (see there)
+from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
-__all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "supported",
-           "PARALLEL_MIN_SIZE"]
+__all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "tanh_backward",
+           "selu_forward", "selu_backward", "PARALLEL_MIN_SIZE"]
 
 PARALLEL_MIN_SIZE = SERIAL_BELOW
 CHUNK = 1 << 15
@@ -52,6 +62,30 @@ def _leaky_relu_backward_loop(sign_source, grad_output, slope, out):
         out[i] = g if sign_source[i] > 0 else slope * g
 
 
+@numba.njit(cache=True)
+def _tanh_backward_loop(y, grad_output, out):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        v = y[i]
+        out[i] = grad_output[i] * (one - v * v)
+
+
+@numba.njit(cache=True)
+def _selu_loop(x, expm1_negative, scale, scale_alpha, out):
+    # expm1_negative = expm1(min(x, 0)), computed by NumPy (see the module docstring)
+    for i in range(x.size):
+        v = x[i]
+        out[i] = scale * v if v > 0 else scale_alpha * expm1_negative[i]
+
+
+@numba.njit(cache=True)
+def _selu_backward_loop(y, grad_output, scale, scale_alpha, out):
+    # for x <= 0: dy/dx = scale * alpha * exp(x) = y + scale * alpha
+    for i in range(y.size):
+        v = y[i]
+        out[i] = grad_output[i] * (scale if v > 0 else v + scale_alpha)
+
+
 # Threaded drivers: the same loops over CHUNK-element views, one chunk per task.
 @numba.njit(parallel=True, cache=True)
 def _relu_parallel(x, out):
@@ -81,9 +115,30 @@ def _leaky_relu_backward_parallel(sign_source, grad_output, slope, out):
         _leaky_relu_backward_loop(sign_source[a:b], grad_output[a:b], slope, out[a:b])
 
 
+@numba.njit(parallel=True, cache=True)
+def _tanh_backward_parallel(y, grad_output, out):
+    for k in numba.prange((y.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, y.size)
+        _tanh_backward_loop(y[a:b], grad_output[a:b], out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _selu_parallel(x, expm1_negative, scale, scale_alpha, out):
+    for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
+        _selu_loop(x[a:b], expm1_negative[a:b], scale, scale_alpha, out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _selu_backward_parallel(y, grad_output, scale, scale_alpha, out):
+    for k in numba.prange((y.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, y.size)
+        _selu_backward_loop(y[a:b], grad_output[a:b], scale, scale_alpha, out[a:b])
+
+
 def relu_forward(x, out):
     """``out = max(x, 0)``, NaN kept."""
-    if x.size >= PARALLEL_MIN_SIZE:
+    if use_threads(x.size):
         _relu_parallel(x, out)
     else:
         _relu_loop(x, out)
@@ -91,7 +146,7 @@ def relu_forward(x, out):
 
 def relu_backward(y, grad_output, out):
     """``out = grad_output * (y > 0)``, from the forward's output ``y`` (PyTorch's threshold_backward)."""
-    if y.size >= PARALLEL_MIN_SIZE:
+    if use_threads(y.size):
         _relu_backward_parallel(y, grad_output, out)
     else:
         _relu_backward_loop(y, grad_output, out)
@@ -99,7 +154,7 @@ def relu_backward(y, grad_output, out):
 
 def leaky_relu_forward(x, slope, out):
     """``out = x if x >= 0 else slope * x``."""
-    if x.size >= PARALLEL_MIN_SIZE:
+    if use_threads(x.size):
         _leaky_relu_parallel(x, slope, out)
     else:
         _leaky_relu_loop(x, slope, out)
@@ -107,13 +162,35 @@ def leaky_relu_forward(x, slope, out):
 
 def leaky_relu_backward(sign_source, grad_output, slope, out):
     """``out = grad_output if sign_source > 0 else slope * grad_output``."""
-    if grad_output.size >= PARALLEL_MIN_SIZE:
+    if use_threads(grad_output.size):
         _leaky_relu_backward_parallel(sign_source, grad_output, slope, out)
     else:
         _leaky_relu_backward_loop(sign_source, grad_output, slope, out)
 
 
-def supported(*arrays):
-    """True when the kernels are compiled for these arrays' dtype (float32 or float64, all equal)."""
-    dtype = arrays[0].dtype
-    return dtype in (np.float32, np.float64) and all(a.dtype == dtype for a in arrays)
+def tanh_backward(y, grad_output, out):
+    """``out = grad_output * (1 - y^2)``, from the forward's output ``y = tanh(x)``."""
+    if use_threads(y.size):
+        _tanh_backward_parallel(y, grad_output, out)
+    else:
+        _tanh_backward_loop(y, grad_output, out)
+
+
+def selu_forward(x, scale, alpha, out):
+    """``out = scale * x if x > 0 else scale * alpha * expm1(x)``."""
+    expm1_negative = np.minimum(x, 0)
+    np.expm1(expm1_negative, out=expm1_negative)
+    args = (x, expm1_negative, x.dtype.type(scale), x.dtype.type(scale * alpha), out)
+    if use_threads(x.size):
+        _selu_parallel(*args)
+    else:
+        _selu_loop(*args)
+
+
+def selu_backward(y, grad_output, scale, alpha, out):
+    """``out = grad_output * scale if y > 0 else grad_output * (y + scale * alpha)``, from the output ``y``."""
+    args = (y, grad_output, y.dtype.type(scale), y.dtype.type(scale * alpha), out)
+    if use_threads(y.size):
+        _selu_backward_parallel(*args)
+    else:
+        _selu_backward_loop(*args)

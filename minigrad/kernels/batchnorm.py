@@ -1,25 +1,41 @@
-"""Numba kernels for batch normalisation over ``(N, C, L)`` arrays, one channel per task.
+r"""Numba kernels for normalisation over ``(N, C, L)`` arrays: per channel c, statistics over (n, l).
 
-Each channel's slice ``x[:, c, :]`` is processed start to finish by one thread (statistics, then output),
-so a (100, 32, 32, 32) float32 batch is streamed from memory about once per pass while the channel's
-400 KB stay in cache for the second look. Sums are accumulated in float64 and the variance uses the
-two-pass formula ``mean((x - mean)^2)``, so float32 data with a large mean keeps its precision.
-Per-channel vectors (``mean``, ``var``, ``invstd``, ``weight``, ``bias``) are float64; the element-wise
-loops run in the data's dtype (float32 arithmetic vectorises twice as wide, and mixing in float64 made
-the output pass 4x slower). ``fastmath={"reassoc", "contract"}`` lets the float64 sums vectorise (4x
-faster) and fuse multiply-adds; it changes only rounding order, never NaN/Inf handling.
+The formulas (xhat = (x - mean) * invstd, invstd = 1 / sqrt(var + eps), n = N*L values per channel)::
+
+    forward   mean = mean(x),  var = mean((x - mean)^2)   (biased; two passes, float64 sums)
+              y = xhat * weight + bias
+    backward  dbias = sum(g),  dweight = sum(g * xhat)
+              batch statistics:  dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))
+              fixed statistics:  dx = weight * invstd * g          (the layer is then affine)
+
+Batch norm runs them on its input as (N, C, H*W); layer norm on its rows as (1, rows, D) (one "channel"
+per row, statistics over its D values), so both layers' gradients are these lines.
+
+Two memory orders, one formula. With L > 1 each channel's slice ``x[:, c, :]`` is processed start to
+finish by one thread (statistics, then output; a task takes a block of channels), so a (100, 32, 32, 32) float32 batch is streamed from
+memory about once per pass while the channel's 400 KB stay in cache for the second look. With L == 1
+(BatchNorm1d on (N, C)) a channel is a strided column, so those kernels walk the rows instead, keeping
+one accumulator per channel (10x faster on (10000, 100)).
+
+Sums are accumulated in float64 and the variance uses the two-pass formula, so float32 data with a
+large mean keeps its precision. Per-channel vectors (``mean``, ``var``, ``invstd``, ``weight``,
+``bias``) are float64; the element-wise loops run in the data's dtype (float32 arithmetic vectorises
+twice as wide, and mixing in float64 made the output pass 4x slower). ``fastmath={"reassoc",
+"contract"}`` lets the float64 sums vectorise (4x faster) and fuse multiply-adds; it changes only
+rounding order, never NaN/Inf handling.
 """
 import numba
 import numpy as np
 
-from ._threading import SERIAL_BELOW  # importing it also makes idle OpenMP workers sleep (see there)
+from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
 __all__ = ["batchnorm_forward", "batchnorm_backward", "PARALLEL_MIN_SIZE"]
 
-# Below this many elements the channels run on the calling thread: waking Numba's thread pool costs
-# more than the work (milliseconds on a busy machine).
+# Below this many elements (or with one Numba thread) the channels run on the calling thread: waking
+# Numba's thread pool costs more than the work (milliseconds on a busy machine).
 PARALLEL_MIN_SIZE = SERIAL_BELOW
 _FASTMATH = {"reassoc", "contract"}
+_ROW_BLOCK = 64  # channels per task of the row-walking kernels
 
 
 def batchnorm_forward(x, weight, bias, eps, use_batch_stats, mean, var, out):
@@ -28,8 +44,14 @@ def batchnorm_forward(x, weight, bias, eps, use_batch_stats, mean, var, out):
     With ``use_batch_stats`` the channel's biased batch mean and variance are first written into
     ``mean`` and ``var``; otherwise ``mean`` and ``var`` are read (running statistics).
     """
-    driver = _forward_parallel if x.size >= PARALLEL_MIN_SIZE else _forward_serial
-    driver(x, weight, bias, eps, use_batch_stats, mean, var, out)
+    parallel = use_threads(x.size)
+    if x.shape[2] == 1:
+        rows = (_forward_rows_parallel if parallel else _forward_rows_serial)
+        rows(x.reshape(x.shape[:2]), weight, bias, eps, use_batch_stats, mean, var, out.reshape(x.shape[:2]))
+    elif parallel:
+        _forward_parallel(x, weight, bias, eps, use_batch_stats, mean, var, out, _block(x.shape[1]))
+    else:
+        _forward_channels(0, x.shape[1], x, weight, bias, eps, use_batch_stats, mean, var, out)
 
 
 def batchnorm_backward(x, grad_output, mean, invstd, weight, use_batch_stats,
@@ -40,91 +62,203 @@ def batchnorm_backward(x, grad_output, mean, invstd, weight, use_batch_stats,
     statistics ``grad_input = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))``; with fixed
     (running) statistics the layer is affine and ``grad_input = weight * invstd * g``.
     """
-    driver = _backward_parallel if x.size >= PARALLEL_MIN_SIZE else _backward_serial
-    driver(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias)
-
-
-# One channel's work; the drivers at the end run it for every channel.
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _forward_channel(c, x, weight, bias, eps, use_batch_stats, mean, var, out):
-    n_batch, _, length = x.shape
-    count = n_batch * length
-    if use_batch_stats:
-        total = 0.0
-        for n in range(n_batch):
-            for l in range(length):
-                total += x[n, c, l]
-        mu = total / count  # float64 (hi, lo below are in the data's dtype)
-        squares = 0.0
-        for n in range(n_batch):
-            for l in range(length):
-                d = x[n, c, l] - mu
-                squares += d * d
-        mean[c] = mu
-        var[c] = squares / count
-    # The mean as a sum hi + lo of two values in the data's dtype: x - hi is exact for x near the
-    # mean, so float32 data with |mean| >> std is not shifted by the rounding of the mean.
-    hi = x.dtype.type(mean[c])
-    lo = x.dtype.type(mean[c] - hi)
-    scale = x.dtype.type(weight[c] / np.sqrt(var[c] + eps))
-    shift = x.dtype.type(bias[c])
-    for n in range(n_batch):
-        for l in range(length):
-            out[n, c, l] = ((x[n, c, l] - hi) - lo) * scale + shift
-
-
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _backward_channel(c, x, grad_output, mean, invstd, weight, use_batch_stats,
-                      grad_input, grad_weight, grad_bias):
-    n_batch, _, length = x.shape
-    count = n_batch * length
-    sum_g = 0.0
-    sum_g_centred = 0.0  # sum g * (x - mean); times invstd it is sum g * xhat
-    for n in range(n_batch):
-        for l in range(length):
-            g = grad_output[n, c, l]
-            sum_g += g
-            sum_g_centred += g * (x[n, c, l] - mean[c])
-    grad_bias[c] = sum_g
-    grad_weight[c] = sum_g_centred * invstd[c]
-    k = x.dtype.type(weight[c] * invstd[c])
-    if use_batch_stats:
-        hi = x.dtype.type(mean[c])  # the mean split as in batchnorm_forward
-        lo = x.dtype.type(mean[c] - hi)
-        a = x.dtype.type(sum_g / count)
-        # xhat * mean(g * xhat) = (x - mean) * invstd^2 * sum_g_centred / count
-        b = x.dtype.type(invstd[c] * invstd[c] * sum_g_centred / count)
-        for n in range(n_batch):
-            for l in range(length):
-                grad_input[n, c, l] = k * (grad_output[n, c, l] - a - ((x[n, c, l] - hi) - lo) * b)
+    args = (mean, invstd, weight, use_batch_stats)
+    parallel = use_threads(x.size)
+    if x.shape[2] == 1:
+        shape = x.shape[:2]
+        rows = (_backward_rows_parallel if parallel else _backward_rows_serial)
+        rows(x.reshape(shape), grad_output.reshape(shape), *args, grad_input.reshape(shape), grad_weight, grad_bias)
+    elif parallel:
+        _backward_parallel(x, grad_output, *args, grad_input, grad_weight, grad_bias, _block(x.shape[1]))
     else:
+        _backward_channels(0, x.shape[1], x, grad_output, *args, grad_input, grad_weight, grad_bias)
+
+
+def _block(channels):
+    """Channels per task: about four tasks per thread (a call per channel costs ~0.2 us: layer norm's
+    10,000 short rows would pay for it)."""
+    return max(1, channels // (4 * numba.get_num_threads()))
+
+
+# The mean as a sum hi + lo of two values in the data's dtype: (x - hi) - lo is x - mean rounded once,
+# exact for x near the mean, so float32 data with |mean| >> std is not shifted by the mean's rounding.
+@numba.njit(inline="always")
+def _split(value, dtype):
+    hi = dtype.type(value)
+    return hi, dtype.type(value - hi)
+
+
+# The backward's per-channel constants, so that  dx = k * (g - a - (x - mean) * b):
+#   k = weight * invstd,  a = mean(g) = sum_g / n,
+#   b = invstd^2 * sum_g_centred / n   (xhat * mean(g * xhat) = (x - mean) * invstd^2 * mean(g * (x - mean)))
+@numba.njit(inline="always")
+def _backward_constants(weight, invstd, sum_g, sum_g_centred, count):
+    return weight * invstd, sum_g / count, invstd * invstd * sum_g_centred / count
+
+
+# ------------------------------------------------------------------- L > 1: channels c0..c1, one slice at a time
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _forward_channels(c0, c1, x, weight, bias, eps, use_batch_stats, mean, var, out):
+    n_batch, _, length = x.shape
+    count = n_batch * length
+    for c in range(c0, c1):
+        if use_batch_stats:
+            total = 0.0
+            for n in range(n_batch):
+                for l in range(length):
+                    total += x[n, c, l]
+            mu = total / count  # float64 (hi, lo below are in the data's dtype)
+            squares = 0.0
+            for n in range(n_batch):
+                for l in range(length):
+                    d = x[n, c, l] - mu
+                    squares += d * d
+            mean[c] = mu
+            var[c] = squares / count
+        hi, lo = _split(mean[c], x.dtype)
+        scale = x.dtype.type(weight[c] / np.sqrt(var[c] + eps))
+        shift = x.dtype.type(bias[c])
         for n in range(n_batch):
             for l in range(length):
-                grad_input[n, c, l] = k * grad_output[n, c, l]
+                out[n, c, l] = ((x[n, c, l] - hi) - lo) * scale + shift  # y = xhat * weight + bias
 
 
-# Drivers: every channel on this thread, or one channel per task on Numba's threads.
-@numba.njit(cache=True)
-def _forward_serial(x, weight, bias, eps, use_batch_stats, mean, var, out):
-    for c in range(x.shape[1]):
-        _forward_channel(c, x, weight, bias, eps, use_batch_stats, mean, var, out)
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _backward_channels(c0, c1, x, grad_output, mean, invstd, weight, use_batch_stats,
+                       grad_input, grad_weight, grad_bias):
+    n_batch, _, length = x.shape
+    for c in range(c0, c1):
+        sum_g = 0.0
+        sum_g_centred = 0.0  # sum g * (x - mean); times invstd it is sum g * xhat
+        for n in range(n_batch):
+            for l in range(length):
+                g = grad_output[n, c, l]
+                sum_g += g
+                sum_g_centred += g * (x[n, c, l] - mean[c])
+        grad_bias[c] = sum_g
+        grad_weight[c] = sum_g_centred * invstd[c]
+        k, a, b = _backward_constants(weight[c], invstd[c], sum_g, sum_g_centred, n_batch * length)
+        k = x.dtype.type(k)
+        if use_batch_stats:
+            hi, lo = _split(mean[c], x.dtype)
+            a, b = x.dtype.type(a), x.dtype.type(b)
+            # dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))   per channel, over N*L
+            for n in range(n_batch):
+                for l in range(length):
+                    grad_input[n, c, l] = k * (grad_output[n, c, l] - a - ((x[n, c, l] - hi) - lo) * b)
+        else:
+            for n in range(n_batch):
+                for l in range(length):
+                    grad_input[n, c, l] = k * grad_output[n, c, l]
+
+
+# Threaded drivers: blocks of ``block`` channels, one block per task.
+@numba.njit(parallel=True, cache=True)
+def _forward_parallel(x, weight, bias, eps, use_batch_stats, mean, var, out, block):
+    channels = x.shape[1]
+    for k in numba.prange((channels + block - 1) // block):
+        _forward_channels(k * block, min((k + 1) * block, channels), x, weight, bias, eps, use_batch_stats,
+                          mean, var, out)
 
 
 @numba.njit(parallel=True, cache=True)
-def _forward_parallel(x, weight, bias, eps, use_batch_stats, mean, var, out):
-    for c in numba.prange(x.shape[1]):
-        _forward_channel(c, x, weight, bias, eps, use_batch_stats, mean, var, out)
+def _backward_parallel(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias,
+                       block):
+    channels = x.shape[1]
+    for k in numba.prange((channels + block - 1) // block):
+        _backward_channels(k * block, min((k + 1) * block, channels), x, grad_output, mean, invstd, weight,
+                           use_batch_stats, grad_input, grad_weight, grad_bias)
+
+
+# ------------------------------------------------------------------- L == 1: rows of (N, C), channels c0..c1
+# The same formulas as above, walked row by row: one float64 accumulator per channel, the inner loop
+# over contiguous channels.
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _forward_rows(c0, c1, x, weight, bias, eps, use_batch_stats, mean, var, out):
+    n_rows = x.shape[0]
+    width = c1 - c0
+    if use_batch_stats:
+        total = np.zeros(width)
+        for n in range(n_rows):
+            for j in range(width):
+                total[j] += x[n, c0 + j]
+        for j in range(width):
+            mean[c0 + j] = total[j] / n_rows
+        squares = np.zeros(width)
+        for n in range(n_rows):
+            for j in range(width):
+                d = x[n, c0 + j] - mean[c0 + j]
+                squares[j] += d * d
+        for j in range(width):
+            var[c0 + j] = squares[j] / n_rows
+    hi, lo = np.empty(width, x.dtype), np.empty(width, x.dtype)
+    scale, shift = np.empty(width, x.dtype), np.empty(width, x.dtype)
+    for j in range(width):
+        hi[j], lo[j] = _split(mean[c0 + j], x.dtype)
+        scale[j] = weight[c0 + j] / np.sqrt(var[c0 + j] + eps)
+        shift[j] = bias[c0 + j]
+    for n in range(n_rows):
+        for j in range(width):
+            out[n, c0 + j] = ((x[n, c0 + j] - hi[j]) - lo[j]) * scale[j] + shift[j]  # y = xhat * weight + bias
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _backward_rows(c0, c1, x, grad_output, mean, invstd, weight, use_batch_stats,
+                   grad_input, grad_weight, grad_bias):
+    n_rows = x.shape[0]
+    width = c1 - c0
+    hi, lo = np.empty(width, x.dtype), np.empty(width, x.dtype)
+    for j in range(width):
+        hi[j], lo[j] = _split(mean[c0 + j], x.dtype)
+    sum_g = np.zeros(width)
+    sum_g_centred = np.zeros(width)  # sum g * (x - mean); times invstd it is sum g * xhat
+    for n in range(n_rows):
+        for j in range(width):
+            g = grad_output[n, c0 + j]
+            sum_g[j] += g
+            sum_g_centred[j] += g * ((x[n, c0 + j] - hi[j]) - lo[j])  # the product in the data's dtype
+    k, a, b = np.empty(width, x.dtype), np.empty(width, x.dtype), np.empty(width, x.dtype)
+    for j in range(width):
+        c = c0 + j
+        grad_bias[c] = sum_g[j]
+        grad_weight[c] = sum_g_centred[j] * invstd[c]
+        k[j], a[j], b[j] = _backward_constants(weight[c], invstd[c], sum_g[j], sum_g_centred[j], n_rows)
+    if use_batch_stats:
+        # dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))   per channel (column), over the N rows
+        for n in range(n_rows):
+            for j in range(width):
+                grad_input[n, c0 + j] = k[j] * (grad_output[n, c0 + j] - a[j] - ((x[n, c0 + j] - hi[j]) - lo[j]) * b[j])
+    else:
+        for n in range(n_rows):
+            for j in range(width):
+                grad_input[n, c0 + j] = k[j] * grad_output[n, c0 + j]
 
 
 @numba.njit(cache=True)
-def _backward_serial(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias):
-    for c in range(x.shape[1]):
-        _backward_channel(c, x, grad_output, mean, invstd, weight, use_batch_stats,
-                          grad_input, grad_weight, grad_bias)
+def _forward_rows_serial(x, weight, bias, eps, use_batch_stats, mean, var, out):
+    _forward_rows(0, x.shape[1], x, weight, bias, eps, use_batch_stats, mean, var, out)
 
 
 @numba.njit(parallel=True, cache=True)
-def _backward_parallel(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias):
-    for c in numba.prange(x.shape[1]):
-        _backward_channel(c, x, grad_output, mean, invstd, weight, use_batch_stats,
-                          grad_input, grad_weight, grad_bias)
+def _forward_rows_parallel(x, weight, bias, eps, use_batch_stats, mean, var, out):
+    channels = x.shape[1]
+    for block in numba.prange((channels + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        c0 = block * _ROW_BLOCK
+        _forward_rows(c0, min(c0 + _ROW_BLOCK, channels), x, weight, bias, eps, use_batch_stats, mean, var, out)
+
+
+@numba.njit(cache=True)
+def _backward_rows_serial(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight,
+                          grad_bias):
+    _backward_rows(0, x.shape[1], x, grad_output, mean, invstd, weight, use_batch_stats,
+                   grad_input, grad_weight, grad_bias)
+
+
+@numba.njit(parallel=True, cache=True)
+def _backward_rows_parallel(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight,
+                            grad_bias):
+    channels = x.shape[1]
+    for block in numba.prange((channels + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        c0 = block * _ROW_BLOCK
+        _backward_rows(c0, min(c0 + _ROW_BLOCK, channels), x, grad_output, mean, invstd, weight, use_batch_stats,
+                       grad_input, grad_weight, grad_bias)

@@ -17,7 +17,7 @@ from numba import prange
 
 from ._threading import serial_when_small  # also sets the OpenMP wait policy before Numba starts
 
-__all__ = ["max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"]
+__all__ = ["max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward", "avg_pool_divisor"]
 
 
 @numba.njit(inline="always")
@@ -32,7 +32,7 @@ def _valid_range(out_len, stride, offset, in_len):
 
 
 @numba.njit(inline="always")
-def _divisor(h, w, kh, kw, sh, sw, ph, pw, height, width, count_include_pad, divisor_override):
+def avg_pool_divisor(h, w, kh, kw, sh, sw, ph, pw, height, width, count_include_pad, divisor_override):
     """PyTorch's divisor: ``divisor_override`` if > 0; else the window's area inside the padded input
     (``count_include_pad``; kh*kw except where ceil_mode lets a window hang over the padding), else the
     number of real pixels in the window."""
@@ -65,7 +65,9 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, out, argmax):
     xf, of, af = x.reshape(x.size), out.reshape(out.size), argmax.reshape(argmax.size)
     if _is_two_by_two(kh, kw, sh, sw, ph, pw, h_out, w_out, height, width):
         # The common case as a branch-free tournament (6x faster than the general loops below; in a
-        # separate parallel loop, since sharing one loop body with them made it slow too).
+        # separate parallel loop, since sharing one loop body with them made it slow too):
+        # y[h, w] = max(max(a, b), max(c, d)) over the window  a b / c d,  argmax the first maximum
+        # in row-major order (a later value wins only if strictly larger, or NaN).
         for plane in prange(n * channels):
             xs, os = plane * height * width, plane * h_out * w_out
             for h in range(h_out):
@@ -120,7 +122,7 @@ def max_pool_backward(grad_output, argmax, grad_input):
 @serial_when_small
 @numba.njit(parallel=True, nogil=True, cache=True)
 def avg_pool_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, out):
-    """``out[n,c,h,w]`` = (sum of the window's real pixels) / divisor (see ``_divisor``)."""
+    """``out[n,c,h,w]`` = (sum of the window's real pixels) / divisor (see ``avg_pool_divisor``)."""
     n, channels, height, width = x.shape
     h_out, w_out = out.shape[2], out.shape[3]
     xf, of = x.reshape(x.size), out.reshape(out.size)
@@ -147,7 +149,7 @@ def avg_pool_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
                     for w in range(w_lo, w_hi):
                         of[o + w] += xf[t + w * sw]
             for w in range(w_out):
-                of[o + w] /= _divisor(h, w, kh, kw, sh, sw, ph, pw, height, width, count_include_pad,
+                of[o + w] /= avg_pool_divisor(h, w, kh, kw, sh, sw, ph, pw, height, width, count_include_pad,
                                       divisor_override)
 
 
@@ -159,6 +161,7 @@ def avg_pool_backward(grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, di
     h_out, w_out = grad_output.shape[2], grad_output.shape[3]
     gf, df = grad_output.reshape(grad_output.size), grad_input.reshape(grad_input.size)
     if _is_two_by_two(kh, kw, sh, sw, ph, pw, h_out, w_out, height, width) and divisor_override == 0:
+        # dx[n, c, 2h + i, 2w + j] = g[n, c, h, w] / 4  for i, j in {0, 1}: the windows do not overlap
         for plane in prange(n * channels):  # the common case, unrolled
             xs, os = plane * height * width, plane * h_out * w_out
             df[xs:xs + height * width] = 0  # rows/columns past the last window (odd sizes) get nothing
@@ -184,5 +187,5 @@ def avg_pool_backward(grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, di
                     w_lo, w_hi = _valid_range(w_out, sw, j - pw, width)
                     t = xs + r * width + j - pw
                     for w in range(w_lo, w_hi):
-                        df[t + w * sw] += gf[o + w] / _divisor(h, w, kh, kw, sh, sw, ph, pw, height, width,
-                                                               count_include_pad, divisor_override)
+                        df[t + w * sw] += gf[o + w] / avg_pool_divisor(h, w, kh, kw, sh, sw, ph, pw, height,
+                                                                       width, count_include_pad, divisor_override)

@@ -12,7 +12,8 @@ Architecture (widths ``num_filters = (16, 32, 64)`` by default, 3x3 convs with p
 
   ``block0`` of scales 1 and 2 doubles the width and halves H, W (stride 2); its shortcut is a
   BN-ReLU-Conv1x1 with stride 2 (the paper draws BN-ReLU-Conv and gives no kernel size; 1x1 is He et
-  al.'s projection shortcut). Every other shortcut is the identity.
+  al.'s projection shortcut). Every other shortcut is the identity. A block is an ``nn.Residual``
+  (``resnet_block``), where the sum and its gradient are written once; Model-2's are ``nn.Sequential``.
 - ``head``: ``bn`` -> ``relu`` -> ``pool`` (global average) -> ``flatten`` -> ``linear`` (64 -> classes).
 
 The paper's three models (DECISIONS 21) are two flags: Model-1 ``batch_norm=True, residual=True``;
@@ -29,7 +30,7 @@ from collections import OrderedDict
 
 from .. import nn
 
-__all__ = ["ResNet", "ResidualBlock", "build_resnet", "MODEL_VARIANTS"]
+__all__ = ["ResNet", "resnet_block", "build_resnet", "MODEL_VARIANTS"]
 
 # The paper's section 5 models (DECISIONS 21).
 MODEL_VARIANTS = OrderedDict([
@@ -39,72 +40,32 @@ MODEL_VARIANTS = OrderedDict([
 ])
 
 
-class ResidualBlock(nn.Module):
-    r"""Pre-activation residual block: ``y = branch(x) + shortcut(x)``.
+def resnet_block(in_channels, out_channels, stride=1, batch_norm=True, residual=True):
+    r"""A pre-activation block: ``y = branch(x) + shortcut(x)``, an ``nn.Residual`` (no activation after the sum).
 
-    Forward   branch(x) = conv1(relu1(bn1(conv0(relu0(bn0(x))))))   (conv0 has the stride)
-              shortcut(x) = x (identity), or conv(relu(bn(x))) (projection), or absent (``residual=False``)
-    Backward  g = grad_output goes unchanged into both branches (y is their sum), and the input
-              gradients add: ``dx = branch'(g) + shortcut'(g)``; identity: ``dx = branch'(g) + g``.
-              That ``+ g`` carries the output gradient to the input whatever the branch does to it.
+    Branch    bn0 -> relu0 -> conv0 (3x3, stride) -> bn1 -> relu1 -> conv1 (3x3)   (no bn* without batch_norm)
+    Shortcut  the identity when width and size stay, else ``shortcut`` = bn -> relu -> conv (1x1, stride)
     Shapes    x (N, in_channels, H, W) -> y (N, out_channels, ceil(H / stride), ceil(W / stride))
-    Names     bn0, relu0, conv0, bn1, relu1, conv1, shortcut.{bn, relu, conv}  (no bn* without batch_norm)
+    ``residual=False`` (Model-2): the branch alone, as an ``nn.Sequential`` with the same names.
     """
-
-    def __init__(self, in_channels, out_channels, stride=1, batch_norm=True, residual=True):
-        super().__init__()
-        self.in_channels, self.out_channels, self.stride = int(in_channels), int(out_channels), int(stride)
-        self.batch_norm, self.residual = bool(batch_norm), bool(residual)
-        bias = not batch_norm  # see the module docstring: a conv feeding a BN needs no bias
-        names = []
-        for k, (c_in, c_out, s) in enumerate(((in_channels, out_channels, stride), (out_channels, out_channels, 1))):
-            if batch_norm:
-                setattr(self, f"bn{k}", nn.BatchNorm2d(c_in))
-                names.append(f"bn{k}")
-            setattr(self, f"relu{k}", nn.ReLU())
-            setattr(self, f"conv{k}", nn.Conv2d(c_in, c_out, 3, stride=s, padding=1, bias=bias))
-            names += [f"relu{k}", f"conv{k}"]
-        self.branch_names = names
-        if not residual:
-            self.shortcut_kind = None
-        elif stride == 1 and in_channels == out_channels:
-            self.shortcut_kind = "identity"
-        else:
-            layers = OrderedDict()
-            if batch_norm:
-                layers["bn"] = nn.BatchNorm2d(in_channels)
-            layers["relu"] = nn.ReLU()
-            layers["conv"] = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias)
-            self.shortcut = nn.Sequential(layers)
-            self.shortcut_kind = "projection"
-
-    def _branch(self):
-        return [getattr(self, name) for name in self.branch_names]
-
-    def forward(self, x):
-        x = self._check_input(x, ndim=4, channels=self.in_channels)
-        h = x
-        for layer in self._branch():
-            h = layer(h)
-        if self.shortcut_kind == "identity":
-            h = h + x
-        elif self.shortcut_kind == "projection":
-            h = h + self.shortcut(x)
-        return h
-
-    def backward(self, grad_output):
-        g = grad_output
-        for layer in reversed(self._branch()):
-            g = layer.backward(g)
-        if self.shortcut_kind == "identity":
-            return g + grad_output
-        if self.shortcut_kind == "projection":
-            return g + self.shortcut.backward(grad_output)
-        return g
-
-    def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, stride={self.stride}, batch_norm={self.batch_norm}, "
-                f"shortcut={self.shortcut_kind}")
+    bias = not batch_norm  # see the module docstring: a conv feeding a BN needs no bias
+    layers = OrderedDict()
+    for k, (c_in, c_out, s) in enumerate(((in_channels, out_channels, stride), (out_channels, out_channels, 1))):
+        if batch_norm:
+            layers[f"bn{k}"] = nn.BatchNorm2d(c_in)
+        layers[f"relu{k}"] = nn.ReLU()
+        layers[f"conv{k}"] = nn.Conv2d(c_in, c_out, 3, stride=s, padding=1, bias=bias)
+    if not residual:
+        return nn.Sequential(layers)
+    shortcut = None  # the identity
+    if stride != 1 or in_channels != out_channels:
+        projection = OrderedDict()
+        if batch_norm:
+            projection["bn"] = nn.BatchNorm2d(in_channels)
+        projection["relu"] = nn.ReLU()
+        projection["conv"] = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias)
+        shortcut = nn.Sequential(projection)
+    return nn.Residual(layers, shortcut=shortcut)
 
 
 class ResNet(nn.Sequential):
@@ -130,7 +91,7 @@ class ResNet(nn.Sequential):
             blocks = OrderedDict()
             for j in range(int(num_blocks_per_scale)):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks[f"block{j}"] = ResidualBlock(c_in, width, stride, batch_norm=batch_norm, residual=residual)
+                blocks[f"block{j}"] = resnet_block(c_in, width, stride, batch_norm=batch_norm, residual=residual)
                 c_in = width
             parts[f"scale{i}"] = nn.Sequential(blocks)
         head = OrderedDict()
@@ -158,8 +119,12 @@ class ResNet(nn.Sequential):
         return self
 
     def blocks(self):
-        """``[(dotted name, ResidualBlock)]`` in forward order: ``scale0.block0`` ... ``scale2.block4``."""
-        return [(name, m) for name, m in self.named_modules() if isinstance(m, ResidualBlock)]
+        """``[(dotted name, block)]`` in forward order: ``scale0.block0`` ... ``scale2.block4``.
+
+        A block is an ``nn.Residual``, or an ``nn.Sequential`` in Model-2 (no shortcuts)."""
+        return [(f"{scale_name}.{name}", block)
+                for scale_name, scale in self.named_children() if scale_name.startswith("scale")
+                for name, block in scale.named_children()]
 
     def batch_norms(self):
         """``[(dotted name, BatchNorm2d)]`` in forward order (empty without batch_norm)."""

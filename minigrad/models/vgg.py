@@ -5,10 +5,14 @@ padding 1, LeakyReLU(0.01)):
 
 - ``entry``: conv 3->32 (no bias) -> BatchNorm2d -> LeakyReLU (this BN is in every model, even "no-BN").
 - ``stage{i}``, i = 0..2: ``num_blocks_per_stage`` processing blocks, then one reduction block.
-  Processing block ``block{j}``: conv0 -> [bn0] -> act0 -> conv1 -> [bn1] -> (+ x if residual) -> act1,
+  Processing block ``block{j}``: conv0 -> [bn0] -> act0 -> conv1 -> [bn1] -> (+ x if residual) -> act,
   convs without bias. Reduction block ``reduce``: conv0 -> [bn0] -> act0 -> AvgPool2d(2) -> conv1 ->
-  [bn1] -> (+ shortcut(x) if ``reduction_shortcut``) -> act1, convs with bias.
+  [bn1] -> (+ shortcut(x) if ``reduction_shortcut``) -> act, convs with bias.
 - ``head``: global average pool -> flatten -> Linear(32 -> num_classes).
+
+A block with a connection is an ``nn.Residual`` (the sum and its gradient are written there, once);
+a block without one is an ``nn.Sequential``. Either way its layers are its own children, so the names
+are the same (``stage0.block0.conv0``, ``stage0.reduce.shortcut.conv``).
 
 VGG08 has 0 processing blocks per stage (8 weighted layers, 59,716 parameters for 100 classes); VGG38
 has 5 (38 weighted layers, 336,196 parameters). Parameters keep PyTorch's default initialisation, as the
@@ -19,99 +23,63 @@ from collections import OrderedDict
 
 from .. import nn
 
-__all__ = ["VGG", "ProcessingBlock", "ReductionBlock", "build_vgg", "parse_vgg_name", "VGG_NAMES"]
+__all__ = ["VGG", "processing_block", "reduction_block", "build_vgg", "parse_vgg_name", "VGG_NAMES",
+           "REDUCTION_SHORTCUTS"]
 
 VGG_NAMES = ("VGG08", "VGG38", "VGG38_BN", "VGG38_RC", "VGG38_BN_RC")
 REDUCTION_SHORTCUTS = ("none", "avgpool", "conv1x1")
 
 
-class _SkipBlock(nn.Module):
-    r"""``y = act_out(body(x) + shortcut(x))``, the shortcut optional; the body is a chain of layers.
+def processing_block(channels, batch_norm=False, residual=False):
+    """conv0 -> [bn0] -> act0 -> conv1 -> [bn1] -> (+ x if ``residual``) -> act; shape-preserving.
 
-    Backward: ``g = act_out'(grad_output)``; the body and the shortcut both receive ``g`` and their input
-    gradients add up: ``dx = body'(g) + shortcut'(g)`` (identity shortcut: ``+ g``). That ``+ g`` is why
-    residual connections keep early-layer gradients from vanishing.
+    Convs 3x3 with padding 1 and no bias, BN right after each conv (before the activation), LeakyReLU(0.01).
+    Returns ``nn.Residual(layers, activation=act)`` (identity shortcut) when ``residual``, else
+    ``nn.Sequential`` of the layers and ``act``. Layers are created in the order of their names.
     """
-
-    def _body(self):
-        return [getattr(self, name) for name in self.body_names]
-
-    def forward(self, x):
-        h = x
-        for layer in self._body():
-            h = layer(h)
-        if self.shortcut_kind == "identity":
-            h = h + x
-        elif self.shortcut_kind == "module":
-            h = h + self.shortcut(x)
-        return self.act1(h)
-
-    def backward(self, grad_output):
-        g = self.act1.backward(grad_output)
-        grad_input = None
-        if self.shortcut_kind == "identity":
-            grad_input = g
-        elif self.shortcut_kind == "module":
-            grad_input = self.shortcut.backward(g)
-        for layer in reversed(self._body()):
-            g = layer.backward(g)
-        return g if grad_input is None else g + grad_input
+    layers = OrderedDict(conv0=nn.Conv2d(channels, channels, 3, padding=1, bias=False))
+    if batch_norm:
+        layers["bn0"] = nn.BatchNorm2d(channels)
+    layers["act0"] = nn.LeakyReLU(0.01)
+    layers["conv1"] = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    if batch_norm:
+        layers["bn1"] = nn.BatchNorm2d(channels)
+    act = nn.LeakyReLU(0.01)
+    if residual:
+        return nn.Residual(layers, activation=act)
+    layers["act"] = act
+    return nn.Sequential(layers)
 
 
-class ProcessingBlock(_SkipBlock):
-    """conv0 -> [bn0] -> act0 -> conv1 -> [bn1] -> (+ x if residual) -> act1; shape-preserving."""
+def reduction_block(channels, batch_norm=False, shortcut="none"):
+    """conv0 -> [bn0] -> act0 -> pool (AvgPool2d(2)) -> conv1 -> [bn1] -> (+ shortcut(x)) -> act; halves H, W.
 
-    def __init__(self, channels, batch_norm=False, residual=False):
-        super().__init__()
-        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        names = ["conv0"]
-        if batch_norm:
-            self.bn0 = nn.BatchNorm2d(channels)
-            names.append("bn0")
-        self.act0 = nn.LeakyReLU(0.01)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        names += ["act0", "conv1"]
-        if batch_norm:
-            self.bn1 = nn.BatchNorm2d(channels)
-            names.append("bn1")
-        self.act1 = nn.LeakyReLU(0.01)
-        self.body_names = names
-        self.shortcut_kind = "identity" if residual else None
-
-
-class ReductionBlock(_SkipBlock):
-    """conv0 -> [bn0] -> act0 -> AvgPool2d(2) -> conv1 -> [bn1] -> (+ shortcut(x)) -> act1; halves H, W.
-
-    ``shortcut``: "none" (the course), "avgpool" (AvgPool2d(2) of x) or "conv1x1" (a 1x1 conv with stride
-    2, followed by BN when the block has BN): the report's section 5.1.
+    As ``processing_block`` but the convs have a bias. ``shortcut``: "none" (the course; an
+    ``nn.Sequential``), "avgpool" (``nn.AvgPool2d(2)`` of x) or "conv1x1" (``nn.ConvShortcut``: a 1x1 conv
+    with stride 2, with a bias only without BN, then BN when the block has BN), the report's section 5.1;
+    with a shortcut the block is ``nn.Residual(layers, shortcut=..., activation=act)``. The shortcut is
+    created after the layers, ``act`` last.
     """
-
-    def __init__(self, channels, batch_norm=False, shortcut="none"):
-        super().__init__()
-        if shortcut not in REDUCTION_SHORTCUTS:
-            raise ValueError(f"ReductionBlock: shortcut must be one of {REDUCTION_SHORTCUTS}, got {shortcut!r}")
-        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1, bias=True)
-        names = ["conv0"]
-        if batch_norm:
-            self.bn0 = nn.BatchNorm2d(channels)
-            names.append("bn0")
-        self.act0 = nn.LeakyReLU(0.01)
-        self.pool = nn.AvgPool2d(2)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=True)
-        names += ["act0", "pool", "conv1"]
-        if batch_norm:
-            self.bn1 = nn.BatchNorm2d(channels)
-            names.append("bn1")
-        if shortcut == "avgpool":
-            self.shortcut = nn.AvgPool2d(2)
-        elif shortcut == "conv1x1":
-            layers = OrderedDict(conv=nn.Conv2d(channels, channels, 1, stride=2, bias=not batch_norm))
-            if batch_norm:
-                layers["bn"] = nn.BatchNorm2d(channels)
-            self.shortcut = nn.Sequential(layers)
-        self.act1 = nn.LeakyReLU(0.01)
-        self.body_names = names
-        self.shortcut_kind = None if shortcut == "none" else "module"
+    if shortcut not in REDUCTION_SHORTCUTS:
+        raise ValueError(f"reduction_block: shortcut must be one of {REDUCTION_SHORTCUTS}, got {shortcut!r}")
+    layers = OrderedDict(conv0=nn.Conv2d(channels, channels, 3, padding=1, bias=True))
+    if batch_norm:
+        layers["bn0"] = nn.BatchNorm2d(channels)
+    layers["act0"] = nn.LeakyReLU(0.01)
+    layers["pool"] = nn.AvgPool2d(2)
+    layers["conv1"] = nn.Conv2d(channels, channels, 3, padding=1, bias=True)
+    if batch_norm:
+        layers["bn1"] = nn.BatchNorm2d(channels)
+    skip = None
+    if shortcut == "avgpool":
+        skip = nn.AvgPool2d(2)
+    elif shortcut == "conv1x1":
+        skip = nn.ConvShortcut(channels, channels, stride=2, bias=not batch_norm, batch_norm=batch_norm)
+    act = nn.LeakyReLU(0.01)
+    if skip is not None:
+        return nn.Residual(layers, shortcut=skip, activation=act)
+    layers["act"] = act
+    return nn.Sequential(layers)
 
 
 class VGG(nn.Sequential):
@@ -131,10 +99,10 @@ class VGG(nn.Sequential):
         ))
         for i in range(num_stages):
             blocks = OrderedDict(
-                (f"block{j}", ProcessingBlock(c, batch_norm=batch_norm, residual=residual))
+                (f"block{j}", processing_block(c, batch_norm=batch_norm, residual=residual))
                 for j in range(num_blocks_per_stage)
             )
-            blocks["reduce"] = ReductionBlock(c, batch_norm=batch_norm, shortcut=reduction_shortcut)
+            blocks["reduce"] = reduction_block(c, batch_norm=batch_norm, shortcut=reduction_shortcut)
             parts[f"stage{i}"] = nn.Sequential(blocks)
         parts["head"] = nn.Sequential(OrderedDict(
             pool=nn.AdaptiveAvgPool2d(1),

@@ -1,9 +1,10 @@
 """Element-wise activations, as ``torch.nn``: ReLU, LeakyReLU, Tanh, Sigmoid, SELU, Identity.
 
-Any input shape; the output has the input's shape and dtype. Each layer keeps one array for backward,
-its output (ReLU, Tanh, Sigmoid, SELU: the derivative is a function of the output), which the next
-layer usually keeps anyway. ReLU and LeakyReLU run Numba kernels (one pass over memory each way) for
-float32/float64 and fall back to the NumPy formula (``*_reference``) for other float dtypes.
+Any input shape; the output has the input's shape and dtype. Each layer keeps one array for backward
+(``self.saved``), its output ``y`` (ReLU, Tanh, Sigmoid, SELU: the derivative is a function of the
+output), which the next layer usually keeps anyway. ReLU, LeakyReLU, SELU and Tanh's backward run the
+Numba kernels of ``minigrad.kernels.activation`` (one pass over memory each way; float16 computes in
+float32), where their formulas are written; NumPy references for the tests are in ``tests/reference.py``.
 ``inplace`` is accepted for PyTorch compatibility and ignored: minigrad never modifies its input.
 """
 import numpy as np
@@ -18,35 +19,15 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _flat(a):
-    return np.ascontiguousarray(a).reshape(-1)
-
-
-def _elementwise(kernel, reference, arrays, *scalars):
-    """``kernel(*flat arrays, *scalars, flat out)`` when compiled for the dtype, else ``reference``."""
+def _elementwise(kernel, arrays, *scalars):
+    """``kernel(*flat arrays, *scalars, flat out)`` in float32 or float64 (the kernels' two signatures);
+    the result has the arrays' common dtype and the last array's shape."""
     dtype = np.result_type(*arrays)
-    if _kernels.supported(*arrays):
-        out = np.empty(arrays[-1].shape, dtype)
-        kernel(*[_flat(a) for a in arrays], *[dtype.type(s) for s in scalars], out.reshape(-1))
-        return out
-    return np.asarray(reference(*arrays, *scalars), dtype=dtype)
-
-
-# NumPy formulas: the fallback for other dtypes and the tests' oracle for the kernels.
-def relu_reference(x):
-    return np.where(x < 0, 0, x)
-
-
-def relu_backward_reference(y, grad_output):
-    return np.where(y <= 0, 0, grad_output)
-
-
-def leaky_relu_reference(x, slope):
-    return np.where(x >= 0, x, slope * x)
-
-
-def leaky_relu_backward_reference(sign_source, grad_output, slope):
-    return np.where(sign_source > 0, grad_output, slope * grad_output)
+    kernel_dtype = np.promote_types(dtype, np.float32)
+    flat = [np.ascontiguousarray(a, dtype=kernel_dtype).reshape(-1) for a in arrays]
+    out = np.empty(arrays[-1].shape, kernel_dtype)
+    kernel(*flat, *[kernel_dtype.type(s) for s in scalars], out.reshape(-1))
+    return out.astype(dtype, copy=False)
 
 
 class ReLU(Module):
@@ -60,18 +41,20 @@ class ReLU(Module):
 
     def forward(self, x):
         x = self._check_input(x)
-        self.y = _elementwise(_kernels.relu_forward, relu_reference, (x,))
-        return self.y
+        y = _elementwise(_kernels.relu_forward, (x,))
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        return _elementwise(_kernels.relu_backward, relu_backward_reference, (self.y, grad_output))
+        return _elementwise(_kernels.relu_backward, (self.saved.y, grad_output))
 
 
 class LeakyReLU(Module):
     r"""``y = x if x >= 0 else negative_slope * x``, as ``torch.nn.LeakyReLU`` (default slope 0.01).
 
     Backward  dx = g if x > 0 else negative_slope * g
-    Kept      the output when negative_slope >= 0 (then y > 0 exactly when x > 0), else the input.
+    Kept      ``sign_source``: the output when negative_slope >= 0 (then y > 0 exactly when x > 0), else
+              the input.
     """
 
     def __init__(self, negative_slope=0.01, inplace=False):
@@ -80,13 +63,12 @@ class LeakyReLU(Module):
 
     def forward(self, x):
         x = self._check_input(x)
-        y = _elementwise(_kernels.leaky_relu_forward, leaky_relu_reference, (x,), self.negative_slope)
-        self.sign_source = y if self.negative_slope >= 0 else x
+        y = _elementwise(_kernels.leaky_relu_forward, (x,), self.negative_slope)
+        self.save_for_backward(sign_source=y if self.negative_slope >= 0 else x)
         return y
 
     def backward(self, grad_output):
-        return _elementwise(_kernels.leaky_relu_backward, leaky_relu_backward_reference,
-                            (self.sign_source, grad_output), self.negative_slope)
+        return _elementwise(_kernels.leaky_relu_backward, (self.saved.sign_source, grad_output), self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -96,11 +78,12 @@ class Tanh(Module):
     r"""``y = tanh(x)``.  Backward  dx = g * (1 - y^2)."""
 
     def forward(self, x):
-        self.y = np.tanh(self._check_input(x))
-        return self.y
+        y = np.tanh(self._check_input(x))
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        return grad_output * (1 - self.y * self.y)
+        return _elementwise(_kernels.tanh_backward, (self.saved.y, grad_output))
 
 
 class Sigmoid(Module):
@@ -113,11 +96,13 @@ class Sigmoid(Module):
     def forward(self, x):
         x = self._check_input(x)
         z = np.exp(-np.abs(x))
-        self.y = np.where(x >= 0, 1, z) / (1 + z)
-        return self.y
+        y = np.where(x >= 0, 1, z) / (1 + z)
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        return grad_output * self.y * (1 - self.y)
+        y = self.saved.y
+        return grad_output * y * (1 - y)
 
 
 class SELU(Module):
@@ -133,14 +118,13 @@ class SELU(Module):
 
     def forward(self, x):
         x = self._check_input(x)
-        # expm1 of min(x, 0): accurate near 0 and no overflow warning for large positive x.
-        negative = (SELU_SCALE * SELU_ALPHA) * np.expm1(np.minimum(x, 0))
-        self.y = np.where(x > 0, SELU_SCALE * x, negative).astype(x.dtype, copy=False)
-        return self.y
+        # expm1 of min(x, 0) (in the kernel): accurate near 0 and no overflow for large positive x.
+        y = _elementwise(_kernels.selu_forward, (x,), SELU_SCALE, SELU_ALPHA)
+        self.save_for_backward(y=y)
+        return y
 
     def backward(self, grad_output):
-        slope = np.where(self.y > 0, SELU_SCALE, self.y + SELU_SCALE * SELU_ALPHA)
-        return (grad_output * slope).astype(np.result_type(self.y, grad_output), copy=False)
+        return _elementwise(_kernels.selu_backward, (self.saved.y, grad_output), SELU_SCALE, SELU_ALPHA)
 
 
 class Identity(Module):

@@ -24,6 +24,8 @@ class _BatchNorm(Module):
               running stats (eval): dx = gamma / sqrt(var + eps) * g   (a fixed affine map)
     State     weight (gamma, ones), bias (beta, zeros); buffers running_mean (zeros), running_var
               (ones), num_batches_tracked (int64 0); no buffers when track_running_stats=False.
+    Kept      ``x3`` (the input as (N, C, L)), ``mean`` and ``invstd`` = 1 / sqrt(var + eps) per channel
+              (float64), ``used_batch_stats`` (training or no running statistics).
     """
 
     _ndims = None  # allowed input ndims, set by each subclass
@@ -88,8 +90,8 @@ class _BatchNorm(Module):
         batchnorm_forward(x3, weight, bias, self.eps, use_batch_stats, mean, var, out)
         if self.training and self.track_running_stats:
             self._update_running_stats(mean, var, count)
-        self.x3, self.mean, self.invstd = x3, mean, 1.0 / np.sqrt(var + self.eps)
-        self.used_batch_stats = use_batch_stats
+        self.save_for_backward(x3=x3, mean=mean, invstd=1.0 / np.sqrt(var + self.eps),
+                               used_batch_stats=use_batch_stats)
         return out.reshape(x.shape)
 
     def _affine_float64(self):
@@ -105,18 +107,19 @@ class _BatchNorm(Module):
         self.running_var[...] = (1 - factor) * self.running_var + factor * unbiased_var
 
     def backward(self, grad_output):
-        x3 = self.x3
+        saved = self.saved
+        x3 = saved.x3
         g3 = np.ascontiguousarray(grad_output, dtype=x3.dtype).reshape(x3.shape)
         weight, _ = self._affine_float64()
         grad_input = np.empty(x3.shape, x3.dtype)
         grad_weight = np.empty(self.num_features)
         grad_bias = np.empty(self.num_features)
-        batchnorm_backward(x3, g3, self.mean, self.invstd, weight, self.used_batch_stats,
+        batchnorm_backward(x3, g3, saved.mean, saved.invstd, weight, saved.used_batch_stats,
                            grad_input, grad_weight, grad_bias)
-        if self.affine:
+        if self.affine and self.weight.requires_grad:
             self.weight.grad += grad_weight
+        if self.affine and self.bias.requires_grad:
             self.bias.grad += grad_bias
-        self.x3 = None  # release the input; one backward per forward
         return grad_input.reshape(grad_output.shape)
 
     def extra_repr(self):

@@ -34,19 +34,20 @@ class Dropout(Module):
     def forward(self, x):
         x = self._check_input(x)
         if not self.training:
-            self.mask = None
+            self.save_for_backward(mask=None)
             return x
-        self.mask = self.generator.random(x.shape) >= self.p
-        self.scale = x.dtype.type(0.0 if self.p == 1 else 1.0 / (1.0 - self.p))
-        y = x * self.mask
-        y *= self.scale
+        mask = self.generator.random(x.shape) >= self.p
+        scale = x.dtype.type(0.0 if self.p == 1 else 1.0 / (1.0 - self.p))
+        self.save_for_backward(mask=mask, scale=scale)
+        y = x * mask
+        y *= scale
         return y
 
     def backward(self, grad_output):
-        if self.mask is None:  # the forward ran in eval mode
+        if self.saved.mask is None:  # the forward ran in eval mode
             return grad_output
-        grad_input = grad_output * self.mask
-        grad_input *= self.scale
+        grad_input = grad_output * self.saved.mask
+        grad_input *= self.saved.scale
         return grad_input
 
     def extra_repr(self):

@@ -33,12 +33,12 @@ class Flatten(Module):
         if start > end:
             raise ValueError(f"{self._display_name()}: start_dim={self.start_dim} comes after "
                              f"end_dim={self.end_dim} for an input of shape {x.shape}")
-        self._input_shape = x.shape
+        self.save_for_backward(input_shape=x.shape)
         shape = x.shape or (1,)
         return x.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
     def backward(self, grad_output):
-        return np.asarray(grad_output).reshape(self._input_shape)
+        return np.asarray(grad_output).reshape(self.saved.input_shape)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

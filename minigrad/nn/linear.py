@@ -44,11 +44,11 @@ class Linear(Module):
         return y
 
     def backward(self, grad_output):
-        x2 = self.saved.x.reshape(-1, self.in_features)
+        dtype = np.result_type(self.saved.x, grad_output, self.weight.data)
         g2 = grad_output.reshape(-1, self.out_features)
-        dtype = np.result_type(x2, g2, self.weight.data)
-        self.weight.grad += np.matmul(g2.T, x2, dtype=dtype)
-        if self.bias is not None:
+        if self.weight.requires_grad:
+            self.weight.grad += np.matmul(g2.T, self.saved.x.reshape(-1, self.in_features), dtype=dtype)
+        if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += g2.sum(axis=0, dtype=dtype)
         return np.matmul(grad_output, self.weight.data, dtype=dtype)
 

@@ -4,7 +4,13 @@ d loss / d input (no argument: a loss ends the chain, so its upstream gradient i
 ``reduction="mean"`` (default) or ``"sum"``, keyword-only as in PyTorch (whose first positional
 arguments are deprecated or unsupported here). A non-finite input gives a non-finite loss, never an
 error: a diverging run must be seen, not crash.
+
+As a layer's, a loss's forward keeps what backward needs with ``self.save_for_backward(...)`` (read as
+``self.saved``); the base class checks that ``backward()`` follows a forward, once, and then lets
+``self.saved`` go.
 """
+import functools
+
 import numpy as np
 
 from .module import Module
@@ -12,10 +18,36 @@ from .module import Module
 __all__ = ["CrossEntropyLoss", "MSELoss", "DotProductLoss"]
 
 
+def _checked_loss_backward(backward):
+    """Wrap a loss's ``backward()`` with the one-backward-per-forward check; drop ``saved`` after it."""
+
+    @functools.wraps(backward)
+    def checked(self):
+        name = self._display_name()
+        if self._forward_state is None:
+            raise RuntimeError(f"{name}.backward() was called before a forward (loss = crit(input, target))")
+        if self._forward_state == "used":
+            raise RuntimeError(f"{name}.backward() was called twice for the same forward; run the loss again first")
+        self._forward_state = "used"
+        try:
+            return backward(self)
+        finally:
+            object.__setattr__(self, "saved", None)
+
+    checked._is_checked = True
+    return checked
+
+
 class _Loss(Module):
     """Shared checks: the reduction, floating input, and one ``backward()`` per forward."""
 
-    _is_loss = True  # the base class must not wrap backward() with the layer contract
+    _is_loss = True  # Module must not wrap backward() with the layer contract: a loss's takes no argument
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        backward = cls.__dict__.get("backward")
+        if backward is not None and not getattr(backward, "_is_checked", False):
+            cls.backward = _checked_loss_backward(backward)
 
     def __init__(self, *, reduction="mean"):
         super().__init__()
@@ -28,15 +60,6 @@ class _Loss(Module):
         loss = self.forward(input, target)
         self._forward_state = "ready"
         return loss
-
-    def _start_backward(self):
-        """Raise unless a forward is waiting for its (single) backward; mark it used."""
-        name = self._display_name()
-        if self._forward_state is None:
-            raise RuntimeError(f"{name}.backward() was called before a forward (loss = crit(input, target))")
-        if self._forward_state == "used":
-            raise RuntimeError(f"{name}.backward() was called twice for the same forward; run the loss again first")
-        self._forward_state = "used"
 
     def _check_float(self, array, what, ndim=None):
         array = np.asarray(array)
@@ -72,7 +95,7 @@ class CrossEntropyLoss(_Loss):
               Computed as m_i = max_j z_ij, logsumexp(z_i) = m_i + log sum_j exp(z_ij - m_i): no overflow.
     Backward  d loss / d z_i = (softmax(z_i) - onehot(t_i)) / N   (mean; without / N for sum)
     Shapes    logits (N, C) floating; target (N,) integers in [0, C) -> a float.
-    Kept      softmax(z) (N, C) and the target.
+    Kept      ``softmax`` = softmax(z) (N, C) and ``target``.
     """
 
     def forward(self, input, target):
@@ -82,15 +105,15 @@ class CrossEntropyLoss(_Loss):
         exp = np.exp(shifted)
         sum_exp = exp.sum(axis=1, keepdims=True)
         per_example = np.log(sum_exp[:, 0]) - shifted[np.arange(len(target)), target]
-        self.softmax, self.target = exp / sum_exp, target
+        self.save_for_backward(softmax=exp / sum_exp, target=target)
         return self._reduce(per_example)
 
     def backward(self):
-        self._start_backward()
-        grad = self.softmax.copy()
-        grad[np.arange(len(self.target)), self.target] -= 1
+        softmax, target = self.saved.softmax, self.saved.target
+        grad = softmax.copy()
+        grad[np.arange(len(target)), target] -= 1
         if self.reduction == "mean":
-            grad /= len(self.target)
+            grad /= len(target)
         return grad
 
     def _check_target(self, target, logits_shape):
@@ -122,13 +145,14 @@ class MSELoss(_Loss):
         input = self._check_float(input, "input")
         target = self._check_float(target, "target")
         self._check_same_shape(input, target)
-        self.diff = input - target
-        return self._reduce(self.diff * self.diff)
+        diff = input - target
+        self.save_for_backward(diff=diff)
+        return self._reduce(diff * diff)
 
     def backward(self):
-        self._start_backward()
-        grad = 2 * self.diff
-        return grad / self.diff.size if self.reduction == "mean" else grad
+        diff = self.saved.diff
+        grad = 2 * diff
+        return grad / diff.size if self.reduction == "mean" else grad
 
 
 class DotProductLoss(_Loss):
@@ -146,11 +170,10 @@ class DotProductLoss(_Loss):
         self._check_same_shape(output, label)
         if output.ndim == 0:
             raise ValueError(f"{self._display_name()}: output must have a batch axis, got a scalar")
-        self.label, self.dtype = label, np.result_type(output, label)
+        self.save_for_backward(label=label, dtype=np.result_type(output, label))
         per_example = np.sum(label * output, axis=tuple(range(1, output.ndim)))
         return self._reduce(per_example)
 
     def backward(self):
-        self._start_backward()
-        grad = self.label.astype(self.dtype)  # a copy: the caller's label is never handed out
+        grad = self.saved.label.astype(self.saved.dtype)  # a copy: the caller's label is never handed out
         return grad / len(grad) if self.reduction == "mean" else grad

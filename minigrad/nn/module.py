@@ -30,15 +30,19 @@ __all__ = ["Parameter", "Module", "Saved"]
 class Parameter:
     """A learnable array ``data`` and its gradient ``grad`` (same shape and dtype, zeros at first).
 
-    Backward passes add into ``grad`` (``+=``); ``zero_grad()`` clears it in place.
+    Backward passes add into ``grad`` (``+=``); ``zero_grad()`` clears it in place. With
+    ``requires_grad=False`` (as PyTorch's; ``Module.requires_grad_(False)`` for a whole model) backward
+    leaves ``grad`` alone and skips that gradient's work: for measurements that need only the gradients
+    with respect to inputs and outputs (the gradient-scale study), a third of a Linear's backward.
     """
 
-    def __init__(self, data, dtype=None):
+    def __init__(self, data, dtype=None, requires_grad=True):
         data = np.array(data, dtype=dtype if dtype is not None else None, copy=True)
         if not np.issubdtype(data.dtype, np.floating):
             data = data.astype(np.float32)
         self.data = data
         self.grad = np.zeros_like(data)
+        self.requires_grad = bool(requires_grad)
 
     @property
     def shape(self):
@@ -312,6 +316,12 @@ class Module:
     def zero_grad(self):
         for param in self.parameters():
             param.zero_grad()
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` of every parameter (False: backward computes no parameter gradient); returns self."""
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
 
     def to(self, dtype):
         """Cast parameters, their gradients and floating buffers to ``dtype`` in place; returns self."""

@@ -21,7 +21,10 @@ class LayerNorm(Module):
               dx = (h - mean(h) - xhat * mean(h * xhat)) / sqrt(var + eps)   (means over the D values)
               dgamma = sum_rows g * xhat,  dbeta = sum_rows g
     Shapes    x (*, *normalized_shape) -> y of x's shape.
-    Kept      xhat (rows, D) and 1 / sqrt(var + eps) (rows, 1).
+    Kernels   batch norm's, on the rows as (1, rows, D): each row is one "channel" whose statistics are
+              taken over its D values, so normalisation and its gradient are written once, in
+              ``minigrad.kernels.batchnorm``; gamma and beta (per feature, not per row) are applied here.
+    Kept      the rows (1, rows, D), their mean and invstd (float64), xhat when there is a gamma, the dtype.
     """
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
@@ -50,11 +53,16 @@ class LayerNorm(Module):
             raise ValueError(f"{self._display_name()}: input must end with normalized_shape "
                              f"{self.normalized_shape}, got shape {x.shape}")
         dtype = self._compute_dtype(x)
-        rows = x.reshape(-1, math.prod(self.normalized_shape)).astype(dtype, copy=False)
-        centred = rows - rows.mean(axis=1, keepdims=True)
-        self.invstd = 1 / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + self.eps)
-        self.xhat = centred * self.invstd
-        y = self.xhat
+        kernel_dtype = np.promote_types(dtype, np.float32)  # the kernels exist for float32 and float64
+        size = math.prod(self.normalized_shape)
+        rows = np.ascontiguousarray(x, dtype=kernel_dtype).reshape(1, -1, size)
+        n_rows = rows.shape[1]
+        mean, var = np.empty(n_rows), np.empty(n_rows)
+        xhat = np.empty_like(rows)
+        batchnorm_forward(rows, np.ones(n_rows), np.zeros(n_rows), self.eps, True, mean, var, xhat)
+        self.save_for_backward(rows=rows, mean=mean, invstd=1.0 / np.sqrt(var + self.eps), dtype=dtype,
+                               xhat=xhat if self.weight is not None else None)
+        y = xhat
         if self.weight is not None:
             y = y * self.weight.data.reshape(-1)
         if self.bias is not None:
@@ -62,17 +70,19 @@ class LayerNorm(Module):
         return y.astype(dtype, copy=False).reshape(x.shape)
 
     def backward(self, grad_output):
-        g = grad_output.reshape(self.xhat.shape)
-        if self.weight is not None:
-            self.weight.grad += (g * self.xhat).sum(axis=0).reshape(self.normalized_shape)
-            g_hat = g * self.weight.data.reshape(-1)
-        else:
-            g_hat = g
-        if self.bias is not None:
-            self.bias.grad += g.sum(axis=0).reshape(self.normalized_shape)
-        grad_input = self.invstd * (g_hat - g_hat.mean(axis=1, keepdims=True)
-                                    - self.xhat * (g_hat * self.xhat).mean(axis=1, keepdims=True))
-        return grad_input.astype(self.xhat.dtype, copy=False).reshape(grad_output.shape)
+        saved = self.saved
+        rows = saved.rows
+        g = np.ascontiguousarray(grad_output, dtype=rows.dtype).reshape(rows.shape)
+        if self.weight is not None and self.weight.requires_grad:
+            self.weight.grad += (g * saved.xhat).sum(axis=(0, 1)).reshape(self.normalized_shape)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += g.sum(axis=(0, 1)).reshape(self.normalized_shape)
+        h = g if self.weight is None else g * self.weight.data.reshape(-1)
+        n_rows = rows.shape[1]
+        grad_input = np.empty_like(rows)
+        batchnorm_backward(rows, h, saved.mean, saved.invstd, np.ones(n_rows), True,
+                           grad_input, np.empty(n_rows), np.empty(n_rows))
+        return grad_input.astype(saved.dtype, copy=False).reshape(grad_output.shape)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

@@ -30,6 +30,8 @@ def _kernel_dtype(x):
 class _Pool2d(Module):
     """Shared geometry of MaxPool2d and AvgPool2d: window, stride (default: the window), padding, ceil_mode.
 
+    ``kernel_size``, ``stride``, ``padding`` are kept as given (as PyTorch); ``kernel_hw`` (kh, kw),
+    ``stride_hw`` (sh, sw) and ``padding_hw`` (ph, pw) are the same as pairs of ints.
     H_out = floor((H + 2*ph - kh) / sh) + 1 (ceil instead of floor with ceil_mode, as PyTorch, dropping a
     last window that would start in the right padding); the same for W.
     """
@@ -39,16 +41,16 @@ class _Pool2d(Module):
         name = type(self).__name__
         self.kernel_size, self.stride, self.padding = kernel_size, kernel_size if stride is None else stride, padding
         self.ceil_mode = bool(ceil_mode)
-        self._k = _pair(name, "kernel_size", kernel_size, 1)
-        self._s = _pair(name, "stride", self.stride, 1)
-        self._p = _pair(name, "padding", padding, 0)
-        if any(p > k // 2 for p, k in zip(self._p, self._k)):
+        self.kernel_hw = _pair(name, "kernel_size", kernel_size, 1)
+        self.stride_hw = _pair(name, "stride", self.stride, 1)
+        self.padding_hw = _pair(name, "padding", padding, 0)
+        if any(p > k // 2 for p, k in zip(self.padding_hw, self.kernel_hw)):
             raise ValueError(f"{name}: padding should be at most half of kernel_size, got padding={padding} "
                              f"and kernel_size={kernel_size}")
 
     def _output_size(self, x):
         sizes = []
-        for size, k, s, p in zip(x.shape[2:], self._k, self._s, self._p):
+        for size, k, s, p in zip(x.shape[2:], self.kernel_hw, self.stride_hw, self.padding_hw):
             out = (size + 2 * p - k + (s - 1 if self.ceil_mode else 0)) // s + 1
             if self.ceil_mode and (out - 1) * s >= size + p:
                 out -= 1
@@ -83,16 +85,16 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         x, shape = self._prepare(x)
         y = np.empty(shape, x.dtype)
-        self._argmax = np.empty(shape, np.int32)  # flat index r*W + s of each window's maximum
-        K.max_pool_forward(x, *self._k, *self._s, *self._p, y, self._argmax)
-        self._input_shape, self._dtype = x.shape, x.dtype
+        argmax = np.empty(shape, np.int32)  # flat index r*W + s of each window's maximum
+        K.max_pool_forward(x, *self.kernel_hw, *self.stride_hw, *self.padding_hw, y, argmax)
+        self.save_for_backward(argmax=argmax, input_shape=x.shape, dtype=x.dtype)
         return y
 
     def backward(self, grad_output):
-        g = np.ascontiguousarray(grad_output, dtype=self._dtype)
-        grad_input = np.empty(self._input_shape, self._dtype)
-        K.max_pool_backward(g, self._argmax, grad_input)
-        self._argmax = None
+        saved = self.saved
+        g = np.ascontiguousarray(grad_output, dtype=saved.dtype)
+        grad_input = np.empty(saved.input_shape, saved.dtype)
+        K.max_pool_backward(g, saved.argmax, grad_input)
         return grad_input
 
     def extra_repr(self):
@@ -106,6 +108,7 @@ class AvgPool2d(_Pool2d):
     Forward   y[n,c,h,w] = (1/d) * sum_{i<kh, j<kw} x_pad[n, c, h*sh + i, w*sw + j]     (zero padding)
               d = divisor_override if given; else kh*kw if count_include_pad (the padded window's area;
               smaller only where ceil_mode lets a window pass the padding); else the real pixels in it
+              (``kernels.pooling.avg_pool_divisor``)
     Backward  dx[n,c,r,s] = sum over the windows containing (r, s) of dY[n,c,h,w] / d
     Shapes    x (N, C, H, W) -> y (N, C, H_out, W_out); see ``_Pool2d`` for H_out
     """
@@ -120,18 +123,20 @@ class AvgPool2d(_Pool2d):
         self.divisor_override = divisor_override
 
     def _args(self):
-        return (*self._k, *self._s, *self._p, self.count_include_pad, int(self.divisor_override or 0))
+        return (*self.kernel_hw, *self.stride_hw, *self.padding_hw, self.count_include_pad,
+                int(self.divisor_override or 0))
 
     def forward(self, x):
         x, shape = self._prepare(x)
         y = np.empty(shape, x.dtype)
         K.avg_pool_forward(x, *self._args(), y)
-        self._input_shape, self._dtype = x.shape, x.dtype
+        self.save_for_backward(input_shape=x.shape, dtype=x.dtype)
         return y
 
     def backward(self, grad_output):
-        g = np.ascontiguousarray(grad_output, dtype=self._dtype)
-        grad_input = np.empty(self._input_shape, self._dtype)
+        saved = self.saved
+        g = np.ascontiguousarray(grad_output, dtype=saved.dtype)
+        grad_input = np.empty(saved.input_shape, saved.dtype)
         K.avg_pool_backward(g, *self._args(), grad_input)
         return grad_input
 
@@ -168,24 +173,25 @@ class AdaptiveAvgPool2d(Module):
         x = self._check_input(x, ndim=4)
         x = np.asarray(x, dtype=_kernel_dtype(x))
         h_out, w_out = (s if s is not None else x.shape[2 + k] for k, s in enumerate(self._size))
-        self._input_shape, self._dtype = x.shape, x.dtype
+        rows, cols = self._windows(x.shape[2], h_out), self._windows(x.shape[3], w_out)
+        self.save_for_backward(input_shape=x.shape, dtype=x.dtype, rows=rows, cols=cols)
         if (h_out, w_out) == (1, 1):  # global average pooling: one reduction
             return x.mean(axis=(2, 3), keepdims=True)
-        self._rows, self._cols = self._windows(x.shape[2], h_out), self._windows(x.shape[3], w_out)
         y = np.empty(x.shape[:2] + (h_out, w_out), x.dtype)
-        for i, (r0, r1) in enumerate(self._rows):
-            for j, (s0, s1) in enumerate(self._cols):
+        for i, (r0, r1) in enumerate(rows):
+            for j, (s0, s1) in enumerate(cols):
                 y[:, :, i, j] = x[:, :, r0:r1, s0:s1].mean(axis=(2, 3))
         return y
 
     def backward(self, grad_output):
-        g = np.asarray(grad_output, dtype=self._dtype)
-        height, width = self._input_shape[2:]
+        saved = self.saved
+        g = np.asarray(grad_output, dtype=saved.dtype)
+        height, width = saved.input_shape[2:]
         if g.shape[2:] == (1, 1):
-            return np.broadcast_to(g / (height * width), self._input_shape).copy()
-        grad_input = np.zeros(self._input_shape, self._dtype)
-        for i, (r0, r1) in enumerate(self._rows):
-            for j, (s0, s1) in enumerate(self._cols):
+            return np.broadcast_to(g / (height * width), saved.input_shape).copy()
+        grad_input = np.zeros(saved.input_shape, saved.dtype)
+        for i, (r0, r1) in enumerate(saved.rows):
+            for j, (s0, s1) in enumerate(saved.cols):
                 grad_input[:, :, r0:r1, s0:s1] += g[:, :, i:i + 1, j:j + 1] / ((r1 - r0) * (s1 - s0))
         return grad_input
 

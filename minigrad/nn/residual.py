@@ -1,4 +1,4 @@
-"""Residual connections (He et al., 2016): ``y = shortcut(x) + branch(x)``, and downsampling shortcuts.
+"""Residual connections (He et al., 2016): ``y = act(branch(x) + shortcut(x))``, and downsampling shortcuts.
 
 When a block changes the resolution (stride) or the number of channels, the identity cannot be added
 to the branch's output; the shortcut must map x to the branch's output shape:
@@ -21,40 +21,78 @@ __all__ = ["Residual", "ConvShortcut", "AvgPoolShortcut", "ChannelPad"]
 
 
 class Residual(Module):
-    r"""``y = shortcut(x) + branch(x)``; ``shortcut=None`` is the identity.
+    r"""A residual block (He et al., 2016): ``y = act(branch(x) + shortcut(x))``.
 
-    Backward  dx = branch.backward(g) + shortcut.backward(g)   (identity: + g). The sum splits the
-              upstream gradient into both paths unchanged: the shortcut carries g straight down,
-              however small the branch's gradient is.
-    Shapes    the branch's and the shortcut's outputs must be equal (else ValueError).
-    Children  ``branch`` then ``shortcut`` (names ``block0.branch.conv0``, ``block0.shortcut.conv``).
+    ``Residual(*layers, shortcut=None, activation=None)``; ``layers`` as ``Sequential``'s (modules, or one
+    ``OrderedDict`` of named modules). The one place the residual sum and its gradient are written.
+
+    Forward   h = branch(x) = f_k(...f_1(x))      the layers, in order
+              s = h + shortcut(x)                  shortcut=None: the identity, s = h + x
+              y = act(s)                           activation=None: y = s
+    Backward  g_s = act'(g)                        (g_s = g without an activation)
+              dx = branch'(g_s) + shortcut'(g_s)   identity: dx = branch'(g_s) + g_s
+              The sum hands g_s unchanged to both paths: the shortcut carries it down to x however
+              small the branch's gradient is, which is why deep residual networks keep their
+              early-layer gradients.
+    Shapes    the branch's and the shortcut's outputs must be equal (else ValueError): a branch that
+              changes channels or resolution needs a shortcut that does too (ConvShortcut, AvgPoolShortcut).
+    Children  the branch's layers under their own names (``conv0``, ``bn0``, ...; positional: ``0``, ``1``,
+              ...), then ``shortcut``, then ``act``, so a model's names read ``stage0.block0.conv0``,
+              ``scale1.block0.shortcut.conv``. ``branch_names`` lists the branch's children in order.
     """
 
-    def __init__(self, branch, shortcut=None):
+    def __init__(self, *layers, shortcut=None, activation=None):
         super().__init__()
-        for name, module in (("branch", branch), ("shortcut", shortcut)):
+        if len(layers) == 1 and isinstance(layers[0], (dict, OrderedDict)):
+            items = list(layers[0].items())
+        else:
+            items = [(str(i), m) for i, m in enumerate(layers)]
+        if not items:
+            raise TypeError("Residual: give the branch's layers, got none")
+        for name, module in items:
+            if not isinstance(module, Module):
+                raise TypeError(f"Residual: branch layer {name!r} must be a Module, got {type(module).__name__}")
+            if name in ("shortcut", "act"):
+                raise ValueError(f"Residual: the name {name!r} is taken by the shortcut or the activation; "
+                                 "name the branch's layer otherwise")
+        for name, module in (("shortcut", shortcut), ("activation", activation)):
             if module is not None and not isinstance(module, Module):
-                raise TypeError(f"Residual: {name} must be a Module, got {type(module).__name__}")
-        if branch is None:
-            raise TypeError("Residual: branch must be a Module, got None")
-        self.branch = branch
+                raise TypeError(f"Residual: {name} must be a Module or None, got {type(module).__name__}")
+        for name, module in items:
+            setattr(self, name, module)
+        self.branch_names = tuple(name for name, _ in items)
         self.shortcut = shortcut  # None stays a plain attribute: no child, no parameters
+        self.act = activation
+
+    @property
+    def branch(self):
+        """The branch's layers, in forward order."""
+        return [getattr(self, name) for name in self.branch_names]
 
     def forward(self, x):
-        out = self.branch(x)
+        h = x
+        for layer in self.branch:
+            h = layer(h)
         skip = x if self.shortcut is None else self.shortcut(x)
-        if np.shape(out) != np.shape(skip):
+        if np.shape(h) != np.shape(skip):
             raise ValueError(
-                f"{self._display_name()}: the branch's output has shape {np.shape(out)} but the shortcut's "
+                f"{self._display_name()}: the branch's output has shape {np.shape(h)} but the shortcut's "
                 f"has {np.shape(skip)}; when the branch changes channels or resolution, pass a shortcut "
                 "that does too (ConvShortcut or AvgPoolShortcut)"
             )
-        return skip + out
+        s = h + skip
+        return s if self.act is None else self.act(s)
 
     def backward(self, grad_output):
-        grad_input = self.branch.backward(grad_output)
-        grad_skip = grad_output if self.shortcut is None else self.shortcut.backward(grad_output)
-        return grad_input + grad_skip
+        g = grad_output if self.act is None else self.act.backward(grad_output)
+        grad_skip = g if self.shortcut is None else self.shortcut.backward(g)
+        grad_branch = g
+        for layer in reversed(self.branch):
+            grad_branch = layer.backward(grad_branch)
+        return grad_branch + grad_skip
+
+    def extra_repr(self):
+        return "shortcut=identity" if self.shortcut is None else ""
 
 
 class ConvShortcut(Sequential):

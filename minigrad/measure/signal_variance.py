@@ -13,9 +13,9 @@ signal neither shrinks nor explodes when ``n Var(w) c = 1``: Var(w) = 1/n forwar
 theory; it is zero except under PyTorch's default, where it adds Var(b) = 1/(3n) to every layer (a floor
 that stops the forward signal from vanishing below ~1/n while the backward one still vanishes).
 
-This module builds a deep MLP (``depth`` blocks of Linear + activation, width ``width``), runs a Gaussian
-batch through minigrad's own forward and a Gaussian upstream gradient through its own backward, and
-measures per layer ``l = 1..L``:
+This module builds a deep MLP (``depth`` layers of Linear + activation, width ``width``, with
+``minigrad.models.mlp.build_mlp``), runs a Gaussian batch through minigrad's own forward and a Gaussian
+upstream gradient through its own backward, and measures per layer ``l = 1..L``:
 
 - ``forward_var``      Var(y_l), the pre-activation (the Linear's output): the signal the rule is about;
 - ``output_var``       Var(h_l), after the activation;
@@ -63,8 +63,8 @@ Biases are zero except under ``pytorch_default``. Xavier uses gain 1 (the lectur
 PyTorch's tanh gain 5/3); He uses 2/n whatever the activation (the lecture's formula; with tanh it
 over-amplifies).
 
-    from minigrad import init_study
-    result = init_study.run_combination("relu", "he_normal", depth=50, width=256)
+    from minigrad.measure import signal_variance
+    result = signal_variance.run_combination("relu", "he_normal", depth=50, width=256)
     result.forward.measured_factor, result.forward.theory_factor, result.forward.verdict
 """
 import math
@@ -74,13 +74,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import nn
-from . import random as _random
-from .nn import init as _init
+from ..models.mlp import build_mlp
+from ..nn import init as _init
 
 __all__ = [
     "ACTIVATIONS", "INITS", "STUDY_ACTIVATIONS", "INIT_LABELS", "VERDICT_THRESHOLD",
-    "activation_label", "activation_gain", "weight_variance", "init_linear_", "build_mlp", "mlp_blocks",
+    "activation_label", "activation_gain", "weight_variance", "init_linear_", "initializer", "build_study_mlp",
+    "mlp_blocks",
     "SignalProfile", "signal_profile", "geometric_factor", "classify",
     "DirectionSummary", "InitResult", "run_combination", "summarize",
 ]
@@ -99,7 +99,7 @@ VERDICT_THRESHOLD = 1e3
 
 def _check_name(value, allowed, what):
     if value not in allowed:
-        raise ValueError(f"init_study: {what} must be one of {', '.join(allowed)}, got {value!r}")
+        raise ValueError(f"signal_variance: {what} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def activation_label(activation, negative_slope=0.01):
@@ -162,54 +162,30 @@ def init_linear_(linear, init, activation="relu", negative_slope=0.01, generator
     return linear
 
 
-def _make_activation(activation, negative_slope):
-    if activation == "linear":
-        return nn.Identity()
-    if activation == "tanh":
-        return nn.Tanh()
-    if activation == "relu":
-        return nn.ReLU()
-    return nn.LeakyReLU(negative_slope)
-
-
-def build_mlp(activation, init, widths, num_classes=None, negative_slope=0.01, generator=None,
-              dtype=np.float64):
-    """``len(widths) - 1`` blocks of Linear + activation, then an optional ``head`` Linear to ``num_classes``.
-
-    ``widths = [in, h_1, ..., h_L]``; block ``l`` maps ``widths[l-1] -> widths[l]``. Children are named
-    ``block0 .. block{L-1}`` (each with ``linear`` and ``act``) and ``head``, so ``grad_stats`` reads
-    ``block0.linear.weight``. Every Linear (the head too) is initialised by ``init`` from ``generator``;
-    the global generator is left as it was (Linear's constructor draws PyTorch's default from it first).
-    """
-    _check_name(activation, ACTIVATIONS, "activation")
+def initializer(init, activation="relu", negative_slope=0.01):
+    """The scheme ``init`` as an ``init`` for ``minigrad.models.mlp.build_mlp``: ``f(linear, generator=...)``."""
     _check_name(init, INITS, "init")
-    widths = [int(w) for w in widths]
-    if len(widths) < 2 or min(widths) < 1:
-        raise ValueError(f"init_study.build_mlp: widths must hold at least 2 positive sizes, got {widths}")
-    if generator is None:
-        generator = _random.default_generator()
-    saved = _random.get_rng_state()
-    try:
-        children = OrderedDict()
-        for l in range(len(widths) - 1):
-            children[f"block{l}"] = nn.Sequential(OrderedDict(
-                linear=nn.Linear(widths[l], widths[l + 1]), act=_make_activation(activation, negative_slope)))
-        if num_classes is not None:
-            children["head"] = nn.Linear(widths[-1], int(num_classes))
-    finally:
-        _random.set_rng_state(saved)
-    model = nn.Sequential(children).to(dtype)
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            init_linear_(module, init, activation, negative_slope, generator)
-    return model.name_modules()
+    _check_name(activation, ACTIVATIONS, "activation")
+
+    def fill(linear, generator=None):
+        init_linear_(linear, init, activation, negative_slope, generator)
+
+    return fill
+
+
+def build_study_mlp(activation, init, widths, num_classes=None, negative_slope=0.01, generator=None,
+                    dtype=np.float64):
+    """The study's network: ``models.mlp.build_mlp`` (``layer{k}`` = linear + act, ``out.linear``) with
+    every linear, ``out`` too, filled by the scheme ``init`` from ``generator``."""
+    _check_name(activation, ACTIVATIONS, "activation")
+    return build_mlp(widths, activation, num_classes=num_classes, init=initializer(init, activation, negative_slope),
+                     negative_slope=negative_slope, generator=generator, dtype=dtype)
 
 
 def mlp_blocks(model):
-    """The ``(linear, act)`` pairs of a ``build_mlp`` model, input first, and its head (or None)."""
-    blocks = [(child.linear, child.act) for name, child in model.named_children() if name.startswith("block")]
-    head = model._modules.get("head")
-    return blocks, head
+    """The ``(linear, act)`` pairs of a ``build_mlp`` model, input first, and its ``out`` (or None)."""
+    blocks = [(layer.linear, layer.act) for layer in model.hidden_layers]
+    return blocks, getattr(model, "out", None)
 
 
 # --------------------------------------------------------------------------------------- measuring
@@ -245,7 +221,7 @@ def _first_nonfinite(values):
 
 
 def signal_profile(model, x, grad_output):
-    """Run ``x`` forward through a ``build_mlp`` model and ``grad_output`` back; return a ``SignalProfile``.
+    """Run ``x`` forward through a ``build_study_mlp`` model and ``grad_output`` back; a ``SignalProfile``.
 
     Every layer's own ``forward`` and ``backward`` run (parameter gradients are zeroed first and hold
     this batch's gradients afterwards). ``grad_output`` is d loss / d (model output), of the output's
@@ -253,7 +229,7 @@ def signal_profile(model, x, grad_output):
     """
     blocks, head = mlp_blocks(model)
     if not blocks:
-        raise ValueError("init_study.signal_profile: the model has no block0.. children (use build_mlp)")
+        raise ValueError("signal_variance.signal_profile: the model has no hidden layers (use build_mlp)")
     model.zero_grad()
     errors = Counter()
 
@@ -306,7 +282,7 @@ def geometric_factor(values):
 def classify(ratio, overflowed=False, threshold=VERDICT_THRESHOLD):
     """``"vanishing"`` / ``"stable"`` / ``"exploding"`` from a last/first variance ratio (module docstring)."""
     if not threshold > 1:
-        raise ValueError(f"init_study.classify: threshold must be > 1, got {threshold}")
+        raise ValueError(f"signal_variance.classify: threshold must be > 1, got {threshold}")
     if overflowed or ratio == math.inf:
         return "exploding"
     if math.isnan(ratio):
@@ -418,16 +394,16 @@ def run_combination(activation, init, depth=50, width=256, batch=256, seed=0, ne
     _check_name(init, INITS, "init")
     if widths is None:
         if depth < 2:
-            raise ValueError(f"init_study.run_combination: depth must be >= 2 for a per-layer factor, got {depth}")
+            raise ValueError(f"signal_variance.run_combination: depth must be >= 2 for a per-layer factor, got {depth}")
         widths = [int(width)] * (int(depth) + 1)
     elif len(widths) < 3:
-        raise ValueError(f"init_study.run_combination: widths must give >= 2 layers, got {list(widths)}")
+        raise ValueError(f"signal_variance.run_combination: widths must give >= 2 layers, got {list(widths)}")
     if int(batch) < 1:
-        raise ValueError(f"init_study.run_combination: batch must be >= 1, got {batch}")
+        raise ValueError(f"signal_variance.run_combination: batch must be >= 1, got {batch}")
     start = time.perf_counter()
     input_seq, weight_seq, grad_seq = np.random.SeedSequence(seed).spawn(3)
-    model = build_mlp(activation, init, widths, negative_slope=negative_slope,
-                      generator=np.random.default_rng(weight_seq), dtype=dtype)
+    model = build_study_mlp(activation, init, widths, negative_slope=negative_slope,
+                            generator=np.random.default_rng(weight_seq), dtype=dtype)
     x = np.random.default_rng(input_seq).standard_normal((int(batch), widths[0])).astype(dtype)
     grad_output = np.random.default_rng(grad_seq).standard_normal((int(batch), widths[-1])).astype(dtype)
     profile = signal_profile(model, x, grad_output)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 import minigrad
-from minigrad import init_study as study
 from minigrad import nn
+from minigrad.measure import signal_variance as study
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +52,7 @@ def _backward_ratios(profile):
 def test_linear_network_forward_and_backward_factor_is_n_var_w(c):
     """Var(w) = c / n on a wide linear network: every layer multiplies the variance by c, both ways."""
     widths, batch = [1024] * 5, 128
-    model = study.build_mlp("linear", "xavier_normal", widths, generator=np.random.default_rng(1))
+    model = study.build_study_mlp("linear", "xavier_normal", widths, generator=np.random.default_rng(1))
     gen = np.random.default_rng(2)
     for linear, _ in study.mlp_blocks(model)[0]:
         nn.init.normal_(linear.weight, 0.0, math.sqrt(c / linear.in_features), generator=gen)
@@ -242,25 +242,33 @@ def test_activation_gain_by_monte_carlo(rng):
     assert np.mean(np.tanh(small) ** 2) / np.mean(small ** 2) == pytest.approx(study.activation_gain("tanh"), rel=1e-5)
 
 
-def test_build_mlp_names_dtype_head_and_leaves_global_rng_alone():
+def test_build_study_mlp_names_dtype_head_and_leaves_global_rng_alone():
     minigrad.manual_seed(11)
     before = minigrad.random.get_rng_state()
-    model = study.build_mlp("tanh", "xavier_uniform", [12, 8, 8], num_classes=3, generator=np.random.default_rng(0))
+    model = study.build_study_mlp("tanh", "xavier_uniform", [12, 8, 8], num_classes=3,
+                                  generator=np.random.default_rng(0))
     assert minigrad.random.get_rng_state() == before
     names = [name for name, _ in model.named_parameters()]
-    assert names == ["block0.linear.weight", "block0.linear.bias", "block1.linear.weight", "block1.linear.bias",
-                     "head.weight", "head.bias"]
+    assert names == ["layer0.linear.weight", "layer0.linear.bias", "layer1.linear.weight", "layer1.linear.bias",
+                     "out.linear.weight", "out.linear.bias"]
     assert all(p.dtype == np.float64 for p in model.parameters())
     assert model(np.zeros((2, 12))).shape == (2, 3)
     blocks, head = study.mlp_blocks(model)
-    assert len(blocks) == 2 and head is model.head
+    assert len(blocks) == 2 and head is model.out
     assert isinstance(blocks[0][1], nn.Tanh)
-    model32 = study.build_mlp("relu", "he_normal", [4, 4, 4], dtype=np.float32, generator=np.random.default_rng(0))
+    model32 = study.build_study_mlp("relu", "he_normal", [4, 4, 4], dtype=np.float32,
+                                    generator=np.random.default_rng(0))
     assert all(p.dtype == np.float32 for p in model32.parameters())
+    # every linear, out too, is filled by the scheme from the generator, in forward order, after the cast
+    gen = np.random.default_rng(0)
+    for linear in (model.layer0.linear, model.layer1.linear, model.out.linear):
+        bound = math.sqrt(6 / (linear.in_features + linear.out_features))
+        np.testing.assert_array_equal(linear.weight.data, gen.uniform(-bound, bound, linear.weight.shape))
+        assert not linear.bias.data.any()
 
 
 def test_signal_profile_with_a_head_and_inputs_not_mutated(rng):
-    model = study.build_mlp("relu", "he_normal", [10, 16, 16, 16], num_classes=4, generator=rng)
+    model = study.build_study_mlp("relu", "he_normal", [10, 16, 16, 16], num_classes=4, generator=rng)
     x, g = rng.standard_normal((8, 10)), rng.standard_normal((8, 4))
     x0, g0 = x.copy(), g.copy()
     profile = study.signal_profile(model, x, g)
@@ -268,11 +276,14 @@ def test_signal_profile_with_a_head_and_inputs_not_mutated(rng):
     np.testing.assert_array_equal(g, g0)
     assert profile.depth == 3 and profile.forward_nonfinite is None and profile.backward_nonfinite is None
     # the profile's values are those of the layers' own forward and backward
-    h1 = np.maximum(x @ model.block0.linear.weight.data.T, 0)
-    assert profile.forward_var[0] == pytest.approx(np.mean((x @ model.block0.linear.weight.data.T) ** 2))
+    h1 = np.maximum(x @ model.layer0.linear.weight.data.T, 0)
+    assert profile.forward_var[0] == pytest.approx(np.mean((x @ model.layer0.linear.weight.data.T) ** 2))
     assert profile.output_var[0] == pytest.approx(np.mean(h1 ** 2))
-    assert profile.weight_grad_var[-1] == pytest.approx(np.mean(model.block2.linear.weight.grad ** 2))
-    top = g @ model.head.weight.data * (model.block2.act.y > 0)
+    assert profile.weight_grad_var[-1] == pytest.approx(np.mean(model.layer2.linear.weight.grad ** 2))
+    h = x
+    for layer in model.hidden_layers:
+        h = layer(h)
+    top = g @ model.out.linear.weight.data * (h > 0)
     assert profile.grad_var[-1] == pytest.approx(np.mean(top ** 2))
 
 
