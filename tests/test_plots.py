@@ -90,7 +90,7 @@ def test_cli_redraws_figures_from_run_folders(tmp_path, capsys):
     a, b = _run_dir(tmp_path / "study" / "A-lr1e-3", 2), _run_dir(tmp_path / "study" / "B-lr1e-3", 5, epochs=2)
     assert main([str(a), str(b), "--pdf"]) == 0
     study = tmp_path / "study"  # several runs: figures go to the folder holding them
-    expected = ["training_curves", "grad_flow_first", "grad_flow_last"]
+    expected = ["training_curves", "grad_flow_first", "grad_flow_last", "grad_flow_epochs"]
     for name in expected:
         _check_png(study / f"{name}.png")
         assert (study / f"{name}.pdf").stat().st_size > 1000
