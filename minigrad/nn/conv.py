@@ -1,9 +1,15 @@
-"""2-D convolution, as ``torch.nn.Conv2d`` (groups=1, dilation=1), by im2col + GEMM.
+"""2-D convolution, as ``torch.nn.Conv2d`` (groups=1, dilation=1).
 
-The index shuffling (im2col, col2im) is in ``minigrad/kernels/im2col.py``; this file holds the maths.
-The batch is processed in chunks of a few images, spread over the worker threads
-(``minigrad.threads.parallel_chunks``): a chunk's column matrix stays in its core's cache, and it is
-rebuilt in backward instead of being kept, so memory stays at one input per layer.
+The maths is written here once, as im2col + GEMM (forward) and its transpose (backward); the index
+shuffling (im2col, col2im) is in ``minigrad/kernels/im2col.py``. The batch is processed in chunks of a
+few images, spread over the worker threads (``minigrad.threads.parallel_chunks``): a chunk's column
+matrix stays in its core's cache, and it is rebuilt in backward instead of being kept, so memory stays
+at one input per layer.
+
+Fast path: a 3x3 convolution with stride 1 and at least ``WINOGRAD_MIN_CHANNELS`` input and output
+channels (every convolution of the VGG and ResNet blocks) runs Winograd's F(4x4, 3x3) algorithm
+(``minigrad/kernels/winograd.py``): the same function with 4x fewer multiplications, equal to this file's
+formulas up to float rounding (the tests compare the two). ``Conv2d.winograd = False`` turns it off.
 """
 import math
 import threading
@@ -12,6 +18,7 @@ import numba
 import numpy as np
 
 from ..kernels import im2col as K
+from ..kernels import winograd
 from ..threads import parallel_chunks
 from . import init
 from .module import Module, Parameter
@@ -23,6 +30,10 @@ __all__ = ["Conv2d"]
 # a thread hand-off (gradient checks and other tiny inputs run in one chunk).
 _CHUNK_COLUMNS = 2048
 _MIN_CHUNK_COLUMNS = 256
+# Winograd: GEMM rows (images x 4x4 tiles) per chunk, and the smallest channel counts it is used for
+# (below, the transforms cost more than the multiplications they save).
+_WINOGRAD_CHUNK_TILES = 128
+WINOGRAD_MIN_CHANNELS = 8
 _scratch = threading.local()  # per worker thread: each needs its own buffers
 
 
@@ -101,13 +112,18 @@ class Conv2d(Module):
         return h_out, w_out
 
     @staticmethod
-    def _chunks(batch, plane):
-        """Slices ``(n0, n1)`` of the batch: about ``_CHUNK_COLUMNS`` pixels each, one per worker thread at
-        least when the batch is small, never fewer than ``_MIN_CHUNK_COLUMNS`` pixels (``plane``: pixels
-        per image)."""
+    def _chunks(batch, per_image, target=_CHUNK_COLUMNS, minimum=_MIN_CHUNK_COLUMNS):
+        """Slices ``(n0, n1)`` of the batch: about ``target`` columns each (``per_image`` per image), one per
+        worker thread at least when the batch is small, never fewer than ``minimum`` columns."""
         per_worker = -(-batch // numba.get_num_threads())
-        step = max(1, min(_CHUNK_COLUMNS // plane, per_worker), -(-_MIN_CHUNK_COLUMNS // plane))
+        step = max(1, min(target // per_image, per_worker), -(-minimum // per_image))
         return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
+
+    def _uses_winograd(self):
+        return self.winograd and self.kernel_size == (3, 3) and self.stride == (1, 1) and \
+            min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
+
+    winograd = True  # the F(4x4, 3x3) fast path where it applies (see the module docstring)
 
     def forward(self, x):
         x = self._check_input(x, ndim=4, channels=self.in_channels)
@@ -117,25 +133,28 @@ class Conv2d(Module):
             raise TypeError(f"{self._display_name()}: computes in float32 or float64, but input {x.dtype} and "
                             f"weight {self.weight.dtype} give {dtype}")
         x = np.ascontiguousarray(x, dtype=dtype)  # a copy only when needed; the caller's x is never written
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        n, plane = x.shape[0], h_out * w_out
-        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
+        self.save_for_backward(x=x)  # backward rebuilds the columns from x, chunk by chunk
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data.astype(dtype)
-        y = np.empty((n, self.out_channels, h_out, w_out), dtype)
+        y = np.empty((x.shape[0], self.out_channels, h_out, w_out), dtype)
+        if self._uses_winograd():
+            return self._winograd_forward(x, bias, y)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
 
         def chunk(n0, n1, _):  # y[n0:n1] = W_mat @ im2col(x[n0:n1]) + b
-            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * plane), dtype)
+            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), dtype)
             K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)
             rows = np.matmul(w_mat, cols, out=_buffer("rows", (self.out_channels, cols.shape[1]), dtype))
             K.rows_to_nchw(rows, bias, n0, n1, y)
 
-        parallel_chunks(chunk, self._chunks(n, plane))
-        self._x = x  # backward rebuilds the columns from x, chunk by chunk
+        parallel_chunks(chunk, self._chunks(x.shape[0], h_out * w_out))
         return y
 
     def backward(self, grad_output):
-        x, self._x = self._x, None  # backward runs once per forward: let the input go afterwards
+        x = self.saved.x
         g = np.ascontiguousarray(grad_output, dtype=x.dtype)
+        if getattr(self.saved, "u", None) is not None:  # the forward took the Winograd path
+            return self._winograd_backward(x, g)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         (height, width), (h_out, w_out) = x.shape[2:], g.shape[2:]
         grad_input = np.empty_like(x)
@@ -151,7 +170,7 @@ class Conv2d(Module):
             w_flip = w_flip.reshape(self.in_channels, -1)
             no_bias = np.zeros(self.in_channels, x.dtype)
 
-            def chunk(n0, n1, partial):  # partial: this worker's sums of dW_flip and db
+            def chunk(n0, n1, partial):  # partial: this chunk's sums of dW_flip and db
                 g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
                 K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
                 x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
@@ -170,7 +189,7 @@ class Conv2d(Module):
             # The textbook backward, chunk by chunk: dW += dY @ cols.T, dx = col2im(W_mat.T @ dY).
             w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
 
-            def chunk(n0, n1, partial):  # partial: this worker's sums of dW and db
+            def chunk(n0, n1, partial):  # partial: this chunk's sums of dW and db
                 cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
                 K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept
                 g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
@@ -184,6 +203,42 @@ class Conv2d(Module):
             partials = parallel_chunks(chunk, self._chunks(x.shape[0], h_out * w_out),
                                        make_state=lambda: [np.zeros_like(w_mat), np.zeros(self.out_channels, x.dtype)])
             self.weight.grad += sum(p[0] for p in partials).reshape(self.weight.shape)
+        if self.bias is not None:
+            self.bias.grad += sum(p[1] for p in partials)
+        return grad_input
+
+    # ------------------------------------------------------------------ the Winograd fast path
+    def _winograd_chunks(self, x):
+        tiles_h, tiles_w = winograd.tiles(x.shape[2] + 2 * self.padding[0] - 2, x.shape[3] + 2 * self.padding[1] - 2)
+        return self._chunks(x.shape[0], tiles_h * tiles_w, _WINOGRAD_CHUNK_TILES, 1)
+
+    def _winograd_forward(self, x, bias, y):
+        """``y`` = this layer's output by F(4x4, 3x3) (``kernels/winograd.py``: the maths is there)."""
+        u = winograd.weight_transform(self.weight.data, x.dtype)
+        self.save_for_backward(x=x, u=u)
+        (ph, pw), dtype = self.padding, x.dtype
+
+        def chunk(n0, n1, _):
+            winograd.forward_chunk(x, n0, n1, ph, pw, u, bias, y, lambda name, shape: _buffer(name, shape, dtype))
+
+        parallel_chunks(chunk, self._winograd_chunks(x))
+        return y
+
+    def _winograd_backward(self, x, g):
+        """The gradients of ``_winograd_forward``: each of its steps transposed, in reverse order."""
+        u, (ph, pw), dtype = self.saved.u, self.padding, x.dtype
+        grad_input = np.empty_like(x)
+
+        def chunk(n0, n1, partial):  # partial: this chunk's sums of dU (Winograd domain) and db
+            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, grad_input, partial[0],
+                                    lambda name, shape: _buffer(name, shape, dtype))
+            if self.bias is not None:
+                partial[1] += g[n0:n1].reshape(n1 - n0, self.out_channels, -1).sum(axis=(0, 2))
+
+        # dU summed in float64 over the chunks: float32 GEMMs of a few hundred terms each, then exact-ish sums.
+        partials = parallel_chunks(chunk, self._winograd_chunks(x),
+                                   make_state=lambda: [np.zeros(u.shape), np.zeros(self.out_channels, dtype)])
+        self.weight.grad += winograd.weight_grad(sum(p[0] for p in partials))
         if self.bias is not None:
             self.bias.grad += sum(p[1] for p in partials)
         return grad_input

@@ -1,0 +1,331 @@
+r"""Winograd F(4x4, 3x3): a 3x3, stride-1 convolution with 4x fewer multiplications than im2col + GEMM.
+
+The maths (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Cut the output into
+4x4 tiles; tile t of output channel k needs the 6x6 input window d_{t,c} under it in each input channel
+c (rows 4*th - ph ... 4*th - ph + 5, zero outside the image). Then, with the constant matrices below,
+
+    y_{t,k} = A^T [ sum_c U_{k,c} (.) V_{t,c} ] A        U_{k,c} = G w_{k,c} G^T   (6x6, once per step)
+                                                         V_{t,c} = B^T d_{t,c} B   (6x6, per tile)
+
+where (.) is the element-wise product. For each of the 36 positions (a, b) of the 6x6 "Winograd domain"
+the sum over c is a matrix product, so a chunk of tiles costs 36 GEMMs of (tiles, C) @ (C, K): 36
+multiplications per 16 outputs and input channel, against 144 for the direct sum. The transforms are
+adds and multiplications by small constants (float32 error measured on VGG-like layers: about 4x that of
+im2col + GEMM, ~1e-6 of the output's RMS).
+
+The backward is the same computation transposed (each step's adjoint, in reverse order):
+
+    Z_{t,k}  = A dY_{t,k} A^T                            (6x6 from the 4x4 tile of grad_output)
+    dU_{k,c} = sum_t Z_{t,k} (.) V_{t,c}                  36 GEMMs (C, tiles) @ (tiles, K)
+    dw_{k,c} = G^T dU_{k,c} G                            (the textbook dW = sum dY * x_pad window)
+    dx      += B [ sum_k U_{k,c} (.) Z_{t,k} ] B^T       36 GEMMs, then each 6x6 window added back
+                                                         where it came from (windows overlap by 2)
+
+which equals the textbook dx = the full correlation of dY with the flipped kernel.
+
+Layout. The kernels work on one chunk of images ``n0 <= n < n1`` with the chunk's images and channels
+side by side as the last, contiguous axis ``l = (n - n0)*C + c`` (so every transform is a loop over a
+contiguous vector of length L = (n1 - n0)*C, which vectorises whatever the image size):
+
+    xt[r + ph, s + pw, l]  = x[n, c, r, s]     zero-bordered "HWL" copy of the chunk  (nchw_to_hwl)
+    v[a*6 + b, t, l]       = V_{t,c}[a, b]     t = th*tiles_w + tw                      (input_transform)
+    v.reshape(36, T*nb, C) is then the GEMMs' left operand: row t*nb + (n - n0), column c.
+
+All kernels are single-threaded (``nogil``): the layer runs chunks on its worker threads. They take
+C-contiguous float32 or float64 arrays and check no index: the caller passes shapes that agree.
+"""
+import numba
+import numpy as np
+
+__all__ = ["BT", "G", "AT", "TILE", "weight_transform", "weight_grad", "tiles", "nchw_to_hwl", "hwl_to_nchw",
+           "input_transform", "output_transform", "output_adjoint", "input_adjoint"]
+
+TILE = 4  # output tile side; the input window is TILE + 2 = 6
+
+# Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray's matrices).
+BT = np.array([[4, 0, -5, 0, 1, 0],
+               [0, -4, -4, 1, 1, 0],
+               [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0],
+               [0, 2, -1, -2, 1, 0],
+               [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0],
+              [-1 / 6, -1 / 6, -1 / 6],
+              [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6],
+              [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0],
+               [0, 1, -1, 2, -2, 0],
+               [0, 1, 1, 4, 4, 0],
+               [0, 1, -1, 8, -8, 1]], np.float64)
+
+
+def tiles(h_out, w_out):
+    """Tiles per image along each axis: ``(ceil(h_out / 4), ceil(w_out / 4))``."""
+    return -(-h_out // TILE), -(-w_out // TILE)
+
+
+def weight_transform(weight, dtype):
+    """``u[a*6 + b, c, k] = (G w[k, c] G^T)[a, b]``: the (36, C_in, C_out) right operands of the GEMMs.
+
+    Computed in float64 and rounded once to ``dtype``.
+    """
+    u = np.einsum("ai,kcij,bj->abck", G, weight.astype(np.float64), G)
+    return np.ascontiguousarray(u.reshape(36, weight.shape[1], weight.shape[0]), dtype=dtype)
+
+
+def weight_grad(grad_u):
+    """``dw[k, c] = G^T dU[k, c] G`` from ``grad_u`` (36, C_in, C_out): the (C_out, C_in, 3, 3) gradient."""
+    du = grad_u.astype(np.float64).reshape(6, 6, grad_u.shape[1], grad_u.shape[2])
+    return np.einsum("ai,abck,bj->kcij", G, du, G)
+
+
+@numba.njit(nogil=True, cache=True)
+def nchw_to_hwl(x, n0, n1, ph, pw, xt):
+    """``xt[r + ph, s + pw, (n - n0)*C + c] = x[n, c, r, s]``; the border of ``xt`` (rows and columns
+    outside the image) is set to 0.
+
+    ``xt`` is (Hp, Wp, Lp) with Hp >= H + ph, Wp >= W + pw and Lp >= L = (n1 - n0)*C. The chunk of ``x`` is
+    an (L, H*W) matrix and ``xt`` holds its transpose, copied in blocks of 8 x 16 (a plane is often exactly
+    4 KB, and more than 8 rows 4 KB apart would compete for one set of the L1 cache).
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    plane = height * width
+    length = (n1 - n0) * channels
+    src = x.reshape(x.shape[0] * channels, plane)[n0 * channels:n1 * channels]  # (L, H*W)
+    xt[:ph] = 0
+    xt[ph + height:] = 0
+    xt[ph:ph + height, :pw] = 0
+    xt[ph:ph + height, pw + width:] = 0
+    for l0 in range(0, length, 8):
+        l1 = min(l0 + 8, length)
+        for r in range(height):
+            for s in range(width):
+                dst = xt[r + ph, s + pw]
+                p = r * width + s
+                for l in range(l0, l1):
+                    dst[l] = src[l, p]
+
+
+@numba.njit(nogil=True, cache=True)
+def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
+    """``out[n, c, r, s] = xt[r + r0, s + s0, (n - n0)*C + c] + bias[c]`` for n0 <= n < n1 (all r, s).
+
+    The transpose of ``nchw_to_hwl``, with the bias added on the way.
+    """
+    channels, height, width = out.shape[1], out.shape[2], out.shape[3]
+    plane = height * width
+    length = (n1 - n0) * channels
+    dst = out.reshape(out.shape[0] * channels, plane)[n0 * channels:n1 * channels]  # (L, H*W)
+    for l0 in range(0, length, 8):
+        l1 = min(l0 + 8, length)
+        for r in range(height):
+            for s0_ in range(0, width, 16):
+                s1_ = min(s0_ + 16, width)
+                for l in range(l0, l1):
+                    b = bias[l % channels]
+                    row = dst[l]
+                    for s in range(s0_, s1_):
+                        row[r * width + s] = xt[r + r0, s + s0, l] + b
+
+
+# The four transforms below work tile by tile on vectors of length L (the chunk's images x channels):
+# first along columns into ``tmp``, then along rows. Spatial arrays are (rows, columns, Lp) with Lp >= L;
+# Winograd-domain arrays are (36, >= tiles*L), position a*6 + b, tile t's vector at [t*L : (t+1)*L].
+# The multipliers are typed like the data: an int times a float32 would compute in float64.
+
+@numba.njit(nogil=True, cache=True)
+def input_transform(xt, length, tiles_h, tiles_w, v, tmp):
+    """``v[a*6 + b, tile t] = (B^T d_t B)[a, b]``, d_t = ``xt[4*th : 4*th + 6, 4*tw : 4*tw + 6, :L]``.
+
+    ``tmp`` is (6, 6, >= L) scratch: e = B^T d column by column, then e B row by row.
+    """
+    two, four, five = xt.dtype.type(2), xt.dtype.type(4), xt.dtype.type(5)
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            r, s = 4 * th, 4 * tw
+            for j in range(6):
+                d0, d1, d2, d3, d4, d5 = xt[r, s + j], xt[r + 1, s + j], xt[r + 2, s + j], \
+                    xt[r + 3, s + j], xt[r + 4, s + j], xt[r + 5, s + j]
+                e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
+                for l in range(length):
+                    e0[l] = four * d0[l] - five * d2[l] + d4[l]
+                    e1[l] = d3[l] + d4[l] - four * (d1[l] + d2[l])
+                    e2[l] = four * (d1[l] - d2[l]) - d3[l] + d4[l]
+                    e3[l] = two * (d3[l] - d1[l]) - d2[l] + d4[l]
+                    e4[l] = two * (d1[l] - d3[l]) - d2[l] + d4[l]
+                    e5[l] = four * d1[l] - five * d3[l] + d5[l]
+            k = (th * tiles_w + tw) * length
+            for a in range(6):
+                d0, d1, d2, d3, d4, d5 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5]
+                o = 6 * a
+                e0, e1, e2 = v[o, k:k + length], v[o + 1, k:k + length], v[o + 2, k:k + length]
+                e3, e4, e5 = v[o + 3, k:k + length], v[o + 4, k:k + length], v[o + 5, k:k + length]
+                for l in range(length):
+                    e0[l] = four * d0[l] - five * d2[l] + d4[l]
+                    e1[l] = d3[l] + d4[l] - four * (d1[l] + d2[l])
+                    e2[l] = four * (d1[l] - d2[l]) - d3[l] + d4[l]
+                    e3[l] = two * (d3[l] - d1[l]) - d2[l] + d4[l]
+                    e4[l] = two * (d1[l] - d3[l]) - d2[l] + d4[l]
+                    e5[l] = four * d1[l] - five * d3[l] + d5[l]
+
+
+@numba.njit(nogil=True, cache=True)
+def output_transform(m, length, tiles_h, tiles_w, yt, tmp):
+    """``yt[4*th + i, 4*tw + j, :L] = (A^T M_t A)[i, j]``, M_t[a, b] = ``m[a*6 + b, tile t]``.
+
+    ``yt`` is (4*tiles_h, 4*tiles_w, >= L); ``tmp`` is (6, 4, >= L) scratch: M A row by row, then A^T.
+    """
+    two, four, eight = m.dtype.type(2), m.dtype.type(4), m.dtype.type(8)
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            k = (th * tiles_w + tw) * length
+            for a in range(6):
+                o = 6 * a
+                m0, m1, m2 = m[o, k:k + length], m[o + 1, k:k + length], m[o + 2, k:k + length]
+                m3, m4, m5 = m[o + 3, k:k + length], m[o + 4, k:k + length], m[o + 5, k:k + length]
+                f0, f1, f2, f3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
+                for l in range(length):
+                    p, q = m1[l] + m2[l], m1[l] - m2[l]
+                    u, w = m3[l] + m4[l], m3[l] - m4[l]
+                    f0[l] = m0[l] + p + u
+                    f1[l] = q + two * w
+                    f2[l] = p + four * u
+                    f3[l] = q + eight * w + m5[l]
+            r, s = 4 * th, 4 * tw
+            for j in range(4):
+                m0, m1, m2, m3, m4, m5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
+                f0, f1, f2, f3 = yt[r, s + j], yt[r + 1, s + j], yt[r + 2, s + j], yt[r + 3, s + j]
+                for l in range(length):
+                    p, q = m1[l] + m2[l], m1[l] - m2[l]
+                    u, w = m3[l] + m4[l], m3[l] - m4[l]
+                    f0[l] = m0[l] + p + u
+                    f1[l] = q + two * w
+                    f2[l] = p + four * u
+                    f3[l] = q + eight * w + m5[l]
+
+
+@numba.njit(nogil=True, cache=True)
+def output_adjoint(gt, length, tiles_h, tiles_w, z, tmp):
+    """``z[a*6 + b, tile t] = (A dY_t A^T)[a, b]``, dY_t = ``gt[4*th : 4*th + 4, 4*tw : 4*tw + 4, :L]``.
+
+    The adjoint (transpose) of ``output_transform``; ``tmp`` is (6, 4, >= L) scratch.
+    """
+    two, four, eight = gt.dtype.type(2), gt.dtype.type(4), gt.dtype.type(8)
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            r, s = 4 * th, 4 * tw
+            for j in range(4):
+                g0, g1, g2, g3 = gt[r, s + j], gt[r + 1, s + j], gt[r + 2, s + j], gt[r + 3, s + j]
+                e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
+                for l in range(length):
+                    p, q = g0[l] + g2[l], g1[l] + g3[l]
+                    u, w = g0[l] + four * g2[l], two * g1[l] + eight * g3[l]
+                    e0[l] = g0[l]
+                    e1[l] = p + q
+                    e2[l] = p - q
+                    e3[l] = u + w
+                    e4[l] = u - w
+                    e5[l] = g3[l]
+            k = (th * tiles_w + tw) * length
+            for a in range(6):
+                g0, g1, g2, g3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
+                o = 6 * a
+                e0, e1, e2 = z[o, k:k + length], z[o + 1, k:k + length], z[o + 2, k:k + length]
+                e3, e4, e5 = z[o + 3, k:k + length], z[o + 4, k:k + length], z[o + 5, k:k + length]
+                for l in range(length):
+                    p, q = g0[l] + g2[l], g1[l] + g3[l]
+                    u, w = g0[l] + four * g2[l], two * g1[l] + eight * g3[l]
+                    e0[l] = g0[l]
+                    e1[l] = p + q
+                    e2[l] = p - q
+                    e3[l] = u + w
+                    e4[l] = u - w
+                    e5[l] = g3[l]
+
+
+@numba.njit(nogil=True, cache=True)
+def input_adjoint(q, length, tiles_h, tiles_w, dxt, tmp):
+    """``dxt[4*th : 4*th + 6, 4*tw : 4*tw + 6, :L] += B Q_t B^T`` over all tiles, after zeroing ``dxt``.
+
+    The adjoint of ``input_transform``: each window goes back where it was read from and overlapping
+    windows add up. ``tmp`` is (6, 6, >= L) scratch.
+    """
+    two, four, five = q.dtype.type(2), q.dtype.type(4), q.dtype.type(5)
+    dxt[...] = 0
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            k = (th * tiles_w + tw) * length
+            for b in range(6):  # tmp[i, b] = sum_a B[i, a] Q[a, b]  (B = (B^T)^T)
+                q0, q1, q2 = q[b, k:k + length], q[6 + b, k:k + length], q[12 + b, k:k + length]
+                q3, q4, q5 = q[18 + b, k:k + length], q[24 + b, k:k + length], q[30 + b, k:k + length]
+                f0, f1, f2, f3, f4, f5 = tmp[0, b], tmp[1, b], tmp[2, b], tmp[3, b], tmp[4, b], tmp[5, b]
+                for l in range(length):
+                    f0[l] = four * q0[l]
+                    f1[l] = four * (q2[l] - q1[l] + q5[l]) + two * (q4[l] - q3[l])
+                    f2[l] = -five * q0[l] - four * (q1[l] + q2[l]) - q3[l] - q4[l]
+                    f3[l] = q1[l] - q2[l] + two * (q3[l] - q4[l]) - five * q5[l]
+                    f4[l] = q0[l] + q1[l] + q2[l] + q3[l] + q4[l]
+                    f5[l] = q5[l]
+            r, s = 4 * th, 4 * tw
+            for i in range(6):  # dx[i, j] += sum_b tmp[i, b] B[j, b]
+                q0, q1, q2, q3, q4, q5 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3], tmp[i, 4], tmp[i, 5]
+                f0, f1, f2 = dxt[r + i, s], dxt[r + i, s + 1], dxt[r + i, s + 2]
+                f3, f4, f5 = dxt[r + i, s + 3], dxt[r + i, s + 4], dxt[r + i, s + 5]
+                for l in range(length):
+                    f0[l] += four * q0[l]
+                    f1[l] += four * (q2[l] - q1[l] + q5[l]) + two * (q4[l] - q3[l])
+                    f2[l] += -five * q0[l] - four * (q1[l] + q2[l]) - q3[l] - q4[l]
+                    f3[l] += q1[l] - q2[l] + two * (q3[l] - q4[l]) - five * q5[l]
+                    f4[l] += q0[l] + q1[l] + q2[l] + q3[l] + q4[l]
+                    f5[l] += q5[l]
+
+
+def _padded(length):
+    """Row length for a spatial array of vectors of ``length``: 16 more, so that neighbouring rows and
+    columns never sit a multiple of 4 KB apart (such streams compete for one cache set)."""
+    return length + 16
+
+
+def forward_chunk(x, n0, n1, ph, pw, u, bias, y, buffer):
+    """``y[n0:n1] = conv3x3(x[n0:n1]) + bias`` (stride 1, padding (ph, pw)) by F(4x4, 3x3).
+
+    ``u``: ``weight_transform(weight)``; ``buffer(name, shape)``: reusable scratch of the chunk's dtype.
+    """
+    nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
+    tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
+    rows = tiles_h * tiles_w * nb  # GEMM rows: one per (tile, image)
+    length_in, length_out = nb * channels, nb * out_channels
+    xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
+    nchw_to_hwl(x, n0, n1, ph, pw, xt)
+    # One spare GEMM row per position: positions are then never a multiple of 4 KB apart.
+    v = buffer("wino_v", (36, rows + 1, channels))
+    input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), buffer("wino_tmp6", (6, 6, _padded(length_in))))
+    m = buffer("wino_m", (36, rows + 1, out_channels))
+    np.matmul(v[:, :rows], u, out=m[:, :rows])
+    yt = buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out)))
+    output_transform(m.reshape(36, -1), length_out, tiles_h, tiles_w, yt,
+                     buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    hwl_to_nchw(yt, 0, 0, bias, n0, n1, y)
+
+
+def backward_chunk(x, grad_output, n0, n1, ph, pw, u, grad_input, grad_u, buffer):
+    """``grad_input[n0:n1]`` (overwritten) and ``grad_u += dU`` (36, C_in, C_out) for images n0..n1-1."""
+    nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
+    tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])
+    rows = tiles_h * tiles_w * nb
+    length_in, length_out = nb * channels, nb * out_channels
+    xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
+    nchw_to_hwl(x, n0, n1, ph, pw, xt)
+    v = buffer("wino_v", (36, rows + 1, channels))
+    tmp6 = buffer("wino_tmp6", (6, 6, _padded(length_in)))
+    input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
+    gt = buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out)))
+    nchw_to_hwl(grad_output, n0, n1, 0, 0, gt)
+    z = buffer("wino_m", (36, rows + 1, out_channels))
+    output_adjoint(gt, length_out, tiles_h, tiles_w, z.reshape(36, -1), buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    grad_u += np.matmul(v[:, :rows].transpose(0, 2, 1), z[:, :rows])
+    np.matmul(z[:, :rows], u.transpose(0, 2, 1), out=v[:, :rows])  # v is used up: Q = Z U^T goes there
+    input_adjoint(v.reshape(36, -1), length_in, tiles_h, tiles_w, xt, tmp6)
+    hwl_to_nchw(xt, ph, pw, np.zeros(channels, x.dtype), n0, n1, grad_input)
