@@ -66,19 +66,25 @@ def tiles(h_out, w_out):
     return -(-h_out // TILE), -(-w_out // TILE)
 
 
+# (G w G^T)[a, b] = sum_ij G[a, i] G[b, j] w[i, j]: one (36, 9) matrix for the two-sided product.
+_GG = np.kron(G, G)
+
+
 def weight_transform(weight, dtype):
     """``u[a*6 + b, c, k] = (G w[k, c] G^T)[a, b]``: the (36, C_in, C_out) right operands of the GEMMs.
 
     Computed in float64 and rounded once to ``dtype``.
     """
-    u = np.einsum("ai,kcij,bj->abck", G, weight.astype(np.float64), G)
-    return np.ascontiguousarray(u.reshape(36, weight.shape[1], weight.shape[0]), dtype=dtype)
+    out_channels, in_channels = weight.shape[:2]
+    u = _GG @ weight.reshape(out_channels * in_channels, 9).T.astype(np.float64)  # (36, k*C_in + c)
+    return np.ascontiguousarray(u.reshape(36, out_channels, in_channels).transpose(0, 2, 1), dtype=dtype)
 
 
 def weight_grad(grad_u):
     """``dw[k, c] = G^T dU[k, c] G`` from ``grad_u`` (36, C_in, C_out): the (C_out, C_in, 3, 3) gradient."""
-    du = grad_u.astype(np.float64).reshape(6, 6, grad_u.shape[1], grad_u.shape[2])
-    return np.einsum("ai,abck,bj->kcij", G, du, G)
+    _, in_channels, out_channels = grad_u.shape
+    du = grad_u.transpose(0, 2, 1).reshape(36, out_channels * in_channels).astype(np.float64)
+    return (_GG.T @ du).T.reshape(out_channels, in_channels, 3, 3)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -87,123 +93,157 @@ def nchw_to_hwl(x, n0, n1, ph, pw, xt):
     outside the image) is set to 0.
 
     ``xt`` is (Hp, Wp, Lp) with Hp >= H + ph, Wp >= W + pw and Lp >= L = (n1 - n0)*C. The chunk of ``x`` is
-    an (L, H*W) matrix and ``xt`` holds its transpose, copied in blocks of 8 x 16 (a plane is often exactly
-    4 KB, and more than 8 rows 4 KB apart would compete for one set of the L1 cache).
+    an (L, H*W) matrix and ``xt`` holds its transpose, copied in 8 x 8 blocks written out in full (a
+    plane is often exactly 4 KB: a longer walk down a column of the matrix would thrash one cache set).
     """
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    plane = height * width
     length = (n1 - n0) * channels
-    src = x.reshape(x.shape[0] * channels, plane)[n0 * channels:n1 * channels]  # (L, H*W)
+    src = x.reshape(x.shape[0] * channels, height * width)[n0 * channels:n1 * channels]  # (L, H*W)
     xt[:ph] = 0
     xt[ph + height:] = 0
     xt[ph:ph + height, :pw] = 0
     xt[ph:ph + height, pw + width:] = 0
-    for l0 in range(0, length, 8):
-        l1 = min(l0 + 8, length)
-        for r in range(height):
-            for s in range(width):
-                dst = xt[r + ph, s + pw]
-                p = r * width + s
-                for l in range(l0, l1):
-                    dst[l] = src[l, p]
+    full_l, full_s = length - length % 8, width - width % 8
+    for r in range(height):
+        for s0 in range(0, full_s, 8):
+            p0 = r * width + s0
+            for l0 in range(0, full_l, 8):
+                for k in range(8):
+                    d = xt[r + ph, s0 + k + pw]
+                    p = p0 + k
+                    d[l0], d[l0 + 1], d[l0 + 2], d[l0 + 3] = src[l0, p], src[l0 + 1, p], src[l0 + 2, p], src[l0 + 3, p]
+                    d[l0 + 4], d[l0 + 5], d[l0 + 6], d[l0 + 7] = src[l0 + 4, p], src[l0 + 5, p], src[l0 + 6, p], \
+                        src[l0 + 7, p]
+        for s in range(width):  # what the 8 x 8 blocks left: the last l and s
+            d = xt[r + ph, s + pw]
+            for l in range(full_l if s < full_s else 0, length):
+                d[l] = src[l, r * width + s]
 
 
 @numba.njit(nogil=True, cache=True)
 def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
     """``out[n, c, r, s] = xt[r + r0, s + s0, (n - n0)*C + c] + bias[c]`` for n0 <= n < n1 (all r, s).
 
-    The transpose of ``nchw_to_hwl``, with the bias added on the way.
+    The transpose of ``nchw_to_hwl`` (same blocking), with the bias added on the way.
     """
     channels, height, width = out.shape[1], out.shape[2], out.shape[3]
-    plane = height * width
     length = (n1 - n0) * channels
-    dst = out.reshape(out.shape[0] * channels, plane)[n0 * channels:n1 * channels]  # (L, H*W)
-    for l0 in range(0, length, 8):
-        l1 = min(l0 + 8, length)
-        for r in range(height):
-            for s0_ in range(0, width, 16):
-                s1_ = min(s0_ + 16, width)
-                for l in range(l0, l1):
+    dst = out.reshape(out.shape[0] * channels, height * width)[n0 * channels:n1 * channels]  # (L, H*W)
+    full_l, full_s = length - length % 8, width - width % 8
+    for r in range(height):
+        row = xt[r + r0]
+        for q0 in range(0, full_s, 8):
+            p0, q = r * width + q0, q0 + s0
+            for l0 in range(0, full_l, 8):
+                for k in range(8):
+                    l = l0 + k
                     b = bias[l % channels]
-                    row = dst[l]
-                    for s in range(s0_, s1_):
-                        row[r * width + s] = xt[r + r0, s + s0, l] + b
+                    d = dst[l, p0:p0 + 8]
+                    d[0], d[1], d[2], d[3] = row[q, l] + b, row[q + 1, l] + b, row[q + 2, l] + b, row[q + 3, l] + b
+                    d[4], d[5], d[6], d[7] = row[q + 4, l] + b, row[q + 5, l] + b, row[q + 6, l] + b, row[q + 7, l] + b
+        for l in range(length):  # what the 8 x 8 blocks left: the last l and s
+            b = bias[l % channels]
+            d = dst[l]
+            for s in range(full_s if l < full_l else 0, width):
+                d[r * width + s] = row[s + s0, l] + b
 
 
-# The four transforms below work tile by tile on vectors of length L (the chunk's images x channels):
-# first along columns into ``tmp``, then along rows. Spatial arrays are (rows, columns, Lp) with Lp >= L;
-# Winograd-domain arrays are (36, >= tiles*L), position a*6 + b, tile t's vector at [t*L : (t+1)*L].
-# The multipliers are typed like the data: an int times a float32 would compute in float64.
+# The 1-D transforms, on scalars: each 2-D transform applies one along columns (into ``tmp``), then along
+# rows. Loading all inputs before storing any output lets the compiler keep them in registers (it cannot
+# know that the arrays do not overlap). Multipliers come typed like the data: an int times a float32
+# would compute in float64.
+
+@numba.njit(inline="always")
+def _bt(d0, d1, d2, d3, d4, d5, two, four, five):
+    """B^T d: 6 -> 6 (rows of BT above)."""
+    return (four * d0 - five * d2 + d4,
+            d3 + d4 - four * (d1 + d2),
+            four * (d1 - d2) - d3 + d4,
+            two * (d3 - d1) - d2 + d4,
+            two * (d1 - d3) - d2 + d4,
+            four * d1 - five * d3 + d5)
+
+
+@numba.njit(inline="always")
+def _b(q0, q1, q2, q3, q4, q5, two, four, five):
+    """B q: 6 -> 6 (columns of BT), the transpose of ``_bt``."""
+    return (four * q0,
+            four * (q2 - q1 + q5) + two * (q4 - q3),
+            -five * q0 - four * (q1 + q2) - q3 - q4,
+            q1 - q2 + two * (q3 - q4) - five * q5,
+            q0 + q1 + q2 + q3 + q4,
+            q5)
+
+
+@numba.njit(inline="always")
+def _at(m0, m1, m2, m3, m4, m5, two, four, eight):
+    """A^T m: 6 -> 4 (rows of AT above)."""
+    p, q, u, w = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + p + u, q + two * w, p + four * u, q + eight * w + m5
+
+
+@numba.njit(inline="always")
+def _a(g0, g1, g2, g3, two, four, eight):
+    """A g: 4 -> 6 (columns of AT), the transpose of ``_at``."""
+    p, q, u, w = g0 + g2, g1 + g3, g0 + four * g2, two * g1 + eight * g3
+    return g0, p + q, p - q, u + w, u - w, g3
+
+
+# The 2-D transforms work tile by tile on vectors of length L (the chunk's images x channels). Spatial
+# arrays are (rows, columns, Lp) with Lp >= L; Winograd-domain arrays are (36, >= tiles*L): position
+# a*6 + b, tile t's vector at [t*L : (t+1)*L].
 
 @numba.njit(nogil=True, cache=True)
 def input_transform(xt, length, tiles_h, tiles_w, v, tmp):
     """``v[a*6 + b, tile t] = (B^T d_t B)[a, b]``, d_t = ``xt[4*th : 4*th + 6, 4*tw : 4*tw + 6, :L]``.
 
-    ``tmp`` is (6, 6, >= L) scratch: e = B^T d column by column, then e B row by row.
+    ``tmp`` is (6, 6, >= L) scratch.
     """
     two, four, five = xt.dtype.type(2), xt.dtype.type(4), xt.dtype.type(5)
     for th in range(tiles_h):
         for tw in range(tiles_w):
             r, s = 4 * th, 4 * tw
-            for j in range(6):
+            for j in range(6):  # tmp[:, j] = B^T d[:, j]
                 d0, d1, d2, d3, d4, d5 = xt[r, s + j], xt[r + 1, s + j], xt[r + 2, s + j], \
                     xt[r + 3, s + j], xt[r + 4, s + j], xt[r + 5, s + j]
                 e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
                 for l in range(length):
-                    e0[l] = four * d0[l] - five * d2[l] + d4[l]
-                    e1[l] = d3[l] + d4[l] - four * (d1[l] + d2[l])
-                    e2[l] = four * (d1[l] - d2[l]) - d3[l] + d4[l]
-                    e3[l] = two * (d3[l] - d1[l]) - d2[l] + d4[l]
-                    e4[l] = two * (d1[l] - d3[l]) - d2[l] + d4[l]
-                    e5[l] = four * d1[l] - five * d3[l] + d5[l]
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _bt(d0[l], d1[l], d2[l], d3[l], d4[l], d5[l],
+                                                                   two, four, five)
             k = (th * tiles_w + tw) * length
-            for a in range(6):
+            for a in range(6):  # v[a, :] = tmp[a, :] B  (= B^T applied to the row)
                 d0, d1, d2, d3, d4, d5 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5]
                 o = 6 * a
                 e0, e1, e2 = v[o, k:k + length], v[o + 1, k:k + length], v[o + 2, k:k + length]
                 e3, e4, e5 = v[o + 3, k:k + length], v[o + 4, k:k + length], v[o + 5, k:k + length]
                 for l in range(length):
-                    e0[l] = four * d0[l] - five * d2[l] + d4[l]
-                    e1[l] = d3[l] + d4[l] - four * (d1[l] + d2[l])
-                    e2[l] = four * (d1[l] - d2[l]) - d3[l] + d4[l]
-                    e3[l] = two * (d3[l] - d1[l]) - d2[l] + d4[l]
-                    e4[l] = two * (d1[l] - d3[l]) - d2[l] + d4[l]
-                    e5[l] = four * d1[l] - five * d3[l] + d5[l]
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _bt(d0[l], d1[l], d2[l], d3[l], d4[l], d5[l],
+                                                                   two, four, five)
 
 
 @numba.njit(nogil=True, cache=True)
 def output_transform(m, length, tiles_h, tiles_w, yt, tmp):
     """``yt[4*th + i, 4*tw + j, :L] = (A^T M_t A)[i, j]``, M_t[a, b] = ``m[a*6 + b, tile t]``.
 
-    ``yt`` is (4*tiles_h, 4*tiles_w, >= L); ``tmp`` is (6, 4, >= L) scratch: M A row by row, then A^T.
+    ``yt`` is (4*tiles_h, 4*tiles_w, >= L); ``tmp`` is (6, 4, >= L) scratch.
     """
     two, four, eight = m.dtype.type(2), m.dtype.type(4), m.dtype.type(8)
     for th in range(tiles_h):
         for tw in range(tiles_w):
             k = (th * tiles_w + tw) * length
-            for a in range(6):
+            for a in range(6):  # tmp[a, :] = M[a, :] A
                 o = 6 * a
                 m0, m1, m2 = m[o, k:k + length], m[o + 1, k:k + length], m[o + 2, k:k + length]
                 m3, m4, m5 = m[o + 3, k:k + length], m[o + 4, k:k + length], m[o + 5, k:k + length]
                 f0, f1, f2, f3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
                 for l in range(length):
-                    p, q = m1[l] + m2[l], m1[l] - m2[l]
-                    u, w = m3[l] + m4[l], m3[l] - m4[l]
-                    f0[l] = m0[l] + p + u
-                    f1[l] = q + two * w
-                    f2[l] = p + four * u
-                    f3[l] = q + eight * w + m5[l]
+                    f0[l], f1[l], f2[l], f3[l] = _at(m0[l], m1[l], m2[l], m3[l], m4[l], m5[l], two, four, eight)
             r, s = 4 * th, 4 * tw
-            for j in range(4):
+            for j in range(4):  # y[:, j] = A^T tmp[:, j]
                 m0, m1, m2, m3, m4, m5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
                 f0, f1, f2, f3 = yt[r, s + j], yt[r + 1, s + j], yt[r + 2, s + j], yt[r + 3, s + j]
                 for l in range(length):
-                    p, q = m1[l] + m2[l], m1[l] - m2[l]
-                    u, w = m3[l] + m4[l], m3[l] - m4[l]
-                    f0[l] = m0[l] + p + u
-                    f1[l] = q + two * w
-                    f2[l] = p + four * u
-                    f3[l] = q + eight * w + m5[l]
+                    f0[l], f1[l], f2[l], f3[l] = _at(m0[l], m1[l], m2[l], m3[l], m4[l], m5[l], two, four, eight)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -216,33 +256,19 @@ def output_adjoint(gt, length, tiles_h, tiles_w, z, tmp):
     for th in range(tiles_h):
         for tw in range(tiles_w):
             r, s = 4 * th, 4 * tw
-            for j in range(4):
+            for j in range(4):  # tmp[:, j] = A dY[:, j]
                 g0, g1, g2, g3 = gt[r, s + j], gt[r + 1, s + j], gt[r + 2, s + j], gt[r + 3, s + j]
                 e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
                 for l in range(length):
-                    p, q = g0[l] + g2[l], g1[l] + g3[l]
-                    u, w = g0[l] + four * g2[l], two * g1[l] + eight * g3[l]
-                    e0[l] = g0[l]
-                    e1[l] = p + q
-                    e2[l] = p - q
-                    e3[l] = u + w
-                    e4[l] = u - w
-                    e5[l] = g3[l]
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _a(g0[l], g1[l], g2[l], g3[l], two, four, eight)
             k = (th * tiles_w + tw) * length
-            for a in range(6):
+            for a in range(6):  # z[a, :] = tmp[a, :] A^T
                 g0, g1, g2, g3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
                 o = 6 * a
                 e0, e1, e2 = z[o, k:k + length], z[o + 1, k:k + length], z[o + 2, k:k + length]
                 e3, e4, e5 = z[o + 3, k:k + length], z[o + 4, k:k + length], z[o + 5, k:k + length]
                 for l in range(length):
-                    p, q = g0[l] + g2[l], g1[l] + g3[l]
-                    u, w = g0[l] + four * g2[l], two * g1[l] + eight * g3[l]
-                    e0[l] = g0[l]
-                    e1[l] = p + q
-                    e2[l] = p - q
-                    e3[l] = u + w
-                    e4[l] = u - w
-                    e5[l] = g3[l]
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _a(g0[l], g1[l], g2[l], g3[l], two, four, eight)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -257,29 +283,26 @@ def input_adjoint(q, length, tiles_h, tiles_w, dxt, tmp):
     for th in range(tiles_h):
         for tw in range(tiles_w):
             k = (th * tiles_w + tw) * length
-            for b in range(6):  # tmp[i, b] = sum_a B[i, a] Q[a, b]  (B = (B^T)^T)
+            for b in range(6):  # tmp[:, b] = B Q[:, b]
                 q0, q1, q2 = q[b, k:k + length], q[6 + b, k:k + length], q[12 + b, k:k + length]
                 q3, q4, q5 = q[18 + b, k:k + length], q[24 + b, k:k + length], q[30 + b, k:k + length]
                 f0, f1, f2, f3, f4, f5 = tmp[0, b], tmp[1, b], tmp[2, b], tmp[3, b], tmp[4, b], tmp[5, b]
                 for l in range(length):
-                    f0[l] = four * q0[l]
-                    f1[l] = four * (q2[l] - q1[l] + q5[l]) + two * (q4[l] - q3[l])
-                    f2[l] = -five * q0[l] - four * (q1[l] + q2[l]) - q3[l] - q4[l]
-                    f3[l] = q1[l] - q2[l] + two * (q3[l] - q4[l]) - five * q5[l]
-                    f4[l] = q0[l] + q1[l] + q2[l] + q3[l] + q4[l]
-                    f5[l] = q5[l]
+                    f0[l], f1[l], f2[l], f3[l], f4[l], f5[l] = _b(q0[l], q1[l], q2[l], q3[l], q4[l], q5[l],
+                                                                  two, four, five)
             r, s = 4 * th, 4 * tw
-            for i in range(6):  # dx[i, j] += sum_b tmp[i, b] B[j, b]
+            for i in range(6):  # dx[i, :] += tmp[i, :] B^T
                 q0, q1, q2, q3, q4, q5 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3], tmp[i, 4], tmp[i, 5]
                 f0, f1, f2 = dxt[r + i, s], dxt[r + i, s + 1], dxt[r + i, s + 2]
                 f3, f4, f5 = dxt[r + i, s + 3], dxt[r + i, s + 4], dxt[r + i, s + 5]
                 for l in range(length):
-                    f0[l] += four * q0[l]
-                    f1[l] += four * (q2[l] - q1[l] + q5[l]) + two * (q4[l] - q3[l])
-                    f2[l] += -five * q0[l] - four * (q1[l] + q2[l]) - q3[l] - q4[l]
-                    f3[l] += q1[l] - q2[l] + two * (q3[l] - q4[l]) - five * q5[l]
-                    f4[l] += q0[l] + q1[l] + q2[l] + q3[l] + q4[l]
-                    f5[l] += q5[l]
+                    b0, b1, b2, b3, b4, b5 = _b(q0[l], q1[l], q2[l], q3[l], q4[l], q5[l], two, four, five)
+                    f0[l] += b0
+                    f1[l] += b1
+                    f2[l] += b2
+                    f3[l] += b3
+                    f4[l] += b4
+                    f5[l] += b5
 
 
 def _padded(length):
