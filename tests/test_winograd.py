@@ -1,5 +1,5 @@
 """Winograd F(4x4, 3x3) kernels: the matrices against the 1-D correlation they encode, each transform
-against its formula, the adjoint pairs, the layout changes, and whole chunks against the naive loops."""
+against its formula, the adjoints, the layout changes, and whole chunks against the naive loops."""
 import numpy as np
 import pytest
 import reference as ref
@@ -73,24 +73,19 @@ def test_output_transform_is_at_m_a_per_tile(tiles, length, seed, dtype):
                                    **_tol(dtype))
 
 
-@given(tiles=tile_counts, length=lengths, seed=seeds)
-def test_adjoint_pairs(tiles, length, seed):
-    """<T(a), b> = <a, T*(b)> for input_transform / input_adjoint and output_transform / output_adjoint."""
+@given(tiles=tile_counts, length=lengths, seed=seeds, offset=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+def test_output_adjoint_is_the_transpose_of_output_transform(tiles, length, seed, offset):
+    """<T(m), g> = <m, T*(g)> for output_transform / output_adjoint (the adjoint reads at an offset)."""
     rng = np.random.default_rng(seed)
     (th, tw), n_tiles = tiles, tiles[0] * tiles[1]
-    xt = _spatial(rng, 4 * th + 2, 4 * tw + 2, length, np.float64, pad=0)
-    v = rng.standard_normal((36, n_tiles * length))
-    tv = np.empty_like(v)
-    W.input_transform(xt, length, th, tw, tv, np.empty((6, 6, length)))
-    back = np.full_like(xt, np.nan)
-    W.input_adjoint(v, length, th, tw, back, np.empty((6, 6, length)))
-    assert np.isclose(np.vdot(tv, v), np.vdot(xt, back), rtol=1e-11)
     m = rng.standard_normal((36, n_tiles * length))
     yt = np.empty((4 * th, 4 * tw, length))
     W.output_transform(m, length, th, tw, yt, np.empty((6, 4, length)))
     g = rng.standard_normal(yt.shape)
+    g_padded = np.full((4 * th + offset[0] + 1, 4 * tw + offset[1], length + 2), np.nan)
+    g_padded[offset[0]:offset[0] + 4 * th, offset[1]:offset[1] + 4 * tw, :length] = g
     z = np.empty_like(m)
-    W.output_adjoint(g, length, th, tw, z, np.empty((6, 4, length)))
+    W.output_adjoint(g_padded, *offset, length, th, tw, z, np.empty((6, 4, length)))
     assert np.isclose(np.vdot(yt, g), np.vdot(m, z), rtol=1e-11)
 
 
@@ -145,11 +140,14 @@ def test_chunks_match_naive_loops(dtype, n, ch, hw, pad, seed, data):
     cut = data.draw(st.integers(0, n))
     chunks = [c for c in ((0, cut), (cut, n)) if c[0] < c[1]]
     x, g, u = x.astype(dtype), g.astype(dtype), W.weight_transform(w, dtype)
+    u_flip = W.weight_transform(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)
     buffer = _buffers(dtype)
     y, dx, du = np.full(y_ref.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype), np.zeros_like(u)
     for n0, n1 in chunks:
         W.forward_chunk(x, n0, n1, *pad, u, b.astype(dtype), y, buffer)
-        W.backward_chunk(x, g, n0, n1, *pad, u, dx, du, buffer)
+        du_chunk = np.full_like(u, np.nan)
+        W.backward_chunk(x, g, n0, n1, *pad, u, u_flip, dx, du_chunk, buffer)
+        du += du_chunk
     scale = 1e-5 if dtype == np.float32 else 1e-13  # of the sum of |terms| that make each entry
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=scale * ref.conv2d(abs(x), abs(w), abs(b), (1, 1), pad).max())
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=scale * ref.conv2d_backward(abs(x), abs(w), abs(g), (1, 1), pad)[0].max())

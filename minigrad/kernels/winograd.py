@@ -13,15 +13,15 @@ multiplications per 16 outputs and input channel, against 144 for the direct sum
 adds and multiplications by small constants (float32 error measured on VGG-like layers: about 4x that of
 im2col + GEMM, ~1e-6 of the output's RMS).
 
-The backward is the same computation transposed (each step's adjoint, in reverse order):
+The backward. dW is the same computation transposed (each step's adjoint, in reverse order); dx is the
+forward algorithm again, since a stride-1 convolution's input gradient is itself a 3x3 convolution:
 
-    Z_{t,k}  = A dY_{t,k} A^T                            (6x6 from the 4x4 tile of grad_output)
-    dU_{k,c} = sum_t Z_{t,k} (.) V_{t,c}                  36 GEMMs (C, tiles) @ (tiles, K)
-    dw_{k,c} = G^T dU_{k,c} G                            (the textbook dW = sum dY * x_pad window)
-    dx      += B [ sum_k U_{k,c} (.) Z_{t,k} ] B^T       36 GEMMs, then each 6x6 window added back
-                                                         where it came from (windows overlap by 2)
-
-which equals the textbook dx = the full correlation of dY with the flipped kernel.
+    Z_{t,k}  = A dY_{t,k} A^T                        (6x6 from the 4x4 tile of grad_output)
+    dU_{k,c} = sum_t Z_{t,k} (.) V_{t,c}              36 GEMMs (C, tiles) @ (tiles, K)
+    dw_{k,c} = G^T dU_{k,c} G                        = sum_{n,h,w} dY[n,k,h,w] x_pad[n,c,h+i,w+j], the textbook dW
+    dx       = the forward above on dY zero-padded by (2 - ph, 2 - pw), with the kernel flipped and its
+               channel axes swapped, w'[c, k, i, j] = w[k, c, 2 - i, 2 - j]
+             = the textbook dx[n,c,r,s] = sum_{k,i,j} dY_pad[n,k,r+i,s+j] w[k,c,2-i,2-j] (full correlation)
 
 Layout. The kernels work on one chunk of images ``n0 <= n < n1`` with the chunk's images and channels
 side by side as the last, contiguous axis ``l = (n - n0)*C + c`` (so every transform is a loop over a
@@ -31,6 +31,10 @@ contiguous vector of length L = (n1 - n0)*C, which vectorises whatever the image
     v[a*6 + b, t, l]       = V_{t,c}[a, b]     t = th*tiles_w + tw                      (input_transform)
     v.reshape(36, T*nb, C) is then the GEMMs' left operand: row t*nb + (n - n0), column c.
 
+The Winograd-domain buffers get one spare GEMM row per position and the spatial ones 16 spare entries per
+vector (``_padded``), so that no two streams a kernel reads or writes together sit a multiple of 4 KB
+apart (such addresses compete for one set of the L1 cache: a power-of-two layout ran 3-4x slower).
+
 All kernels are single-threaded (``nogil``): the layer runs chunks on its worker threads. They take
 C-contiguous float32 or float64 arrays and check no index: the caller passes shapes that agree.
 """
@@ -38,7 +42,8 @@ import numba
 import numpy as np
 
 __all__ = ["BT", "G", "AT", "TILE", "weight_transform", "weight_grad", "tiles", "nchw_to_hwl", "hwl_to_nchw",
-           "input_transform", "output_transform", "output_adjoint", "input_adjoint"]
+           "input_transform", "output_transform", "output_adjoint", "forward_chunk",
+           "backward_chunk"]
 
 TILE = 4  # output tile side; the input window is TILE + 2 = 6
 
@@ -165,17 +170,6 @@ def _bt(d0, d1, d2, d3, d4, d5, two, four, five):
 
 
 @numba.njit(inline="always")
-def _b(q0, q1, q2, q3, q4, q5, two, four, five):
-    """B q: 6 -> 6 (columns of BT), the transpose of ``_bt``."""
-    return (four * q0,
-            four * (q2 - q1 + q5) + two * (q4 - q3),
-            -five * q0 - four * (q1 + q2) - q3 - q4,
-            q1 - q2 + two * (q3 - q4) - five * q5,
-            q0 + q1 + q2 + q3 + q4,
-            q5)
-
-
-@numba.njit(inline="always")
 def _at(m0, m1, m2, m3, m4, m5, two, four, eight):
     """A^T m: 6 -> 4 (rows of AT above)."""
     p, q, u, w = m1 + m2, m1 - m2, m3 + m4, m3 - m4
@@ -247,15 +241,15 @@ def output_transform(m, length, tiles_h, tiles_w, yt, tmp):
 
 
 @numba.njit(nogil=True, cache=True)
-def output_adjoint(gt, length, tiles_h, tiles_w, z, tmp):
-    """``z[a*6 + b, tile t] = (A dY_t A^T)[a, b]``, dY_t = ``gt[4*th : 4*th + 4, 4*tw : 4*tw + 4, :L]``.
+def output_adjoint(gt, r0, s0, length, tiles_h, tiles_w, z, tmp):
+    """``z[a*6 + b, tile t] = (A dY_t A^T)[a, b]``, dY_t = ``gt[r0 + 4*th : r0 + 4*th + 4, s0 + 4*tw : ..., :L]``.
 
     The adjoint (transpose) of ``output_transform``; ``tmp`` is (6, 4, >= L) scratch.
     """
     two, four, eight = gt.dtype.type(2), gt.dtype.type(4), gt.dtype.type(8)
     for th in range(tiles_h):
         for tw in range(tiles_w):
-            r, s = 4 * th, 4 * tw
+            r, s = r0 + 4 * th, s0 + 4 * tw
             for j in range(4):  # tmp[:, j] = A dY[:, j]
                 g0, g1, g2, g3 = gt[r, s + j], gt[r + 1, s + j], gt[r + 2, s + j], gt[r + 3, s + j]
                 e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
@@ -269,40 +263,6 @@ def output_adjoint(gt, length, tiles_h, tiles_w, z, tmp):
                 e3, e4, e5 = z[o + 3, k:k + length], z[o + 4, k:k + length], z[o + 5, k:k + length]
                 for l in range(length):
                     e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _a(g0[l], g1[l], g2[l], g3[l], two, four, eight)
-
-
-@numba.njit(nogil=True, cache=True)
-def input_adjoint(q, length, tiles_h, tiles_w, dxt, tmp):
-    """``dxt[4*th : 4*th + 6, 4*tw : 4*tw + 6, :L] += B Q_t B^T`` over all tiles, after zeroing ``dxt``.
-
-    The adjoint of ``input_transform``: each window goes back where it was read from and overlapping
-    windows add up. ``tmp`` is (6, 6, >= L) scratch.
-    """
-    two, four, five = q.dtype.type(2), q.dtype.type(4), q.dtype.type(5)
-    dxt[...] = 0
-    for th in range(tiles_h):
-        for tw in range(tiles_w):
-            k = (th * tiles_w + tw) * length
-            for b in range(6):  # tmp[:, b] = B Q[:, b]
-                q0, q1, q2 = q[b, k:k + length], q[6 + b, k:k + length], q[12 + b, k:k + length]
-                q3, q4, q5 = q[18 + b, k:k + length], q[24 + b, k:k + length], q[30 + b, k:k + length]
-                f0, f1, f2, f3, f4, f5 = tmp[0, b], tmp[1, b], tmp[2, b], tmp[3, b], tmp[4, b], tmp[5, b]
-                for l in range(length):
-                    f0[l], f1[l], f2[l], f3[l], f4[l], f5[l] = _b(q0[l], q1[l], q2[l], q3[l], q4[l], q5[l],
-                                                                  two, four, five)
-            r, s = 4 * th, 4 * tw
-            for i in range(6):  # dx[i, :] += tmp[i, :] B^T
-                q0, q1, q2, q3, q4, q5 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3], tmp[i, 4], tmp[i, 5]
-                f0, f1, f2 = dxt[r + i, s], dxt[r + i, s + 1], dxt[r + i, s + 2]
-                f3, f4, f5 = dxt[r + i, s + 3], dxt[r + i, s + 4], dxt[r + i, s + 5]
-                for l in range(length):
-                    b0, b1, b2, b3, b4, b5 = _b(q0[l], q1[l], q2[l], q3[l], q4[l], q5[l], two, four, five)
-                    f0[l] += b0
-                    f1[l] += b1
-                    f2[l] += b2
-                    f3[l] += b3
-                    f4[l] += b4
-                    f5[l] += b5
 
 
 def _padded(length):
@@ -333,22 +293,42 @@ def forward_chunk(x, n0, n1, ph, pw, u, bias, y, buffer):
     hwl_to_nchw(yt, 0, 0, bias, n0, n1, y)
 
 
-def backward_chunk(x, grad_output, n0, n1, ph, pw, u, grad_input, grad_u, buffer):
-    """``grad_input[n0:n1]`` (overwritten) and ``grad_u += dU`` (36, C_in, C_out) for images n0..n1-1."""
+def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, buffer):
+    """``grad_input[n0:n1]`` (overwritten) and ``grad_u`` (36, C_in, C_out; overwritten) for images n0..n1-1.
+
+    ``u_flip``: ``weight_transform`` of the flipped kernel with its channel axes swapped. dU is the Winograd
+    form of dW (``weight_grad`` turns it into dW); dx is the forward algorithm run on dY, padded by
+    (2 - ph, 2 - pw), with ``u_flip``: the textbook dx = full correlation of dY with the flipped kernel.
+    """
     nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
-    tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])
-    rows = tiles_h * tiles_w * nb
+    height, width = x.shape[2], x.shape[3]
+    tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])  # tiles of y (and dY)
+    dx_tiles_h, dx_tiles_w = tiles(height, width)  # tiles of dx
+    rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
     length_in, length_out = nb * channels, nb * out_channels
+    # V = B^T x B, as in forward
     xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
-    v = buffer("wino_v", (36, rows + 1, channels))
-    tmp6 = buffer("wino_tmp6", (6, 6, _padded(length_in)))
-    input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
-    gt = buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out)))
-    nchw_to_hwl(grad_output, n0, n1, 0, 0, gt)
-    z = buffer("wino_m", (36, rows + 1, out_channels))
-    output_adjoint(gt, length_out, tiles_h, tiles_w, z.reshape(36, -1), buffer("wino_tmp4", (6, 4, _padded(length_out))))
-    grad_u += np.matmul(v[:, :rows].transpose(0, 2, 1), z[:, :rows])
-    np.matmul(z[:, :rows], u.transpose(0, 2, 1), out=v[:, :rows])  # v is used up: Q = Z U^T goes there
-    input_adjoint(v.reshape(36, -1), length_in, tiles_h, tiles_w, xt, tmp6)
-    hwl_to_nchw(xt, ph, pw, np.zeros(channels, x.dtype), n0, n1, grad_input)
+    v = buffer("wino_v", (36, max(rows, dx_rows) + 1, max(channels, out_channels)))
+    v_in = v.reshape(-1)[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
+    input_transform(xt, length_in, tiles_h, tiles_w, v_in.reshape(36, -1), buffer("wino_tmp6", (6, 6, _padded(length_in))))
+    # dY, zero-padded by (2 - ph, 2 - pw) for the dx correlation; Z = A dY A^T reads it at that offset
+    qh, qw = 2 - ph, 2 - pw
+    gt = buffer("wino_gt", (max(4 * dx_tiles_h + 2, qh + 4 * tiles_h), max(4 * dx_tiles_w + 2, qw + 4 * tiles_w),
+                            _padded(length_out)))
+    nchw_to_hwl(grad_output, n0, n1, qh, qw, gt)
+    z = buffer("wino_m", (36, max(rows, dx_rows) + 1, max(channels, out_channels)))
+    z_out = z.reshape(-1)[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
+    output_adjoint(gt, qh, qw, length_out, tiles_h, tiles_w, z_out.reshape(36, -1),
+                   buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    np.matmul(v_in[:, :rows].transpose(0, 2, 1), z_out[:, :rows], out=grad_u)  # dU = V^T Z per position
+    # dx: V_g = B^T dY_pad B, M = V_g U_flip, dx = A^T M A (V and Z are used up: their memory is reused)
+    v_g = v.reshape(-1)[:36 * (dx_rows + 1) * out_channels].reshape(36, dx_rows + 1, out_channels)
+    input_transform(gt, length_out, dx_tiles_h, dx_tiles_w, v_g.reshape(36, -1),
+                    buffer("wino_tmp6g", (6, 6, _padded(length_out))))
+    m = z.reshape(-1)[:36 * (dx_rows + 1) * channels].reshape(36, dx_rows + 1, channels)
+    np.matmul(v_g[:, :dx_rows], u_flip, out=m[:, :dx_rows])
+    dxt = buffer("wino_dxt", (4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in)))
+    output_transform(m.reshape(36, -1), length_in, dx_tiles_h, dx_tiles_w, dxt,
+                     buffer("wino_tmp4x", (6, 4, _padded(length_in))))
+    hwl_to_nchw(dxt, 0, 0, np.zeros(channels, x.dtype), n0, n1, grad_input)

@@ -6,8 +6,8 @@ few images, spread over the worker threads (``minigrad.threads.parallel_chunks``
 matrix stays in its core's cache, and it is rebuilt in backward instead of being kept, so memory stays
 at one input per layer.
 
-Fast path: a 3x3 convolution with stride 1 and at least ``WINOGRAD_MIN_CHANNELS`` input and output
-channels (every convolution of the VGG and ResNet blocks) runs Winograd's F(4x4, 3x3) algorithm
+Fast path: a 3x3 convolution with stride 1, padding <= 2 and at least ``WINOGRAD_MIN_CHANNELS`` input and
+output channels (every convolution of the VGG and ResNet blocks) runs Winograd's F(4x4, 3x3) algorithm
 (``minigrad/kernels/winograd.py``): the same function with 4x fewer multiplications, equal to this file's
 formulas up to float rounding (the tests compare the two). ``Conv2d.winograd = False`` turns it off.
 """
@@ -114,14 +114,24 @@ class Conv2d(Module):
     @staticmethod
     def _chunks(batch, per_image, target=_CHUNK_COLUMNS, minimum=_MIN_CHUNK_COLUMNS):
         """Slices ``(n0, n1)`` of the batch: about ``target`` columns each (``per_image`` per image), one per
-        worker thread at least when the batch is small, never fewer than ``minimum`` columns."""
-        per_worker = -(-batch // numba.get_num_threads())
-        step = max(1, min(target // per_image, per_worker), -(-minimum // per_image))
-        return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
+        worker thread at least when the batch is small, never fewer than ``minimum`` columns.
+
+        The last few chunks are cut in half: threads take chunks as they become free, so the one that
+        takes the last chunk keeps the others waiting for that chunk's length at most.
+        """
+        threads = numba.get_num_threads()
+        step = max(1, min(target // per_image, -(-batch // threads)), -(-minimum // per_image))
+        chunks = [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
+        if threads > 1 and len(chunks) > threads and step > 1 and (step // 2) * per_image >= minimum:
+            tail, chunks = chunks[-threads:], chunks[:-threads]
+            for n0, n1 in tail:
+                middle = n0 + (n1 - n0 + 1) // 2
+                chunks += [(n0, middle), (middle, n1)] if n1 - n0 > 1 else [(n0, n1)]
+        return chunks
 
     def _uses_winograd(self):
         return self.winograd and self.kernel_size == (3, 3) and self.stride == (1, 1) and \
-            min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
+            max(self.padding) <= 2 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
 
     winograd = True  # the F(4x4, 3x3) fast path where it applies (see the module docstring)
 
@@ -225,22 +235,26 @@ class Conv2d(Module):
         return y
 
     def _winograd_backward(self, x, g):
-        """The gradients of ``_winograd_forward``: each of its steps transposed, in reverse order."""
+        """The gradients of ``_winograd_forward`` (``kernels/winograd.py``: the maths is there)."""
         u, (ph, pw), dtype = self.saved.u, self.padding, x.dtype
+        u_flip = winograd.weight_transform(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)
         grad_input = np.empty_like(x)
+        chunks = self._winograd_chunks(x)
+        grad_u = np.empty((len(chunks),) + u.shape, dtype)  # each chunk's dU (Winograd form of dW)
+        grad_bias = np.zeros((len(chunks), self.out_channels), dtype)
 
-        def chunk(n0, n1, partial):  # partial: this chunk's sums of dU (Winograd domain) and db
-            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, grad_input, partial[0],
+        def chunk(n0, n1, index):
+            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, u_flip, grad_input, grad_u[index],
                                     lambda name, shape: _buffer(name, shape, dtype))
             if self.bias is not None:
-                partial[1] += g[n0:n1].reshape(n1 - n0, self.out_channels, -1).sum(axis=(0, 2))
+                grad_bias[index] = g[n0:n1].reshape(n1 - n0, self.out_channels, -1).sum(axis=(0, 2))
 
-        # dU summed in float64 over the chunks: float32 GEMMs of a few hundred terms each, then exact-ish sums.
-        partials = parallel_chunks(chunk, self._winograd_chunks(x),
-                                   make_state=lambda: [np.zeros(u.shape), np.zeros(self.out_channels, dtype)])
-        self.weight.grad += winograd.weight_grad(sum(p[0] for p in partials))
+        indices = iter(range(len(chunks)))
+        parallel_chunks(chunk, chunks, make_state=lambda: next(indices))  # a chunk's state: its index
+        # Summed in chunk order (whichever thread computed which), in float64: the same every run.
+        self.weight.grad += winograd.weight_grad(grad_u.sum(axis=0, dtype=np.float64))
         if self.bias is not None:
-            self.bias.grad += sum(p[1] for p in partials)
+            self.bias.grad += grad_bias.sum(axis=0)
         return grad_input
 
     def extra_repr(self):
