@@ -1,21 +1,29 @@
-"""Speed of minigrad on this machine, against its own BLAS and against PyTorch in the same run.
+"""Speed of minigrad on this machine, against its own BLAS and against PyTorch.
 
-    python -m benchmarks.speed [--threads N] [--repeats 7] [--models VGG08,VGG38,VGG38_BN_RC] [--no-torch]
+    python -m benchmarks.speed [--threads N] [--rounds 3] [--repeats 7] [--models VGG08,VGG38,VGG38_BN_RC]
+                               [--no-torch] [--skip blas,layers,steps]
 
-Measures (medians of repeated runs, float32, batch 100):
-1. the BLAS: sgemm GFLOP/s of the GEMM shapes a 3x3 32->32 convolution makes at 32x32 ... 4x4 maps;
-2. layers: Conv2d 3x3 32->32 forward and backward at each map size (GFLOP/s and % of the BLAS on the
-   same GEMMs), BatchNorm2d, LeakyReLU, AvgPool2d(2), each beside PyTorch;
-3. a full training step (forward, cross-entropy, backward, Adam) of VGG08, VGG38 and VGG38 BN+RC, each in
-   a fresh subprocess so its peak RSS is its own, beside PyTorch's step of the same model and weights.
-Prints a table and saves JSON (default ``benchmarks/results-<date>.json``). PyTorch is optional: it is
-used when installed and never needed by minigrad.
+Measures (float32, batch 100):
+1. the BLAS: sgemm GFLOP/s of the GEMM shapes a 3x3 32->32 convolution makes at 32x32 ... 4x4 maps
+   (im2col + GEMM), and of a square 2048^3 product;
+2. layers: Conv2d 3x3 32->32 forward and forward+backward at each map size, BatchNorm2d, LeakyReLU,
+   AvgPool2d(2), the same layers in PyTorch;
+3. a full training step (forward, cross-entropy, backward, Adam) of VGG08, VGG38 and VGG38 BN+RC, beside
+   PyTorch's step of the same model and weights.
+
+Each framework is timed in its own fresh process (an idle OpenMP or BLAS pool of one slows the other when
+both share a process), one process per section, alternating minigrad and PyTorch for ``--rounds`` rounds.
+A process reports the median of ``--repeats`` timed runs after warm-up; the table gives the median over
+rounds (and the range). The CPU model, its vector extensions (AVX2 / AVX-512 / AMX) and the thread counts
+are printed with the tables and saved in the JSON (default ``benchmarks/results-<date>.json``). PyTorch
+is optional: it is used when installed and never needed by minigrad. Run it alone on the machine
+(``flock /tmp/minigrad-cpu.lock python -m benchmarks.speed ...`` on a shared one): a ratio measured on
+one CPU kind is not a claim about another.
 """
 import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +35,8 @@ import numpy as np
 BATCH = 100
 MAP_SIZES = (32, 16, 8, 4)
 CHANNELS = 32
+FRAMEWORKS = ("minigrad", "torch")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def median_time(fn, repeats, warmup=2):
@@ -48,59 +58,95 @@ def torch_available():
         return False
 
 
-def set_threads(threads):
-    from minigrad.threads import get_num_threads, set_num_threads
-    set_num_threads(threads)
-    if torch_available():
-        import torch
-        torch.set_num_threads(threads or os.cpu_count())
-    return get_num_threads()
-
-
 # ------------------------------------------------------------------------------------------- machine
+_VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                 "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd", "sve")
+
+
+def cpu_info(cpuinfo_text=None):
+    """``{"cpu": model name, "vector": "AVX-512" | "AVX2" | ..., "vector_flags": [...]}`` from /proc/cpuinfo.
+
+    ``vector`` is the widest x86 SIMD level (AMX noted too); ``vector_flags`` the relevant flags present.
+    """
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo_text = ""
+    model, flags, ids = platform.processor() or platform.machine(), set(), {}
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "Model", "cpu model") and value:
+            model = value
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+        elif key in ("cpu family", "model", "stepping") and key not in ids:
+            ids[key] = value
+    if len(ids) == 3:  # a VM often shows only "Intel Xeon Processor": the numbers say which generation
+        model += f" (family {ids['cpu family']}, model {ids['model']}, stepping {ids['stepping']})"
+    present = [f for f in _VECTOR_FLAGS if f in flags]
+    if "avx512f" in flags:
+        vector = "AVX-512"
+    elif "avx2" in flags:
+        vector = "AVX2"
+    elif "avx" in flags:
+        vector = "AVX"
+    elif flags & {"asimd", "neon"}:
+        vector = "NEON" + (" + SVE" if "sve" in flags else "")
+    else:
+        vector = "unknown"
+    if "amx_tile" in flags:
+        vector += " + AMX"
+    return {"cpu": model, "vector": vector, "vector_flags": present}
+
+
 def machine_info(threads):
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "numpy": np.__version__}
-    try:
-        import numba
-        info["numba"] = numba.__version__
-        from threadpoolctl import threadpool_info
-        info["blas"] = ", ".join(f"{p.get('internal_api')} {p.get('version')}" for p in threadpool_info()
-                                 if p.get("user_api") == "blas")
-    except ImportError:
-        pass
-    if torch_available():
-        import torch
-        info["torch"] = torch.__version__
+    info = {"date": time.strftime("%Y-%m-%d %H:%M"), **cpu_info(), "cores": os.cpu_count(),
+            "threads": threads, "python": platform.python_version(), "numpy": np.__version__}
+    import numba
+    from threadpoolctl import threadpool_info
+    info["numba"] = numba.__version__
+    info["blas"] = ", ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')} kernels)"
+                             for p in threadpool_info() if p.get("user_api") == "blas")
     return info
 
 
-# ------------------------------------------------------------------------------------------- BLAS
+def machine_line(info):
+    return (f"{info['cpu']}, {info['vector']}, {info['cores']} cores; threads: minigrad {info['threads']}, "
+            f"torch {info.get('torch_threads', '-')}")
+
+
+# ------------------------------------------------------------------------------------------- workers
+# Each runs in a fresh process (``--worker SECTION --framework F``) and prints one JSON line.
+def set_threads(framework, threads):
+    """The thread counts this process runs with: minigrad's Numba + BLAS, or torch's intra-op pool."""
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads or os.cpu_count())
+        return {"torch": torch.get_num_threads(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "torch_version": torch.__version__}
+    from minigrad.threads import get_num_threads, set_num_threads
+    set_num_threads(threads)
+    return get_num_threads()
+
+
 def conv_gemm_shapes(size):
     """(m, k, n) of the three GEMMs of a 3x3 32->32 conv on (BATCH, 32, size, size), padding 1."""
     rows, k = BATCH * size * size, CHANNELS * 9
     return {"forward": (rows, k, CHANNELS), "grad_weight": (CHANNELS, rows, k), "grad_input": (rows, CHANNELS, k)}
 
 
-def bench_blas(repeats):
+def blas_worker(repeats):
     rng = np.random.default_rng(0)
     results = {}
     for size in MAP_SIZES:
         total_time, total_flops = 0.0, 0.0
-        for name, (m, k, n) in conv_gemm_shapes(size).items():
+        for m, k, n in conv_gemm_shapes(size).values():
             a = rng.standard_normal((m, k), dtype=np.float32)
             b = rng.standard_normal((k, n), dtype=np.float32)
             out = np.empty((m, n), np.float32)
-            t = median_time(lambda: np.matmul(a, b, out=out), repeats)
-            total_time += t
+            total_time += median_time(lambda: np.matmul(a, b, out=out), repeats)
             total_flops += 2.0 * m * k * n
         results[f"conv{size}"] = {"seconds": total_time, "gflops": total_flops / total_time / 1e9}
     a = rng.standard_normal((2048, 2048), dtype=np.float32)
@@ -109,83 +155,70 @@ def bench_blas(repeats):
     return results
 
 
-# ------------------------------------------------------------------------------------------- layers
-def _layer_cases():
-    from minigrad import nn
+def layer_cases():
+    """(name, constructor from a torch-like namespace, map size, FLOPs of one forward or None)."""
     cases = []
     for size in MAP_SIZES:
-        flops = 2.0 * BATCH * size * size * CHANNELS * CHANNELS * 9
-        cases.append((f"conv3x3 {size}x{size}", lambda: nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1, bias=False),
-                      size, flops))
-    cases.append(("batchnorm2d 32x32", lambda: nn.BatchNorm2d(CHANNELS), 32, None))
-    cases.append(("leaky_relu 32x32", lambda: nn.LeakyReLU(0.01), 32, None))
-    cases.append(("avgpool2 32x32", lambda: nn.AvgPool2d(2), 32, None))
+        cases.append((f"conv3x3 {size}x{size}", lambda nn: nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1, bias=False),
+                      size, 2.0 * BATCH * size * size * CHANNELS * CHANNELS * 9))
+    cases.append(("batchnorm2d 32x32", lambda nn: nn.BatchNorm2d(CHANNELS), 32, None))
+    cases.append(("leaky_relu 32x32", lambda nn: nn.LeakyReLU(0.01), 32, None))
+    cases.append(("avgpool2 32x32", lambda nn: nn.AvgPool2d(2), 32, None))
     return cases
 
 
-def bench_layers(repeats, with_torch):
-    from benchmarks.torch_mirror import to_torch
+def layers_worker(framework, repeats):
     rng = np.random.default_rng(0)
     results = {}
-    for name, make, size, flops in _layer_cases():
-        layer = make()
+    for name, make, size, flops in layer_cases():
         x = rng.standard_normal((BATCH, CHANNELS, size, size), dtype=np.float32)
-        y = layer(x)
-        g = rng.standard_normal(y.shape, dtype=np.float32)
+        if framework == "minigrad":
+            from minigrad import nn
+            layer = make(nn)
+            g = rng.standard_normal(layer(x).shape, dtype=np.float32)
 
-        def forward():
-            layer(x)
+            def forward():
+                layer(x)
 
-        def backward():
-            layer(x)
-            layer.backward(g)
-
-        t_fwd = median_time(forward, repeats)
-        t_both = median_time(backward, repeats)
-        entry = {"forward": t_fwd, "backward": max(t_both - t_fwd, 0.0), "forward_backward": t_both}
-        if flops:
-            entry["gflops_fwd_bwd"] = 3 * flops / t_both / 1e9
-        if with_torch:
+            def forward_backward():
+                layer(x)
+                layer.backward(g)
+        else:
             import torch
-            tl = to_torch(layer)
+            layer = make(torch.nn)
             tx = torch.from_numpy(x).requires_grad_(True)
-            tg = torch.from_numpy(g)
+            with torch.no_grad():
+                tg = torch.from_numpy(rng.standard_normal(tuple(layer(tx).shape), dtype=np.float32))
 
-            def t_forward():
+            def forward():
                 with torch.no_grad():
-                    tl(tx)
+                    layer(tx)
 
-            def t_backward():
+            def forward_backward():
                 tx.grad = None
-                tl.zero_grad(set_to_none=True)
-                tl(tx).backward(tg)
-
-            entry["torch_forward"] = median_time(t_forward, repeats)
-            entry["torch_forward_backward"] = median_time(t_backward, repeats)
-            entry["ratio_vs_torch"] = t_both / entry["torch_forward_backward"]
+                layer.zero_grad(set_to_none=True)
+                layer(tx).backward(tg)
+        entry = {"forward": median_time(forward, repeats), "forward_backward": median_time(forward_backward, repeats)}
+        if flops:
+            entry["gflops_fwd_bwd"] = 3 * flops / entry["forward_backward"] / 1e9
         results[name] = entry
     return results
 
 
-# ------------------------------------------------------------------------------------------- steps
 def peak_rss_mb():
-    """This process's peak resident memory in MB.
-
-    On Linux, VmHWM of /proc/self/status: ``ru_maxrss`` would not do, because exec keeps the parent's
-    high-water mark (a worker started by a 600 MB benchmark process would report at least 600 MB).
-    """
+    """This process's peak resident memory in MB (VmHWM: ``ru_maxrss`` would keep the parent's peak)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux, bytes on macOS
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def step_worker(model_name, framework, threads, repeats, num_classes=100):
-    """Time one model's training step in this (fresh) process; prints one JSON line."""
-    set_threads(threads)
+def step_worker(framework, model_name, repeats, num_classes=100):
+    """Median time of one training step of ``model_name`` (same weights in both frameworks)."""
     import minigrad
     from minigrad import nn, optim
     from minigrad.models.vgg import build_vgg
@@ -194,7 +227,6 @@ def step_worker(model_name, framework, threads, repeats, num_classes=100):
     y = rng.integers(0, num_classes, BATCH)
     minigrad.manual_seed(0)
     model = build_vgg(model_name, num_classes=num_classes)
-    baseline = peak_rss_mb()
     if framework == "minigrad":
         crit = nn.CrossEntropyLoss()
         opt = optim.Adam(model.parameters(), lr=1e-3)
@@ -219,82 +251,141 @@ def step_worker(model_name, framework, threads, repeats, num_classes=100):
             opt.step()
 
     seconds = median_time(step, repeats, warmup=2)
-    peak = peak_rss_mb()
-    print(json.dumps({"model": model_name, "framework": framework, "seconds": seconds,
-                      "peak_rss_mb": peak, "baseline_rss_mb": baseline}))
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def bench_steps(models, threads, repeats, with_torch):
-    results = {}
-    frameworks = ["minigrad"] + (["torch"] if with_torch else [])
-    for model in models:
-        for framework in frameworks:
-            command = [sys.executable, "-m", "benchmarks.speed", "--step-worker", model, "--framework", framework,
-                       "--repeats", str(repeats)]
-            if threads:
-                command += ["--threads", str(threads)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True,
-                                    cwd=Path(__file__).resolve().parent.parent).stdout
-            results[f"{model}/{framework}"] = json.loads(output.strip().splitlines()[-1])
-            print(f"  {model:12s} {framework:8s} {results[f'{model}/{framework}']['seconds']:.3f} s/step", flush=True)
-    return results
+def run_worker(args):
+    # torch first: importing minigrad sets OMP_WAIT_POLICY=PASSIVE for Numba's OpenMP, which must not
+    # reach torch's OpenMP runtime (it reads the variable when it loads).
+    threads = set_threads(args.framework, args.threads)
+    if args.worker == "blas":
+        result = blas_worker(args.repeats)
+    elif args.worker == "layers":
+        result = layers_worker(args.framework, args.repeats)
+    else:
+        result = step_worker(args.framework, args.worker.split(":", 1)[1], args.repeats)
+    print(json.dumps({"threads": threads, "result": result}))
+
+
+def spawn(worker, framework, threads, repeats):
+    command = [sys.executable, "-m", "benchmarks.speed", "--worker", worker, "--framework", framework,
+               "--repeats", str(repeats)]
+    if threads:
+        command += ["--threads", str(threads)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------- summary
+def _median_of(runs, path):
+    values = []
+    for run in runs:
+        value = run
+        for key in path:
+            value = value[key]
+        values.append(value)
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def summarise(runs):
+    """Nested dicts of per-round numbers -> the same nesting with {"median", "min", "max", "runs"} leaves."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: summarise([run[key] for run in runs]) for key in first}
+    return _median_of(runs, ())
 
 
 # ------------------------------------------------------------------------------------------- report
+def _ms(entry):
+    return f"{1e3 * entry['median']:.2f}"
+
+
 def report(info, blas, layers, steps):
-    lines = [f"minigrad speed, {info['date']}, {info['cpu']}, {info['threads']} threads "
-             f"(numpy {info['numpy']}, numba {info.get('numba')}, BLAS {info.get('blas')}, torch {info.get('torch', 'not installed')})",
-             "", "BLAS sgemm (the three GEMMs of a 3x3 32->32 conv, batch 100):",
-             "| shape | GFLOP/s |", "|---|---|"]
-    for name, r in blas.items():
-        lines.append(f"| {name} | {r['gflops']:.1f} |")
-    lines += ["", "Layers (batch 100, 32 channels, float32; times in ms, medians):",
-              "| layer | fwd | fwd+bwd | GFLOP/s | % of BLAS | torch fwd+bwd | minigrad/torch |", "|---|---|---|---|---|---|---|"]
-    for name, r in layers.items():
-        size = name.split()[-1].split("x")[0]
-        gf = r.get("gflops_fwd_bwd")
-        pct = f"{100 * gf / blas[f'conv{size}']['gflops']:.0f}%" if gf and f"conv{size}" in blas else ""
-        torch_t = r.get("torch_forward_backward")
-        gf_s = f"{gf:.1f}" if gf else ""
-        torch_s = f"{1e3 * torch_t:.2f}" if torch_t is not None else ""
-        ratio = f"{r['ratio_vs_torch']:.2f}" if torch_t is not None else ""
-        lines.append(f"| {name} | {1e3 * r['forward']:.2f} | {1e3 * r['forward_backward']:.2f} | {gf_s} | {pct} | "
-                     f"{torch_s} | {ratio} |")
-    lines += ["", "Training step (forward, loss, backward, Adam; batch 100, 100 classes):",
-              "| model | minigrad s/step | torch s/step | minigrad/torch | minigrad peak RSS MB | torch peak RSS MB |",
-              "|---|---|---|---|---|---|"]
-    for model in dict.fromkeys(k.split("/")[0] for k in steps):
-        mg, tt = steps.get(f"{model}/minigrad"), steps.get(f"{model}/torch")
-        torch_s = f"{tt['seconds']:.3f}" if tt else ""
-        ratio = f"{mg['seconds'] / tt['seconds']:.2f}" if tt else ""
-        torch_rss = f"{tt['peak_rss_mb']:.0f}" if tt else ""
-        lines.append(f"| {model} | {mg['seconds']:.3f} | {torch_s} | {ratio} | {mg['peak_rss_mb']:.0f} | {torch_rss} |")
+    machine = machine_line(info)
+    lines = [f"minigrad speed, {info['date']}: {machine}",
+             f"(numpy {info['numpy']}, numba {info['numba']}, BLAS {info['blas']}, "
+             f"torch {info.get('torch_version', 'not installed')}; torch's CPU capability "
+             f"{info.get('torch_cpu_capability', '-')}; medians over {info['rounds']} alternating rounds)"]
+    if blas:
+        lines += ["", f"BLAS sgemm on im2col's GEMMs of a 3x3 32->32 conv, batch 100 ({machine}):",
+                  "| shape | GFLOP/s |", "|---|---|"]
+        lines += [f"| {name} | {r['gflops']['median']:.1f} |" for name, r in blas.items()]
+    if layers:
+        lines += ["", f"Layers (batch 100, 32 channels, float32; ms, medians; {machine}):",
+                  "| layer | fwd | fwd+bwd | GFLOP/s | torch fwd | torch fwd+bwd | minigrad/torch fwd+bwd |",
+                  "|---|---|---|---|---|---|---|"]
+        mine, theirs = layers["minigrad"], layers.get("torch")
+        for name, r in mine.items():
+            gflops = f"{r['gflops_fwd_bwd']['median']:.0f}" if "gflops_fwd_bwd" in r else ""
+            cells = [name, _ms(r["forward"]), _ms(r["forward_backward"]), gflops, "", "", ""]
+            if theirs:
+                t = theirs[name]
+                cells[4:] = [_ms(t["forward"]), _ms(t["forward_backward"]),
+                             f"{r['forward_backward']['median'] / t['forward_backward']['median']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    if steps:
+        lines += ["", f"Training step (forward, loss, backward, Adam; batch 100, 100 classes; {machine}):",
+                  "| model | minigrad s/step | torch s/step | minigrad/torch (range over rounds) | "
+                  "minigrad peak RSS MB | torch peak RSS MB |", "|---|---|---|---|---|---|"]
+        for model, r in steps.items():
+            mg, tt = r["minigrad"], r.get("torch")
+            if tt:
+                ratios = [a / b for a, b in zip(mg["seconds"]["runs"], tt["seconds"]["runs"])]
+                ratio = f"{mg['seconds']['median'] / tt['seconds']['median']:.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+                torch_s, torch_rss = f"{tt['seconds']['median']:.3f}", f"{tt['peak_rss_mb']['median']:.0f}"
+            else:
+                ratio = torch_s = torch_rss = ""
+            lines.append(f"| {model} | {mg['seconds']['median']:.3f} | {torch_s} | {ratio} | "
+                         f"{mg['peak_rss_mb']['median']:.0f} | {torch_rss} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=None, help="threads for Numba, the BLAS and torch (default all)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="threads for minigrad (Numba, BLAS) and torch "
+                                                                  "(default: all cores)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, one process per framework each")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per process (training steps: half)")
     parser.add_argument("--models", default="VGG08,VGG38,VGG38_BN_RC")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: blas,layers,steps")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results-<date>.json)")
-    parser.add_argument("--step-worker", help=argparse.SUPPRESS)
-    parser.add_argument("--framework", default="minigrad", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--framework", default="minigrad", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.step_worker:
-        step_worker(args.step_worker, args.framework, args.threads, args.repeats)
+    if args.worker:
+        run_worker(args)
         return 0
-    threads = set_threads(args.threads)
-    with_torch = torch_available() and not args.no_torch
-    info = machine_info(threads)
+    frameworks = ["minigrad"] + (["torch"] if torch_available() and not args.no_torch else [])
     skip = set(filter(None, args.skip.split(",")))
-    print(f"benchmarking on {info['cpu']} with {threads} threads (torch: {info.get('torch', 'no')})", flush=True)
-    blas = {} if "blas" in skip else bench_blas(args.repeats)
-    layers = {} if "layers" in skip else bench_layers(args.repeats, with_torch)
-    steps = {} if "steps" in skip else bench_steps(args.models.split(","), args.threads, max(3, args.repeats // 2), with_torch)
+    from minigrad.threads import set_num_threads
+    info = machine_info(set_num_threads(args.threads))
+    info["rounds"] = args.rounds
+    print(f"benchmarking on {machine_line(info)}", flush=True)
+    sections = ([("blas", ["minigrad"], args.repeats)] if "blas" not in skip else []) + \
+        ([("layers", frameworks, args.repeats)] if "layers" not in skip else []) + \
+        ([(f"step:{m}", frameworks, max(3, args.repeats // 2)) for m in args.models.split(",")] if "steps" not in skip else [])
+    runs = {}
+    for round_ in range(args.rounds):
+        for section, section_frameworks, repeats in sections:
+            for framework in (section_frameworks if round_ % 2 == 0 else section_frameworks[::-1]):
+                out = spawn(section, framework, args.threads, repeats)
+                runs.setdefault((section, framework), []).append(out["result"])
+                if framework == "torch":
+                    info["torch_threads"] = out["threads"]["torch"]
+                    info["torch_cpu_capability"] = out["threads"]["torch_cpu_capability"]
+                    info["torch_version"] = out["threads"]["torch_version"]
+                if section.startswith("step:"):
+                    print(f"  round {round_ + 1}: {section[5:]:12s} {framework:8s} "
+                          f"{out['result']['seconds']:.3f} s/step", flush=True)
+        print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+    blas = summarise(runs[("blas", "minigrad")]) if ("blas", "minigrad") in runs else {}
+    layers = {f: summarise(runs[("layers", f)]) for f in frameworks if ("layers", f) in runs}
+    steps = {}
+    for (section, framework), results in runs.items():
+        if section.startswith("step:"):
+            steps.setdefault(section[5:], {})[framework] = summarise(results)
     text = report(info, blas, layers, steps)
     print(text)
     out = args.out or Path(__file__).resolve().parent / f"results-{time.strftime('%Y%m%d-%H%M')}.json"

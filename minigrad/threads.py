@@ -10,8 +10,8 @@ believes it owns every core, the two pools fight for them; so both get the same 
   for the rest of the process (until the next call).
 
 ``parallel_chunks`` runs a layer's per-chunk work (e.g. Conv2d: im2col, GEMM, reshuffle of a few images)
-on ``n`` worker threads, each doing whole chunks on one core: single-threaded kernels and a
-single-threaded BLAS for the duration. One hand-off per layer call instead of a fork and join of both
+on ``n`` threads (the caller and ``n - 1`` helpers), each doing whole chunks on one core: single-threaded
+kernels and a single-threaded BLAS for the duration. One hand-off per layer call instead of a fork and join of both
 thread pools for every kernel and every GEMM; on a busy machine the fork-join way was several times
 slower (a thread the others wait for at each join may not be running).
 """
@@ -55,7 +55,7 @@ def set_num_threads(n=None):
 
     ``n`` may not exceed Numba's pool size, ``numba.config.NUMBA_NUM_THREADS`` (all cores unless the
     environment variable of that name says less), because Numba cannot grow its pool after start-up.
-    ``parallel_chunks`` uses ``n`` worker threads.
+    ``parallel_chunks`` uses ``n`` threads: the caller and ``n - 1`` helpers.
     """
     global _blas_limits
     ceiling = numba.config.NUMBA_NUM_THREADS
@@ -105,13 +105,15 @@ def parallel_chunks(work, chunks, make_state=None):
     """Call ``work(n0, n1, state)`` for every ``(n0, n1)`` in ``chunks``; returns the states in chunk order.
 
     Each chunk gets its own ``state = make_state()`` (e.g. its partial gradient sums; ``None`` without
-    ``make_state``). The chunks go, in order of availability, to ``numba.get_num_threads()`` worker threads
-    (of the calling thread: ``set_num_threads`` sets it), but a sum over the returned states adds them in
-    chunk order, whichever worker took which chunk: results are the same from run to run (float addition
-    is not associative, so per-worker sums would depend on the timing). Workers run their Numba kernels
-    on themselves alone and the BLAS is single-threaded meanwhile, so ``work`` must only write to its own
-    chunk's part of shared arrays. With one thread, or one chunk, everything runs in the calling thread
-    with the usual thread counts.
+    ``make_state``). The chunks go, in order of availability, to ``numba.get_num_threads()`` threads (of
+    the calling thread: ``set_num_threads`` sets it): the calling thread itself and helper threads from a
+    pool. A sum over the returned states adds them in chunk order, whichever thread took which chunk:
+    results are the same from run to run (float addition is not associative, so per-thread sums would
+    depend on the timing). Every thread runs its Numba kernels on itself alone and the BLAS is
+    single-threaded meanwhile, so ``work`` must only write to its own chunk's part of shared arrays. With
+    one thread, or one chunk, everything runs in the calling thread with the usual thread counts.
+
+    One hand-off per call: the caller starts on the first chunk at once, while the helpers wake up.
     """
     states = [make_state() if make_state is not None else None for _ in chunks]
     threads = min(numba.get_num_threads(), len(chunks))
@@ -121,19 +123,30 @@ def parallel_chunks(work, chunks, make_state=None):
         return states
     pending = iter(enumerate(chunks))
     lock = threading.Lock()
+    failed = []
 
-    def worker():
-        while True:
+    def take_chunks():
+        while not failed:
             with lock:
                 index, chunk = next(pending, (None, None))
             if chunk is None:
                 return
-            work(chunk[0], chunk[1], states[index])
+            try:
+                work(chunk[0], chunk[1], states[index])
+            except BaseException:
+                failed.append(True)  # the other threads stop taking chunks
+                raise
 
-    pool = _workers(numba.get_num_threads())
+    caller_threads = numba.get_num_threads()
+    pool = _workers(caller_threads - 1)
     with _single_threaded_blas():
-        futures = [pool.submit(worker) for _ in range(threads)]
-        wait(futures)  # all of them, even if one fails: none may still write once we return
-    for future in futures:
-        future.result()  # raises a worker's error
+        helpers = [pool.submit(take_chunks) for _ in range(threads - 1)]
+        numba.set_num_threads(1)
+        try:
+            take_chunks()
+        finally:
+            numba.set_num_threads(caller_threads)
+            wait(helpers)  # all of them, even after an error: none may still write once we return
+    for helper in helpers:
+        helper.result()  # raises a helper's error
     return states

@@ -6,7 +6,7 @@ import pytest
 import reference as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import conv_geometry, seeds
+from strategies import conv_geometry, pairs, seeds
 
 import minigrad
 from minigrad import gradcheck, nn
@@ -105,6 +105,86 @@ def test_many_chunks_vgg_like_layer():
     dx_ref, dw_ref, _ = ref.conv2d_backward(x, m.weight.data, g, (1, 1), (1, 1))
     np.testing.assert_allclose(dx, dx_ref, atol=1e-11)
     np.testing.assert_allclose(m.weight.grad, dw_ref, atol=1e-10)
+
+
+@st.composite
+def winograd_geometry(draw):
+    """A 3x3, stride-1 Conv2d of any padding 0-2 and size (partial 4x4 tiles at the edges)."""
+    g = draw(conv_geometry(max_size=11))
+    padding = draw(pairs(0, 2))
+    height, width = (max(size, 3 - 2 * p) for size, p in zip((g.height, g.width), padding))
+    return type(g)(**{**g.__dict__, "kernel": (3, 3), "stride": (1, 1), "padding": padding,
+                      "height": height, "width": width})
+
+
+@given(g=winograd_geometry(), bias=st.booleans(), seed=seeds, tiles=st.sampled_from([1, 3, 128]))
+def test_winograd_path_matches_naive_loops(g, bias, seed, tiles):
+    """The F(4x4, 3x3) path (here forced for any channel count), its batch cut into chunks of ``tiles``."""
+    rng = np.random.default_rng(seed)
+    m = _conv(g, bias)
+    x = rng.standard_normal(g.input_shape)
+    grad_output = rng.standard_normal(g.output_shape)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_module, "WINOGRAD_MIN_CHANNELS", 1)
+        mp.setattr(conv_module, "_WINOGRAD_CHUNK_TILES", tiles)
+        y = m(x)
+        assert m.saved.u is not None  # the fast path ran
+        dx = m.backward(grad_output)
+    b = None if m.bias is None else m.bias.data
+    np.testing.assert_allclose(y, ref.conv2d(x, m.weight.data, b, g.stride, g.padding), rtol=1e-12, atol=1e-12)
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(x, m.weight.data, grad_output, g.stride, g.padding)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m.weight.grad, dw_ref, rtol=1e-12, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(m.bias.grad, db_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, kernel, stride, expected", [
+    (32, 32, 3, 1, True), (8, 16, 3, 1, True), (3, 32, 3, 1, False), (32, 4, 3, 1, False),
+    (32, 32, 3, 2, False), (32, 32, 1, 1, False), (32, 32, (3, 2), 1, False),
+])
+def test_winograd_is_used_for_3x3_stride_1_with_enough_channels(in_channels, out_channels, kernel, stride, expected):
+    m = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=1)
+    m(np.zeros((2, in_channels, 6, 6), np.float32))
+    assert (getattr(m.saved, "u", None) is not None) == expected
+
+
+@pytest.mark.parametrize("size", [16, 6])
+def test_winograd_float32_error_on_a_vgg_layer(size):
+    """A 32 -> 32 layer with PyTorch's init, float32: both paths against float64. Winograd's error is a few
+    times im2col's (its transforms multiply by up to 8 and add up to 6 terms), far below 1e-4 relative."""
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((6, 32, size, size))
+    g = rng.standard_normal((6, 32, size, size))
+    exact = nn.Conv2d(32, 32, 3, padding=1).double()
+    y64, dx64 = exact(x), exact.backward(g)
+    errors = {}
+    for fast in (True, False):
+        m = nn.Conv2d(32, 32, 3, padding=1)
+        m.load_state_dict(exact.state_dict())
+        m.winograd = fast
+        y, dx = m(x.astype(np.float32)), m.backward(g.astype(np.float32))
+        assert y.dtype == dx.dtype == m.weight.grad.dtype == np.float32
+        errors[fast] = [np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2))
+                        for a, b in ((y, y64), (dx, dx64), (m.weight.grad, exact.weight.grad), (m.bias.grad, exact.bias.grad))]
+    assert max(errors[True]) < 5e-6, errors  # relative RMS error
+    assert max(errors[False]) < 2e-6, errors
+
+
+def test_winograd_off_gives_the_im2col_path():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 8, 9, 7))
+    g = rng.standard_normal((3, 8, 9, 7))
+    results = []
+    for fast in (True, False):
+        minigrad.manual_seed(0)
+        m = nn.Conv2d(8, 8, 3, padding=1).double()
+        m.winograd = fast
+        y = m(x)
+        assert (getattr(m.saved, "u", None) is not None) == fast
+        results.append((y, m.backward(g), m.weight.grad.copy(), m.bias.grad.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_output_size_uses_pytorchs_floor_without_divisibility():

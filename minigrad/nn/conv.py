@@ -1,9 +1,15 @@
-"""2-D convolution, as ``torch.nn.Conv2d`` (groups=1, dilation=1), by im2col + GEMM.
+"""2-D convolution, as ``torch.nn.Conv2d`` (groups=1, dilation=1).
 
-The index shuffling (im2col, col2im) is in ``minigrad/kernels/im2col.py``; this file holds the maths.
-The batch is processed in chunks of a few images, spread over the worker threads
-(``minigrad.threads.parallel_chunks``): a chunk's column matrix stays in its core's cache, and it is
-rebuilt in backward instead of being kept, so memory stays at one input per layer.
+The maths is written here once, as im2col + GEMM (forward) and its transpose (backward); the index
+shuffling (im2col, col2im) is in ``minigrad/kernels/im2col.py``. The batch is processed in chunks of a
+few images, spread over the worker threads (``minigrad.threads.parallel_chunks``): a chunk's column
+matrix stays in its core's cache, and it is rebuilt in backward instead of being kept, so memory stays
+at one input per layer.
+
+Fast path: a 3x3 convolution with stride 1, padding <= 2 and at least ``WINOGRAD_MIN_CHANNELS`` input and
+output channels (every convolution of the VGG and ResNet blocks) runs Winograd's F(4x4, 3x3) algorithm
+(``minigrad/kernels/winograd.py``): the same function with 4x fewer multiplications, equal to this file's
+formulas up to float rounding (the tests compare the two). ``Conv2d.winograd = False`` turns it off.
 """
 import math
 import threading
@@ -12,6 +18,7 @@ import numba
 import numpy as np
 
 from ..kernels import im2col as K
+from ..kernels import winograd
 from ..threads import parallel_chunks
 from . import init
 from .module import Module, Parameter
@@ -23,6 +30,10 @@ __all__ = ["Conv2d"]
 # a thread hand-off (gradient checks and other tiny inputs run in one chunk).
 _CHUNK_COLUMNS = 2048
 _MIN_CHUNK_COLUMNS = 256
+# Winograd: GEMM rows (images x 4x4 tiles) per chunk, and the smallest channel counts it is used for
+# (below, the transforms cost more than the multiplications they save).
+_WINOGRAD_CHUNK_TILES = 128
+WINOGRAD_MIN_CHANNELS = 8
 _scratch = threading.local()  # per worker thread: each needs its own buffers
 
 
@@ -101,13 +112,28 @@ class Conv2d(Module):
         return h_out, w_out
 
     @staticmethod
-    def _chunks(batch, plane):
-        """Slices ``(n0, n1)`` of the batch: about ``_CHUNK_COLUMNS`` pixels each, one per worker thread at
-        least when the batch is small, never fewer than ``_MIN_CHUNK_COLUMNS`` pixels (``plane``: pixels
-        per image)."""
-        per_worker = -(-batch // numba.get_num_threads())
-        step = max(1, min(_CHUNK_COLUMNS // plane, per_worker), -(-_MIN_CHUNK_COLUMNS // plane))
-        return [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
+    def _chunks(batch, per_image, target=_CHUNK_COLUMNS, minimum=_MIN_CHUNK_COLUMNS):
+        """Slices ``(n0, n1)`` of the batch: about ``target`` columns each (``per_image`` per image), one per
+        worker thread at least when the batch is small, never fewer than ``minimum`` columns.
+
+        The last few chunks are cut in half: threads take chunks as they become free, so the one that
+        takes the last chunk keeps the others waiting for that chunk's length at most.
+        """
+        threads = numba.get_num_threads()
+        step = max(1, min(target // per_image, -(-batch // threads)), -(-minimum // per_image))
+        chunks = [(n0, min(n0 + step, batch)) for n0 in range(0, batch, step)]
+        if threads > 1 and len(chunks) > threads and step > 1 and (step // 2) * per_image >= minimum:
+            tail, chunks = chunks[-threads:], chunks[:-threads]
+            for n0, n1 in tail:
+                middle = n0 + (n1 - n0 + 1) // 2
+                chunks += [(n0, middle), (middle, n1)] if n1 - n0 > 1 else [(n0, n1)]
+        return chunks
+
+    def _uses_winograd(self):
+        return self.winograd and self.kernel_size == (3, 3) and self.stride == (1, 1) and \
+            max(self.padding) <= 2 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
+
+    winograd = True  # the F(4x4, 3x3) fast path where it applies (see the module docstring)
 
     def forward(self, x):
         x = self._check_input(x, ndim=4, channels=self.in_channels)
@@ -117,25 +143,28 @@ class Conv2d(Module):
             raise TypeError(f"{self._display_name()}: computes in float32 or float64, but input {x.dtype} and "
                             f"weight {self.weight.dtype} give {dtype}")
         x = np.ascontiguousarray(x, dtype=dtype)  # a copy only when needed; the caller's x is never written
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        n, plane = x.shape[0], h_out * w_out
-        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
+        self.save_for_backward(x=x)  # backward rebuilds the columns from x, chunk by chunk
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data.astype(dtype)
-        y = np.empty((n, self.out_channels, h_out, w_out), dtype)
+        y = np.empty((x.shape[0], self.out_channels, h_out, w_out), dtype)
+        if self._uses_winograd():
+            return self._winograd_forward(x, bias, y)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        w_mat = self.weight.data.reshape(self.out_channels, -1).astype(dtype, copy=False)
 
         def chunk(n0, n1, _):  # y[n0:n1] = W_mat @ im2col(x[n0:n1]) + b
-            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * plane), dtype)
+            cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), dtype)
             K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)
             rows = np.matmul(w_mat, cols, out=_buffer("rows", (self.out_channels, cols.shape[1]), dtype))
             K.rows_to_nchw(rows, bias, n0, n1, y)
 
-        parallel_chunks(chunk, self._chunks(n, plane))
-        self._x = x  # backward rebuilds the columns from x, chunk by chunk
+        parallel_chunks(chunk, self._chunks(x.shape[0], h_out * w_out))
         return y
 
     def backward(self, grad_output):
-        x, self._x = self._x, None  # backward runs once per forward: let the input go afterwards
+        x = self.saved.x
         g = np.ascontiguousarray(grad_output, dtype=x.dtype)
+        if getattr(self.saved, "u", None) is not None:  # the forward took the Winograd path
+            return self._winograd_backward(x, g)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         (height, width), (h_out, w_out) = x.shape[2:], g.shape[2:]
         grad_input = np.empty_like(x)
@@ -151,7 +180,7 @@ class Conv2d(Module):
             w_flip = w_flip.reshape(self.in_channels, -1)
             no_bias = np.zeros(self.in_channels, x.dtype)
 
-            def chunk(n0, n1, partial):  # partial: this worker's sums of dW_flip and db
+            def chunk(n0, n1, partial):  # partial: this chunk's sums of dW_flip and db
                 g_cols = _buffer("cols", (w_flip.shape[1], (n1 - n0) * height * width), x.dtype)
                 K.im2col(g, n0, n1, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, height, width, g_cols)
                 x_rows = _buffer("rows", (self.in_channels, g_cols.shape[1]), x.dtype)
@@ -170,7 +199,7 @@ class Conv2d(Module):
             # The textbook backward, chunk by chunk: dW += dY @ cols.T, dx = col2im(W_mat.T @ dY).
             w_mat = self.weight.data.reshape(self.out_channels, -1).astype(x.dtype, copy=False)
 
-            def chunk(n0, n1, partial):  # partial: this worker's sums of dW and db
+            def chunk(n0, n1, partial):  # partial: this chunk's sums of dW and db
                 cols = _buffer("cols", (w_mat.shape[1], (n1 - n0) * h_out * w_out), x.dtype)
                 K.im2col(x, n0, n1, kh, kw, sh, sw, ph, pw, h_out, w_out, cols)  # rebuilt, not kept
                 g_rows = _buffer("rows", (self.out_channels, cols.shape[1]), x.dtype)
@@ -186,6 +215,46 @@ class Conv2d(Module):
             self.weight.grad += sum(p[0] for p in partials).reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += sum(p[1] for p in partials)
+        return grad_input
+
+    # ------------------------------------------------------------------ the Winograd fast path
+    def _winograd_chunks(self, x):
+        tiles_h, tiles_w = winograd.tiles(x.shape[2] + 2 * self.padding[0] - 2, x.shape[3] + 2 * self.padding[1] - 2)
+        return self._chunks(x.shape[0], tiles_h * tiles_w, _WINOGRAD_CHUNK_TILES, 1)
+
+    def _winograd_forward(self, x, bias, y):
+        """``y`` = this layer's output by F(4x4, 3x3) (``kernels/winograd.py``: the maths is there)."""
+        u = winograd.weight_transform(self.weight.data, x.dtype)
+        self.save_for_backward(x=x, u=u)
+        (ph, pw), dtype = self.padding, x.dtype
+
+        def chunk(n0, n1, _):
+            winograd.forward_chunk(x, n0, n1, ph, pw, u, bias, y, lambda name, shape: _buffer(name, shape, dtype))
+
+        parallel_chunks(chunk, self._winograd_chunks(x))
+        return y
+
+    def _winograd_backward(self, x, g):
+        """The gradients of ``_winograd_forward`` (``kernels/winograd.py``: the maths is there)."""
+        u, (ph, pw), dtype = self.saved.u, self.padding, x.dtype
+        u_flip = winograd.weight_transform(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)
+        grad_input = np.empty_like(x)
+        chunks = self._winograd_chunks(x)
+        grad_u = np.empty((len(chunks),) + u.shape, dtype)  # each chunk's dU (Winograd form of dW)
+        grad_bias = np.zeros((len(chunks), self.out_channels), dtype)
+
+        def chunk(n0, n1, index):
+            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, u_flip, grad_input, grad_u[index],
+                                    lambda name, shape: _buffer(name, shape, dtype))
+            if self.bias is not None:
+                grad_bias[index] = g[n0:n1].reshape(n1 - n0, self.out_channels, -1).sum(axis=(0, 2))
+
+        indices = iter(range(len(chunks)))
+        parallel_chunks(chunk, chunks, make_state=lambda: next(indices))  # a chunk's state: its index
+        # Summed in chunk order (whichever thread computed which), in float64: the same every run.
+        self.weight.grad += winograd.weight_grad(grad_u.sum(axis=0, dtype=np.float64))
+        if self.bias is not None:
+            self.bias.grad += grad_bias.sum(axis=0)
         return grad_input
 
     def extra_repr(self):

@@ -1,0 +1,334 @@
+r"""Winograd F(4x4, 3x3): a 3x3, stride-1 convolution with 4x fewer multiplications than im2col + GEMM.
+
+The maths (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Cut the output into
+4x4 tiles; tile t of output channel k needs the 6x6 input window d_{t,c} under it in each input channel
+c (rows 4*th - ph ... 4*th - ph + 5, zero outside the image). Then, with the constant matrices below,
+
+    y_{t,k} = A^T [ sum_c U_{k,c} (.) V_{t,c} ] A        U_{k,c} = G w_{k,c} G^T   (6x6, once per step)
+                                                         V_{t,c} = B^T d_{t,c} B   (6x6, per tile)
+
+where (.) is the element-wise product. For each of the 36 positions (a, b) of the 6x6 "Winograd domain"
+the sum over c is a matrix product, so a chunk of tiles costs 36 GEMMs of (tiles, C) @ (C, K): 36
+multiplications per 16 outputs and input channel, against 144 for the direct sum. The transforms are
+adds and multiplications by small constants (float32 error measured on VGG-like layers: about 4x that of
+im2col + GEMM, ~1e-6 of the output's RMS).
+
+The backward. dW is the same computation transposed (each step's adjoint, in reverse order); dx is the
+forward algorithm again, since a stride-1 convolution's input gradient is itself a 3x3 convolution:
+
+    Z_{t,k}  = A dY_{t,k} A^T                        (6x6 from the 4x4 tile of grad_output)
+    dU_{k,c} = sum_t Z_{t,k} (.) V_{t,c}              36 GEMMs (C, tiles) @ (tiles, K)
+    dw_{k,c} = G^T dU_{k,c} G                        = sum_{n,h,w} dY[n,k,h,w] x_pad[n,c,h+i,w+j], the textbook dW
+    dx       = the forward above on dY zero-padded by (2 - ph, 2 - pw), with the kernel flipped and its
+               channel axes swapped, w'[c, k, i, j] = w[k, c, 2 - i, 2 - j]
+             = the textbook dx[n,c,r,s] = sum_{k,i,j} dY_pad[n,k,r+i,s+j] w[k,c,2-i,2-j] (full correlation)
+
+Layout. The kernels work on one chunk of images ``n0 <= n < n1`` with the chunk's images and channels
+side by side as the last, contiguous axis ``l = (n - n0)*C + c`` (so every transform is a loop over a
+contiguous vector of length L = (n1 - n0)*C, which vectorises whatever the image size):
+
+    xt[r + ph, s + pw, l]  = x[n, c, r, s]     zero-bordered "HWL" copy of the chunk  (nchw_to_hwl)
+    v[a*6 + b, t, l]       = V_{t,c}[a, b]     t = th*tiles_w + tw                      (input_transform)
+    v.reshape(36, T*nb, C) is then the GEMMs' left operand: row t*nb + (n - n0), column c.
+
+The Winograd-domain buffers get one spare GEMM row per position and the spatial ones 16 spare entries per
+vector (``_padded``), so that no two streams a kernel reads or writes together sit a multiple of 4 KB
+apart (such addresses compete for one set of the L1 cache: a power-of-two layout ran 3-4x slower).
+
+All kernels are single-threaded (``nogil``): the layer runs chunks on its worker threads. They take
+C-contiguous float32 or float64 arrays and check no index: the caller passes shapes that agree.
+"""
+import numba
+import numpy as np
+
+__all__ = ["BT", "G", "AT", "TILE", "weight_transform", "weight_grad", "tiles", "nchw_to_hwl", "hwl_to_nchw",
+           "input_transform", "output_transform", "output_adjoint", "forward_chunk",
+           "backward_chunk"]
+
+TILE = 4  # output tile side; the input window is TILE + 2 = 6
+
+# Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray's matrices).
+BT = np.array([[4, 0, -5, 0, 1, 0],
+               [0, -4, -4, 1, 1, 0],
+               [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0],
+               [0, 2, -1, -2, 1, 0],
+               [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0],
+              [-1 / 6, -1 / 6, -1 / 6],
+              [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6],
+              [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0],
+               [0, 1, -1, 2, -2, 0],
+               [0, 1, 1, 4, 4, 0],
+               [0, 1, -1, 8, -8, 1]], np.float64)
+
+
+def tiles(h_out, w_out):
+    """Tiles per image along each axis: ``(ceil(h_out / 4), ceil(w_out / 4))``."""
+    return -(-h_out // TILE), -(-w_out // TILE)
+
+
+# (G w G^T)[a, b] = sum_ij G[a, i] G[b, j] w[i, j]: one (36, 9) matrix for the two-sided product.
+_GG = np.kron(G, G)
+
+
+def weight_transform(weight, dtype):
+    """``u[a*6 + b, c, k] = (G w[k, c] G^T)[a, b]``: the (36, C_in, C_out) right operands of the GEMMs.
+
+    Computed in float64 and rounded once to ``dtype``.
+    """
+    out_channels, in_channels = weight.shape[:2]
+    u = _GG @ weight.reshape(out_channels * in_channels, 9).T.astype(np.float64)  # (36, k*C_in + c)
+    return np.ascontiguousarray(u.reshape(36, out_channels, in_channels).transpose(0, 2, 1), dtype=dtype)
+
+
+def weight_grad(grad_u):
+    """``dw[k, c] = G^T dU[k, c] G`` from ``grad_u`` (36, C_in, C_out): the (C_out, C_in, 3, 3) gradient."""
+    _, in_channels, out_channels = grad_u.shape
+    du = grad_u.transpose(0, 2, 1).reshape(36, out_channels * in_channels).astype(np.float64)
+    return (_GG.T @ du).T.reshape(out_channels, in_channels, 3, 3)
+
+
+@numba.njit(nogil=True, cache=True)
+def nchw_to_hwl(x, n0, n1, ph, pw, xt):
+    """``xt[r + ph, s + pw, (n - n0)*C + c] = x[n, c, r, s]``; the border of ``xt`` (rows and columns
+    outside the image) is set to 0.
+
+    ``xt`` is (Hp, Wp, Lp) with Hp >= H + ph, Wp >= W + pw and Lp >= L = (n1 - n0)*C. The chunk of ``x`` is
+    an (L, H*W) matrix and ``xt`` holds its transpose, copied in 8 x 8 blocks written out in full (a
+    plane is often exactly 4 KB: a longer walk down a column of the matrix would thrash one cache set).
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    length = (n1 - n0) * channels
+    src = x.reshape(x.shape[0] * channels, height * width)[n0 * channels:n1 * channels]  # (L, H*W)
+    xt[:ph] = 0
+    xt[ph + height:] = 0
+    xt[ph:ph + height, :pw] = 0
+    xt[ph:ph + height, pw + width:] = 0
+    full_l, full_s = length - length % 8, width - width % 8
+    for r in range(height):
+        for s0 in range(0, full_s, 8):
+            p0 = r * width + s0
+            for l0 in range(0, full_l, 8):
+                for k in range(8):
+                    d = xt[r + ph, s0 + k + pw]
+                    p = p0 + k
+                    d[l0], d[l0 + 1], d[l0 + 2], d[l0 + 3] = src[l0, p], src[l0 + 1, p], src[l0 + 2, p], src[l0 + 3, p]
+                    d[l0 + 4], d[l0 + 5], d[l0 + 6], d[l0 + 7] = src[l0 + 4, p], src[l0 + 5, p], src[l0 + 6, p], \
+                        src[l0 + 7, p]
+        for s in range(width):  # what the 8 x 8 blocks left: the last l and s
+            d = xt[r + ph, s + pw]
+            for l in range(full_l if s < full_s else 0, length):
+                d[l] = src[l, r * width + s]
+
+
+@numba.njit(nogil=True, cache=True)
+def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
+    """``out[n, c, r, s] = xt[r + r0, s + s0, (n - n0)*C + c] + bias[c]`` for n0 <= n < n1 (all r, s).
+
+    The transpose of ``nchw_to_hwl`` (same blocking), with the bias added on the way.
+    """
+    channels, height, width = out.shape[1], out.shape[2], out.shape[3]
+    length = (n1 - n0) * channels
+    dst = out.reshape(out.shape[0] * channels, height * width)[n0 * channels:n1 * channels]  # (L, H*W)
+    full_l, full_s = length - length % 8, width - width % 8
+    for r in range(height):
+        row = xt[r + r0]
+        for q0 in range(0, full_s, 8):
+            p0, q = r * width + q0, q0 + s0
+            for l0 in range(0, full_l, 8):
+                for k in range(8):
+                    l = l0 + k
+                    b = bias[l % channels]
+                    d = dst[l, p0:p0 + 8]
+                    d[0], d[1], d[2], d[3] = row[q, l] + b, row[q + 1, l] + b, row[q + 2, l] + b, row[q + 3, l] + b
+                    d[4], d[5], d[6], d[7] = row[q + 4, l] + b, row[q + 5, l] + b, row[q + 6, l] + b, row[q + 7, l] + b
+        for l in range(length):  # what the 8 x 8 blocks left: the last l and s
+            b = bias[l % channels]
+            d = dst[l]
+            for s in range(full_s if l < full_l else 0, width):
+                d[r * width + s] = row[s + s0, l] + b
+
+
+# The 1-D transforms, on scalars: each 2-D transform applies one along columns (into ``tmp``), then along
+# rows. Loading all inputs before storing any output lets the compiler keep them in registers (it cannot
+# know that the arrays do not overlap). Multipliers come typed like the data: an int times a float32
+# would compute in float64.
+
+@numba.njit(inline="always")
+def _bt(d0, d1, d2, d3, d4, d5, two, four, five):
+    """B^T d: 6 -> 6 (rows of BT above)."""
+    return (four * d0 - five * d2 + d4,
+            d3 + d4 - four * (d1 + d2),
+            four * (d1 - d2) - d3 + d4,
+            two * (d3 - d1) - d2 + d4,
+            two * (d1 - d3) - d2 + d4,
+            four * d1 - five * d3 + d5)
+
+
+@numba.njit(inline="always")
+def _at(m0, m1, m2, m3, m4, m5, two, four, eight):
+    """A^T m: 6 -> 4 (rows of AT above)."""
+    p, q, u, w = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    return m0 + p + u, q + two * w, p + four * u, q + eight * w + m5
+
+
+@numba.njit(inline="always")
+def _a(g0, g1, g2, g3, two, four, eight):
+    """A g: 4 -> 6 (columns of AT), the transpose of ``_at``."""
+    p, q, u, w = g0 + g2, g1 + g3, g0 + four * g2, two * g1 + eight * g3
+    return g0, p + q, p - q, u + w, u - w, g3
+
+
+# The 2-D transforms work tile by tile on vectors of length L (the chunk's images x channels). Spatial
+# arrays are (rows, columns, Lp) with Lp >= L; Winograd-domain arrays are (36, >= tiles*L): position
+# a*6 + b, tile t's vector at [t*L : (t+1)*L].
+
+@numba.njit(nogil=True, cache=True)
+def input_transform(xt, length, tiles_h, tiles_w, v, tmp):
+    """``v[a*6 + b, tile t] = (B^T d_t B)[a, b]``, d_t = ``xt[4*th : 4*th + 6, 4*tw : 4*tw + 6, :L]``.
+
+    ``tmp`` is (6, 6, >= L) scratch.
+    """
+    two, four, five = xt.dtype.type(2), xt.dtype.type(4), xt.dtype.type(5)
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            r, s = 4 * th, 4 * tw
+            for j in range(6):  # tmp[:, j] = B^T d[:, j]
+                d0, d1, d2, d3, d4, d5 = xt[r, s + j], xt[r + 1, s + j], xt[r + 2, s + j], \
+                    xt[r + 3, s + j], xt[r + 4, s + j], xt[r + 5, s + j]
+                e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
+                for l in range(length):
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _bt(d0[l], d1[l], d2[l], d3[l], d4[l], d5[l],
+                                                                   two, four, five)
+            k = (th * tiles_w + tw) * length
+            for a in range(6):  # v[a, :] = tmp[a, :] B  (= B^T applied to the row)
+                d0, d1, d2, d3, d4, d5 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5]
+                o = 6 * a
+                e0, e1, e2 = v[o, k:k + length], v[o + 1, k:k + length], v[o + 2, k:k + length]
+                e3, e4, e5 = v[o + 3, k:k + length], v[o + 4, k:k + length], v[o + 5, k:k + length]
+                for l in range(length):
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _bt(d0[l], d1[l], d2[l], d3[l], d4[l], d5[l],
+                                                                   two, four, five)
+
+
+@numba.njit(nogil=True, cache=True)
+def output_transform(m, length, tiles_h, tiles_w, yt, tmp):
+    """``yt[4*th + i, 4*tw + j, :L] = (A^T M_t A)[i, j]``, M_t[a, b] = ``m[a*6 + b, tile t]``.
+
+    ``yt`` is (4*tiles_h, 4*tiles_w, >= L); ``tmp`` is (6, 4, >= L) scratch.
+    """
+    two, four, eight = m.dtype.type(2), m.dtype.type(4), m.dtype.type(8)
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            k = (th * tiles_w + tw) * length
+            for a in range(6):  # tmp[a, :] = M[a, :] A
+                o = 6 * a
+                m0, m1, m2 = m[o, k:k + length], m[o + 1, k:k + length], m[o + 2, k:k + length]
+                m3, m4, m5 = m[o + 3, k:k + length], m[o + 4, k:k + length], m[o + 5, k:k + length]
+                f0, f1, f2, f3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
+                for l in range(length):
+                    f0[l], f1[l], f2[l], f3[l] = _at(m0[l], m1[l], m2[l], m3[l], m4[l], m5[l], two, four, eight)
+            r, s = 4 * th, 4 * tw
+            for j in range(4):  # y[:, j] = A^T tmp[:, j]
+                m0, m1, m2, m3, m4, m5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
+                f0, f1, f2, f3 = yt[r, s + j], yt[r + 1, s + j], yt[r + 2, s + j], yt[r + 3, s + j]
+                for l in range(length):
+                    f0[l], f1[l], f2[l], f3[l] = _at(m0[l], m1[l], m2[l], m3[l], m4[l], m5[l], two, four, eight)
+
+
+@numba.njit(nogil=True, cache=True)
+def output_adjoint(gt, r0, s0, length, tiles_h, tiles_w, z, tmp):
+    """``z[a*6 + b, tile t] = (A dY_t A^T)[a, b]``, dY_t = ``gt[r0 + 4*th : r0 + 4*th + 4, s0 + 4*tw : ..., :L]``.
+
+    The adjoint (transpose) of ``output_transform``; ``tmp`` is (6, 4, >= L) scratch.
+    """
+    two, four, eight = gt.dtype.type(2), gt.dtype.type(4), gt.dtype.type(8)
+    for th in range(tiles_h):
+        for tw in range(tiles_w):
+            r, s = r0 + 4 * th, s0 + 4 * tw
+            for j in range(4):  # tmp[:, j] = A dY[:, j]
+                g0, g1, g2, g3 = gt[r, s + j], gt[r + 1, s + j], gt[r + 2, s + j], gt[r + 3, s + j]
+                e0, e1, e2, e3, e4, e5 = tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j]
+                for l in range(length):
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _a(g0[l], g1[l], g2[l], g3[l], two, four, eight)
+            k = (th * tiles_w + tw) * length
+            for a in range(6):  # z[a, :] = tmp[a, :] A^T
+                g0, g1, g2, g3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
+                o = 6 * a
+                e0, e1, e2 = z[o, k:k + length], z[o + 1, k:k + length], z[o + 2, k:k + length]
+                e3, e4, e5 = z[o + 3, k:k + length], z[o + 4, k:k + length], z[o + 5, k:k + length]
+                for l in range(length):
+                    e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _a(g0[l], g1[l], g2[l], g3[l], two, four, eight)
+
+
+def _padded(length):
+    """Row length for a spatial array of vectors of ``length``: 16 more, so that neighbouring rows and
+    columns never sit a multiple of 4 KB apart (such streams compete for one cache set)."""
+    return length + 16
+
+
+def forward_chunk(x, n0, n1, ph, pw, u, bias, y, buffer):
+    """``y[n0:n1] = conv3x3(x[n0:n1]) + bias`` (stride 1, padding (ph, pw)) by F(4x4, 3x3).
+
+    ``u``: ``weight_transform(weight)``; ``buffer(name, shape)``: reusable scratch of the chunk's dtype.
+    """
+    nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
+    tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
+    rows = tiles_h * tiles_w * nb  # GEMM rows: one per (tile, image)
+    length_in, length_out = nb * channels, nb * out_channels
+    xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
+    nchw_to_hwl(x, n0, n1, ph, pw, xt)
+    # One spare GEMM row per position: positions are then never a multiple of 4 KB apart.
+    v = buffer("wino_v", (36, rows + 1, channels))
+    input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), buffer("wino_tmp6", (6, 6, _padded(length_in))))
+    m = buffer("wino_m", (36, rows + 1, out_channels))
+    np.matmul(v[:, :rows], u, out=m[:, :rows])
+    yt = buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out)))
+    output_transform(m.reshape(36, -1), length_out, tiles_h, tiles_w, yt,
+                     buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    hwl_to_nchw(yt, 0, 0, bias, n0, n1, y)
+
+
+def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, buffer):
+    """``grad_input[n0:n1]`` (overwritten) and ``grad_u`` (36, C_in, C_out; overwritten) for images n0..n1-1.
+
+    ``u_flip``: ``weight_transform`` of the flipped kernel with its channel axes swapped. dU is the Winograd
+    form of dW (``weight_grad`` turns it into dW); dx is the forward algorithm run on dY, padded by
+    (2 - ph, 2 - pw), with ``u_flip``: the textbook dx = full correlation of dY with the flipped kernel.
+    """
+    nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
+    height, width = x.shape[2], x.shape[3]
+    tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])  # tiles of y (and dY)
+    dx_tiles_h, dx_tiles_w = tiles(height, width)  # tiles of dx
+    rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
+    length_in, length_out = nb * channels, nb * out_channels
+    # V = B^T x B, as in forward
+    xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
+    nchw_to_hwl(x, n0, n1, ph, pw, xt)
+    v = buffer("wino_v", (36, max(rows, dx_rows) + 1, max(channels, out_channels)))
+    v_in = v.reshape(-1)[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
+    input_transform(xt, length_in, tiles_h, tiles_w, v_in.reshape(36, -1), buffer("wino_tmp6", (6, 6, _padded(length_in))))
+    # dY, zero-padded by (2 - ph, 2 - pw) for the dx correlation; Z = A dY A^T reads it at that offset
+    qh, qw = 2 - ph, 2 - pw
+    gt = buffer("wino_gt", (max(4 * dx_tiles_h + 2, qh + 4 * tiles_h), max(4 * dx_tiles_w + 2, qw + 4 * tiles_w),
+                            _padded(length_out)))
+    nchw_to_hwl(grad_output, n0, n1, qh, qw, gt)
+    z = buffer("wino_m", (36, max(rows, dx_rows) + 1, max(channels, out_channels)))
+    z_out = z.reshape(-1)[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
+    output_adjoint(gt, qh, qw, length_out, tiles_h, tiles_w, z_out.reshape(36, -1),
+                   buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    np.matmul(v_in[:, :rows].transpose(0, 2, 1), z_out[:, :rows], out=grad_u)  # dU = V^T Z per position
+    # dx: V_g = B^T dY_pad B, M = V_g U_flip, dx = A^T M A (V and Z are used up: their memory is reused)
+    v_g = v.reshape(-1)[:36 * (dx_rows + 1) * out_channels].reshape(36, dx_rows + 1, out_channels)
+    input_transform(gt, length_out, dx_tiles_h, dx_tiles_w, v_g.reshape(36, -1),
+                    buffer("wino_tmp6g", (6, 6, _padded(length_out))))
+    m = z.reshape(-1)[:36 * (dx_rows + 1) * channels].reshape(36, dx_rows + 1, channels)
+    np.matmul(v_g[:, :dx_rows], u_flip, out=m[:, :dx_rows])
+    dxt = buffer("wino_dxt", (4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in)))
+    output_transform(m.reshape(36, -1), length_in, dx_tiles_h, dx_tiles_w, dxt,
+                     buffer("wino_tmp4x", (6, 4, _padded(length_in))))
+    hwl_to_nchw(dxt, 0, 0, np.zeros(channels, x.dtype), n0, n1, grad_input)
