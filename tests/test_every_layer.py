@@ -58,7 +58,7 @@ LAYERS = {
     "Residual": (lambda: nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False), nn.BatchNorm2d(2), nn.ReLU())),
                  (2, 4, 4)),
     "Residual with a shortcut": (lambda: nn.Residual(nn.Conv2d(2, 4, 3, stride=2, padding=1),
-                                                     nn.ConvShortcut(2, 4, 2, batch_norm=True)), (2, 5, 5)),
+                                                     shortcut=nn.ConvShortcut(2, 4, 2, batch_norm=True)), (2, 5, 5)),
     "ConvShortcut": (lambda: nn.ConvShortcut(2, 3, 2), (2, 5, 4)),
     "AvgPoolShortcut": (lambda: nn.AvgPoolShortcut(2, 3, 2), (2, 5, 4)),
     "ChannelPad": (lambda: nn.ChannelPad(2, 3), (2, 4)),

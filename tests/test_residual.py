@@ -199,3 +199,10 @@ def test_models_write_no_backward_of_their_own():
 
     for path in Path(minigrad.models.__file__).parent.glob("*.py"):
         assert "def backward" not in path.read_text(), f"{path.name} defines a backward"
+
+
+def test_a_shortcut_given_as_a_branch_layer_is_refused():
+    """Residual(branch, ConvShortcut(...)) would silently make the shortcut a branch layer."""
+    with pytest.raises(TypeError, match="shortcut=") as info:
+        nn.Residual(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ConvShortcut(2, 4, 2))
+    assert "'1'" in str(info.value)

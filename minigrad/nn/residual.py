@@ -52,6 +52,9 @@ class Residual(Module):
         for name, module in items:
             if not isinstance(module, Module):
                 raise TypeError(f"Residual: branch layer {name!r} must be a Module, got {type(module).__name__}")
+            if isinstance(module, (ConvShortcut, AvgPoolShortcut, ChannelPad)):  # Residual(branch, shortcut)
+                raise TypeError(f"Residual: branch layer {name!r} is a {type(module).__name__}; pass a shortcut "
+                                "by keyword: Residual(*layers, shortcut=...)")
             if name in ("shortcut", "act"):
                 raise ValueError(f"Residual: the name {name!r} is taken by the shortcut or the activation; "
                                  "name the branch's layer otherwise")
