@@ -232,3 +232,16 @@ def test_loader_argument_checks():
         BatchLoader(images, np.zeros(3, np.int64), 2)
     with pytest.raises(TypeError, match="uint8"):
         BatchLoader(images.astype(np.float32), np.zeros(4, np.int64), 2)
+
+
+def test_prepare_cifar_course_normalisation_uses_the_course_constants():
+    """The Edinburgh course's fixed constants (SOURCE-NOTES A.3), not the split's own statistics."""
+    from minigrad.data.loader import COURSE_MEAN, COURSE_STD
+    assert COURSE_MEAN == (0.4914, 0.4822, 0.4465) and COURSE_STD == (0.2023, 0.1994, 0.2010)
+    data = fake_data()
+    s = prepare_cifar(data, n_val=100, normalization="course")
+    np.testing.assert_array_equal(s.mean, np.array(COURSE_MEAN))
+    np.testing.assert_array_equal(s.std, np.array(COURSE_STD))
+    assert not np.allclose(prepare_cifar(data, n_val=100).mean, s.mean)  # the default is the split's
+    with pytest.raises(ValueError, match="normalization"):
+        prepare_cifar(data, n_val=100, normalization="imagenet")

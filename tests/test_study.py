@@ -160,3 +160,22 @@ def test_every_study_answers_bad_input_in_one_line(command, tmp_path):
 def test_bad_flags_are_argparse_errors(argv, words):
     result = _cli(*argv)
     assert result.returncode == 2 and "Traceback" not in result.stderr and words in result.stderr, result.stderr
+
+
+def test_vgg_full_preset_normalises_with_the_course_constants_and_quick_with_the_split():
+    """Issue 17.12: the course normalises CIFAR-100 with fixed constants; the full preset follows it."""
+    from experiments.vgg_depth import STUDY
+    assert STUDY.presets["full"].normalization == "course" and STUDY.presets["quick"].normalization == "split"
+    assert "course" in STUDY.presets["full"].description and "constants" in STUDY.presets["full"].description
+
+
+def test_resnet_bn_says_the_training_recipe_is_ours():
+    """Issue 17.13: the paper gives no recipe; the README, the full preset and the docstring say so."""
+    import pathlib
+
+    import experiments.resnet_bn as resnet_bn
+    assert "recipe" in resnet_bn.__doc__ and "our" in resnet_bn.__doc__
+    assert "our recipe" in resnet_bn.STUDY.presets["full"].description
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `python -m experiments.resnet_bn`"))
+    assert "paper's 200 epochs" not in row and "recipe" in row
