@@ -1,32 +1,27 @@
 """The degradation of deep plain nets, and residual learning's fix (He et al., CVPR 2016, CIFAR-10).
 
-    python -m experiments.degradation                     # quick preset: plain/resnet 20 and 56, minutes
+    python -m experiments.degradation                     # quick preset: plain/resnet 20 and 56, ~15 minutes
     python -m experiments.degradation --preset full       # the paper's recipe, depths 20, 32, 44, 56, 110
     python -m experiments.degradation --nets plain --depths 20 32 --epochs 1   # these rows (a product)
     python -m experiments.degradation --list | --print-commands | --collect DIR [DIR ...]
 
-The claim (the lecture, ``../shared/papers/lecture-training-issues-init-bn-resnet.txt``, showing He et al.'s
-Figure 1): "more layers caused larger training and test error ... Deeper network not overfitting, but harder
-to optimize": the plain 56-layer net has a higher *training* error than the 20-layer one, and residual
-learning fixes it (their Figure 6; Table 6: ResNet-20/32/44/56/110 test error 8.75/7.51/7.17/6.97/6.43%).
+The claim (the lecture, showing He et al.'s Figure 1): "more layers caused larger training and test error ...
+Deeper network not overfitting, but harder to optimize"; residual learning fixes it (Figure 6; Table 6:
+ResNet-20/32/44/56/110 test error 8.75/7.51/7.17/6.97/6.43%). The nets: ``minigrad.models.cifar_resnet``
+(6n + 2 layers, BN after every conv, He-normal fan_in init, option-A shortcuts; plain = the same without
+them). Rows are (plain | resnet) x depth, one folder ``OUT/plain-56/`` each.
 
-The nets (``minigrad.models.cifar_resnet``): 6n + 2 layers, conv 3x3 16, three stages of n two-conv blocks
-(16/32/64 filters on 32/16/8 maps, stride-2 convs subsample), global average pool, linear; BN after every
-conv; He-normal (fan_in) init; residual nets add option-A shortcuts (identity, subsample + zero channels),
-plain nets are the same nets without them. Rows are (plain | resnet) x depth, folder ``OUT/plain-56/``.
-
-Recipe. Full = the paper's: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and
-48k iterations, 182 epochs of the 45k/5k split (64,064 iterations: the paper stops at 64k), 4-pixel pad +
+Full preset = the paper's recipe: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k
+and 48k iterations, 182 epochs of the 45k/5k split (64,064 iterations; the paper stops at 64k), 4-pixel pad +
 random crop + flip; 110 layers warm up at lr 0.01 for 400 iterations (the paper: "until the training error is
-below 80% (about 400 iterations)"). Quick = the same at lr 0.1 throughout (the schedule's first phase) for 140
-iterations (2 epochs of an 8,960-image subset), about 15 minutes on 2 cores: the start of Figure 1, not its end.
+below 80% (about 400 iterations)"). Quick = the same at lr 0.1 (the schedule's first phase) for 140 iterations
+(2 epochs of an 8,960-image subset), evaluated on subsets: the start of Figure 1, not its end.
 
-Outputs: ``results.md`` / ``results.csv`` (one line per net; Table 6's test error beside ours), per row
-``curve.csv`` (training loss/error over each window of iterations, test loss/error in eval mode at its end),
-``error_curves.png`` (Figures 1 and 6: training error dashed, test error solid, one colour per depth; panels
-plain and residual) and ``final_vs_depth.png`` (final training loss and test error against depth).
+Outputs: ``results.md`` / ``results.csv`` (one line per net, Table 6 beside ours, the findings); per row
+``curve.csv`` (training loss and error over each window of iterations, test loss and error in eval mode at its
+end); ``error_curves.png`` (Figures 1 and 6: training error dashed, test error solid, one colour per depth,
+panels plain and residual), also per row.
 """
-import math
 import sys
 from pathlib import Path
 
@@ -72,8 +67,6 @@ class Degradation(Study):
         parser.add_argument("--depths", nargs="+", type=_depth, default=None, metavar="D",
                             help="depths 6n + 2 (default: the preset's; rows are every net x every depth)")
         parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the preset's)")
-        parser.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10",
-                            help="dataset (default cifar10, the paper's)")
         parser.add_argument("--train-subset", type=positive_int, default=None,
                             help="train on a stratified subset of N training images (default: the preset's)")
         parser.add_argument("--full-train", action="store_true", help="use the whole training split (no subset)")
@@ -96,7 +89,7 @@ class Degradation(Study):
         return {
             "study": self.name, "preset": args.preset, "model": f"{net}-{depth}", "net": net, "depth": depth,
             "residual": net == "resnet", "epochs": args.epochs or p.epochs, "batch_size": 128, "seed": args.seed,
-            "dataset": args.dataset, "train_subset": None if args.full_train else (args.train_subset or p.train_subset),
+            "dataset": "cifar10", "train_subset": None if args.full_train else (args.train_subset or p.train_subset),
             "n_val": args.val_size or p.n_val, "split_seed": 0, "val_subset": p.val_subset,
             "test_subset": args.test_subset or p.test_subset, "normalization": "split", "optimizer": "SGD",
             "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "milestones": list(p.milestones), "gamma": 0.1,
@@ -133,7 +126,7 @@ class Degradation(Study):
         return sorted(folders, key=lambda f: (bool(load_config(f).get("residual")), load_config(f).get("depth") or 0))
 
     def table_title(self, records, preset):
-        return f"Degradation: plain against residual nets ({records[0]['dataset'] if records else '?'}, preset {preset})"
+        return f"Degradation: plain against residual nets (CIFAR-10, preset {preset})"
 
     def findings(self, records, folders):
         done = {(r["residual"], r["depth"]): r for r in records
@@ -145,44 +138,37 @@ class Degradation(Study):
                 continue
             low, high = done[(residual, depths[0])], done[(residual, depths[-1])]
             higher = high["train_loss"] > low["train_loss"]
-            losses = ", ".join(f"{name}-{d} {done[(residual, d)]['train_loss']:.4f}" for d in depths)
-            if not residual:
-                verdict = ("the degradation showed: the deeper plain net is harder to optimise" if higher else
-                           "the degradation did NOT show at this budget")
-                claim = "He et al. Figure 1: plain-56's training error is above plain-20's throughout"
-            else:
-                verdict = ("residual learning's fix did NOT show at this budget: the deeper ResNet ends higher too"
-                           if higher else "residual learning's fix showed: the deeper ResNet does not end higher")
-                claim = "He et al. Figure 6: the deeper ResNets reach lower training error"
-            notes.append(f"Final training loss (mean over the last epoch, augmented batches, train mode): {losses} "
-                         f"({name}-{depths[-1]} {'higher' if higher else 'not higher'} than {name}-{depths[0]}: "
-                         f"{verdict}). {claim}.")
-            if not residual and higher and high["test_err"] is not None and low["test_err"] is not None:
-                notes.append(f"Test error plain-{depths[0]} {100 * low['test_err']:.2f}% vs plain-{depths[-1]} "
-                             f"{100 * high['test_err']:.2f}%: the deeper net is worse on its training loss "
-                             f"{'and' if high['test_err'] > low['test_err'] else 'but not'} on test error "
-                             "(higher training error rules out overfitting, the lecture's \"not overfitting\").")
+            verdict = (("the degradation showed: the deeper plain net is harder to optimise" if higher else
+                        "the degradation did NOT show at this budget") if not residual else
+                       ("residual learning's fix did NOT show at this budget: the deeper ResNet ends higher too"
+                        if higher else "residual learning's fix showed: the deeper ResNet does not end higher"))
+            claim = ("Figure 1: plain-56's training error is above plain-20's throughout" if not residual else
+                     "Figure 6: the deeper ResNets reach lower training error")
+            notes.append("Final training loss (mean over the last epoch, augmented batches, train mode): " +
+                         ", ".join(f"{name}-{d} {done[(residual, d)]['train_loss']:.4f}" for d in depths) +
+                         f" ({verdict}). He et al. {claim}.")
+            if not residual and higher and None not in (high["test_err"], low["test_err"]):
+                notes.append(f"Test error plain-{depths[0]} {100 * low['test_err']:.2f}%, plain-{depths[-1]} "
+                             f"{100 * high['test_err']:.2f}%: the deeper net is worse on training loss "
+                             f"{'and' if high['test_err'] > low['test_err'] else 'but not'} on test error; a higher "
+                             "training error rules out overfitting (the lecture: \"not overfitting\").")
         for depth in sorted(d for res, d in done if res and (False, d) in done):
-            plain, res = done[(False, depth)], done[(True, depth)]
-            notes.append(f"Depth {depth}: resnet's final training loss {res['train_loss']:.4f} vs plain's "
-                         f"{plain['train_loss']:.4f} ({'lower' if res['train_loss'] < plain['train_loss'] else 'not lower'}).")
-        paper = [r for r in done.values() if r["paper_test_err"] is not None and r["test_err"] is not None]
+            plain, res = done[(False, depth)]["train_loss"], done[(True, depth)]["train_loss"]
+            notes.append(f"Depth {depth}: resnet's final training loss {res:.4f}, plain's {plain:.4f} "
+                         f"({'lower' if res < plain else 'not lower'}).")
+        paper = sorted((r for r in done.values() if None not in (r["paper_test_err"], r["test_err"])),
+                       key=lambda r: r["depth"])
         if paper:
-            pairs = ", ".join(f"resnet-{r['depth']} {100 * r['test_err']:.2f}% (paper {100 * r['paper_test_err']:.2f}%)"
-                              for r in sorted(paper, key=lambda r: r["depth"]))
-            notes.append(f"Test error against Table 6: {pairs}; the paper's figures are after 64k iterations.")
+            notes.append("Test error against Table 6 (after 64k iterations): " + ", ".join(
+                f"resnet-{r['depth']} {100 * r['test_err']:.2f}% (paper {100 * r['paper_test_err']:.2f}%)" for r in paper))
         if done:
-            steps = sorted({r["steps"] for r in done.values() if r["steps"]})
-            notes.append(f"One seed; {', '.join(map(str, steps)) or '?'} iterations of batch 128 (the paper: 64,000), "
-                         "so a quick run measures the first part of the paper's curves.")
+            steps = ", ".join(str(s) for s in sorted({r["steps"] for r in done.values() if r["steps"]})) or "?"
+            notes.append(f"One seed; {steps} iterations of batch 128 (the paper: 64,000).")
         return notes
 
     def figures(self, records, folders, out_dir):
         curves = {f.name: load_curve(f) for f in folders}
-        written = draw_error_curves(records, curves, Path(out_dir) / "error_curves.png") if any(curves.values()) else []
-        if any(r["train_loss"] is not None for r in records):
-            written += draw_final_vs_depth(records, Path(out_dir) / "final_vs_depth.png")
-        return written
+        return draw_error_curves(records, curves, Path(out_dir) / "error_curves.png") if any(curves.values()) else []
 
     def draw_row_figures(self, folder):
         curve = load_curve(folder)
@@ -274,10 +260,11 @@ def draw_error_curves(records, curves, path):
     for ax, residual in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for r in sorted((r for r in records if r["residual"] == residual and curves.get(r["row"])), key=lambda r: r["depth"]):
             points = curves[r["row"]]
-            train = [(p["step"], 100 * p["train_err"]) for p in points if p["train_err"] is not None]
-            ax.plot(*zip(*train), "--", color=colours[r["depth"]], linewidth=1.2)
-            ax.plot([p["step"] for p in points], [100 * p["test_err"] for p in points], "-", color=colours[r["depth"]],
-                    linewidth=2, label=f"{r['model']}")
+            train = [p for p in points if p["train_err"] is not None]
+            ax.plot([p["step"] for p in train], [100 * p["train_err"] for p in train], "--", marker=".",
+                    color=colours[r["depth"]], linewidth=1.2)
+            ax.plot([p["step"] for p in points], [100 * p["test_err"] for p in points], "-", marker=".",
+                    color=colours[r["depth"]], linewidth=2, label=r["model"])
         ax.set(xlabel="iterations", ylabel="error (%)", title="residual (ResNet)" if residual else "plain", ylim=(0, 100))
         ax.plot([], [], "k--", linewidth=1.2, label="training error")
         ax.plot([], [], "k-", linewidth=2, label="test error")
@@ -285,31 +272,6 @@ def draw_error_curves(records, curves, path):
         ax.legend(fontsize=8)
     fig.suptitle("CIFAR-10 error against iterations (He et al. Fig. 1, 6: dashed training error over each window, "
                  "solid test error)", fontsize=9)
-    fig.savefig(path, dpi=110)
-    return [Path(path)]
-
-
-def draw_final_vs_depth(records, path):
-    """Final training loss and test error against depth, plain and residual; Table 6's ResNet test errors."""
-    fig = new_figure(10.5, 4.2, layout="tight")
-    left, right = fig.subplots(1, 2)
-    for residual, colour, label in ((False, "C3", "plain"), (True, "C0", "ResNet")):
-        rows = sorted((r for r in records if r["residual"] == residual and r["train_loss"] is not None),
-                      key=lambda r: r["depth"])
-        if rows:
-            left.plot([r["depth"] for r in rows], [r["train_loss"] for r in rows], "o-", color=colour, label=label)
-            tested = [r for r in rows if r["test_err"] is not None]
-            right.plot([r["depth"] for r in tested], [100 * r["test_err"] for r in tested], "o-", color=colour,
-                       label=f"{label} (ours)")
-    paper = sorted((r["depth"], 100 * r["paper_test_err"]) for r in records if r["paper_test_err"] is not None)
-    if paper:
-        right.plot(*zip(*paper), "s:", color="C0", alpha=0.6, label="ResNet (He et al. Table 6, 64k iterations)")
-    left.set(xlabel="depth (layers)", ylabel="training loss (last epoch)", title="final training loss")
-    right.set(xlabel="depth (layers)", ylabel="test error (%)", title="test error")
-    for ax in (left, right):
-        ax.set_xticks(sorted({r["depth"] for r in records}))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     return [Path(path)]
 

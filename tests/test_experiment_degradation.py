@@ -130,7 +130,7 @@ def test_end_to_end_then_reused_then_refused(fake_data, tmp_path, capsys):
         assert [p["step"] for p in degradation.load_curve(folder)] == [0, 2]
         assert (folder / "error_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert table[0]["params"] == table[2]["params"]  # option-A shortcuts have no parameters
-    for figure in ("error_curves.png", "final_vs_depth.png"):
+    for figure in ("error_curves.png",):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
     markdown = (out / "results.md").read_text()
     assert "Final training loss" in markdown and "plain-14" in markdown
