@@ -15,7 +15,9 @@ Full preset = the paper's recipe: SGD momentum 0.9, weight decay 1e-4, batch 128
 and 48k iterations, 182 epochs of the 45k/5k split (64,064 iterations; the paper stops at 64k), 4-pixel pad +
 random crop + flip; 110 layers warm up at lr 0.01 for 400 iterations (the paper: "until the training error is
 below 80% (about 400 iterations)"). Quick = the same at lr 0.1 (the schedule's first phase) for 140 iterations
-(2 epochs of an 8,960-image subset), evaluated on subsets: the start of Figure 1, not its end.
+(2 epochs of an 8,960-image subset; 47,500 / 2,500 split, DECISIONS 6), evaluated on subsets: the start of
+Figure 1, not its end. The table's test accuracy is the best-validation epoch's (the Trainer's rule; the paper
+reports the last model, which the curve's last point measures).
 
 Outputs: ``results.md`` / ``results.csv`` (one line per net, Table 6 beside ours, the findings); per row
 ``curve.csv`` (training loss and error over each window of iterations, test loss and error in eval mode at its
