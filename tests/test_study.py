@@ -126,7 +126,8 @@ def _cli(*argv):
 
 
 @pytest.mark.parametrize("command", ["experiments.vgg_depth", "experiments.resnet_bn", "experiments.gsc",
-                                     "experiments.init", "experiments.normalization"])
+                                     "experiments.init", "experiments.normalization",
+                                     "experiments.degradation"])
 def test_every_study_answers_bad_input_in_one_line(command, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
