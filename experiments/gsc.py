@@ -3,7 +3,8 @@
     python -m experiments.gsc                      # 7 MLPs x 100 datasets x 10,000 points (full scale)
     python -m experiments.gsc --preset quick       # 7 MLPs x 10 datasets x 1,000 points (seconds)
     python -m experiments.gsc --train              # CIFAR-10 part, quick: 4 exploding MLPs, small lr grid
-    python -m experiments.gsc --train --preset full --download   # the report's protocol (hours)
+    python -m experiments.gsc --train --preset report --download   # the report's protocol (hours)
+    python -m experiments.gsc --train --preset full --download     # the paper's protocol (days)
 
 Synthetic part (the report's section 3.1, Figure 1): seven 50-layer width-100 MLPs (``minigrad.models.mlp``)
 on Gaussian data (inputs of length 10, labels N(0, I/100)), error E = <label, output>. For each
@@ -19,15 +20,22 @@ element-wise work, which threads would not. The study computes in float32 by def
 as fast as float64, and its rounding moves the 100-dataset GSC by about 0.05% (batch-ReLU, the worst case),
 against a 15% spread of the GSC between datasets (``minigrad.measure.gsc``, "dtype").
 
-CIFAR-10 part (``--train``, the report's section 3.2): the exploding architectures as 51-layer width-100
-MLPs (50 hidden layers and ``out.linear``) with softmax + log-probability error (``CrossEntropyLoss``),
-plain SGD (batch 100, no augmentation) over a learning-rate grid, the lr x0.333 after 5 epochs without
-improvement of the validation loss (``ReduceLROnPlateau(factor=0.333, patience=4)``: PyTorch reduces once
-the bad epochs exceed ``patience``; the paper watched the training error, which the shared Trainer does
-not hand to the scheduler), and per epoch the training error and GSC(L, 0) on a fixed batch of training
-images (the ``GSCMonitor`` callback: ``gsc.csv`` in each row folder). Rows go to
-``OUT/cifar10/<architecture>-lr<lr>/``, with the table, figure and manifest in ``OUT/cifar10/``.
+CIFAR-10 part (``--train``, the report's section 3.2, the paper's Figure 3 B-E): the exploding architectures
+as 51-layer width-100 MLPs (50 hidden layers and ``out.linear``) with softmax + log-probability error
+(``CrossEntropyLoss``), plain SGD (batch 100, no augmentation) over a learning-rate grid with
+``ReduceLROnPlateau(factor=0.333, patience=4)`` (PyTorch reduces once the bad epochs exceed ``patience``:
+x0.333 after 5 epochs without improvement). Presets: ``quick`` (3 lrs, 5 epochs, 5,000 images; the plateau
+rule watches the validation loss, as it always did); ``report`` (the report's 7 lrs 1e-1 ... 1e-4, 100
+epochs) and ``full`` (the paper's 21 lrs 1e5, 3e4, ..., 1e-5 and 500 epochs), both with the paper's rule on
+the training error (``TrainingErrorPlateau``). The ``GSCMonitor`` callback (``minigrad.measure.gsc_training``)
+measures on fixed batches of training images GSC(L, 0) every epoch (``gsc.csv``), and at epoch 0, every
+``depth_every`` epochs and the last the effective depth (``effective_depth.json``; the definition, and what of
+it is ours, in ``minigrad.measure.effective_depth``) and the operator norm of each layer's weight change
+W - W^0 (``weight_change.json``). Rows go to ``OUT/cifar10/<architecture>-lr<lr>/``, with the table, the
+figures (``training_gsc.png``: error and GSC; ``training_depth.png``: Figure 3 D, E) and the manifest in
+``OUT/cifar10/``.
 """
+import copy
 import math
 import sys
 import time
@@ -38,16 +46,18 @@ import numpy as np
 
 import minigrad
 from minigrad.measure import gsc as G
+from minigrad.measure.gsc_training import GSCMonitor, TrainingErrorPlateau
 from minigrad import threads
 from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, canonical_architecture, gsc_mlp
 from minigrad.runs import json_safe, load_config, load_metrics, load_summary, write_json_atomic
-from minigrad.train import Callback
 
 from . import study
 from .study import (Preset, Study, new_figure, positive_float, positive_int, read_csv, row_name, say,
                     training_record, write_csv)
 
 DEPTH, WIDTH = 50, 100
+PAPER_LRS = tuple(float(f"{m}e{e}") for e in range(5, -6, -1) for m in (3, 1))[1:]  # 1e5, 3e4, 1e4, ..., 3e-5, 1e-5
+EPSILONS = (0.1, 0.01)
 _STYLES = {"ReLU": ("tab:blue", "-"), "layer-ReLU": ("tab:orange", "-"), "batch-ReLU": ("tab:green", "-"),
            "tanh": ("tab:red", "--"), "layer-tanh": ("tab:purple", "--"), "batch-tanh": ("tab:brown", "--"),
            "SeLU": ("tab:pink", "-.")}
@@ -293,7 +303,10 @@ def summarise(architecture, stats, seconds=None):
 
 
 def _read_json(path):
+    """The JSON file's content, or None when there is no such file."""
     import json
+    if not Path(path).exists():
+        return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -329,46 +342,6 @@ def plot_figure1(rows, path, title):
 
 
 # ----------------------------------------------------------------------------------------- CIFAR-10 part
-class GSCMonitor(Callback):
-    """Trainer callback: GSC(l, 0) on a fixed batch before training (epoch 0) and after every epoch, with
-    the error layer's log-probability (``gsc.csv``: epoch, gsc_L, gsc_1 and the whole curve as ``gsc_l<l>``;
-    ``gsc_L`` also joins metrics.csv)."""
-
-    state_key = "gsc"
-
-    def __init__(self, path, inputs, targets):
-        self.path, self.inputs, self.targets = Path(path), inputs, targets
-        self.rows = []
-
-    def measure(self, model, epoch):
-        layers = model.hidden_layers + [model.out]
-        with np.errstate(all="ignore"):  # a diverging net gives inf/nan: recorded as they are
-            stats = G.measure_batch(layers, self.inputs, self.targets, error=G.log_probability_error)
-        model.zero_grad()  # the measurement's backward must not leak into a training step
-        self.rows = [r for r in self.rows if r["epoch"] < epoch]
-        self.rows.append({"epoch": epoch, "gsc_L": float(stats.gsc[-1]), "gsc_1": float(stats.gsc[1]),
-                          **{f"gsc_l{l}": float(v) for l, v in enumerate(stats.gsc)}})
-        write_csv(self.path, list(self.rows[0]), self.rows)
-        return self.rows[-1]
-
-    def on_fit_start(self, trainer, start_epoch):
-        if start_epoch == 1:
-            self.rows = []
-            self.measure(trainer.model, 0)
-        elif self.rows:
-            write_csv(self.path, list(self.rows[0]), self.rows)  # the file as the checkpoint had it
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        gsc_L = self.measure(trainer.model, epoch)["gsc_L"]
-        return {"gsc_L": gsc_L if math.isfinite(gsc_L) else None}
-
-    def state_dict(self):
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state):
-        self.rows = state["rows"]
-
-
 class GradientScaleTraining(Study):
     name = "gsc-train"
     command = "gsc"
@@ -377,15 +350,24 @@ class GradientScaleTraining(Study):
     out_subfolder = "cifar10"
     presets = {
         "quick": Preset("the 4 exploding MLPs, lr 1e-3, 1e-2, 1e-1, 5 epochs on 5,000 training images "
-                        "(about 4 minutes)", lrs=(1e-3, 1e-2, 1e-1), epochs=5, train_subset=5000, gsc_batch=500),
-        "full": Preset("the 4 exploding MLPs, lr 1e-1 ... 1e-4 (7 values), 100 epochs on the 47,500 training images "
-                       "(the report's 100 epochs; roughly 45 minutes per row here)",
-                       lrs=(1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4), epochs=100, train_subset=None, gsc_batch=2000),
+                        "(about 4 minutes)", lrs=(1e-3, 1e-2, 1e-1), epochs=5, train_subset=5000, gsc_batch=500,
+                        plateau_on="val_loss", depth_batch=100, depth_every=1),
+        "report": Preset("the report's protocol: the 4 exploding MLPs, lr 1e-1 ... 1e-4 (7 values), 100 epochs on "
+                         "the 47,500 training images, lr x0.333 after 5 epochs without a lower training error "
+                         "(roughly 45 minutes per row here)", lrs=(1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4),
+                         epochs=100, train_subset=None, gsc_batch=2000, plateau_on="train_error", depth_batch=500,
+                         depth_every=5),
+        "full": Preset("the paper's protocol: the 4 exploding MLPs, lr 1e5, 3e4, ..., 3e-5, 1e-5 (21 values), 500 "
+                       "epochs on the 47,500 training images, lr x0.333 after 5 epochs without a lower training "
+                       "error (days)", lrs=PAPER_LRS, epochs=500, train_subset=None, gsc_batch=2000,
+                       plateau_on="train_error", depth_batch=500, depth_every=10),
     }
     columns = [("architecture", "Architecture", None), ("lr", "LR", "sci"), ("epochs", "Epochs", "int"),
                ("train_error", "Train error %", "pct"), ("best_train_error", "Best train error %", "pct"),
                ("val_error", "Val error %", "pct"), ("gsc_init", "GSC(L,0) init", "sci"),
-               ("gsc_final", "GSC(L,0) final", "sci"), ("best_lr", "Best lr", None),
+               ("gsc_final", "GSC(L,0) final", "sci"), ("depth_final", "Eff. depth (eps 0.1)", "int"),
+               ("depth_final_fine", "Eff. depth (eps 0.01)", "int"), ("change_max", "max ||dW||/||W0||", "f3"),
+               ("best_lr", "Best lr", None),
                ("seconds", "Time (s)", "s"), ("status", "Status", None)]
 
     def add_arguments(self, parser):
@@ -399,6 +381,12 @@ class GradientScaleTraining(Study):
         parser.add_argument("--full-train", action="store_true", help="use the whole training split")
         parser.add_argument("--gsc-batch", type=positive_int, default=None,
                             help="training images of the fixed batch GSC(L, 0) is measured on")
+        parser.add_argument("--depth-batch", type=positive_int, default=None,
+                            help="training images of the fixed batch the effective depth is measured on")
+        parser.add_argument("--depth-every", type=positive_int, default=None,
+                            help="measure effective depth and weight change every N epochs (and at 0 and the last)")
+        parser.add_argument("--plateau-on", choices=("train_error", "val_loss"), default=None,
+                            help="what ReduceLROnPlateau watches (default: the preset's; the paper's: train_error)")
 
     def rows(self, args):
         lrs = args.lr or list(self.presets[args.preset].lrs)
@@ -417,9 +405,11 @@ class GradientScaleTraining(Study):
             "train_subset": None if args.full_train else (args.train_subset or preset.train_subset),
             "n_val": 2500, "split_seed": 0, "depth": args.depth, "width": args.width,
             "linear_layers": args.depth + 1, "optimizer": "SGD", "momentum": 0.0, "scheduler": "ReduceLROnPlateau",
-            "plateau_metric": "val_loss", "factor": 0.333, "patience": 4,
+            "plateau_metric": args.plateau_on or preset.plateau_on, "factor": 0.333, "patience": 4,
             "error": "softmax + log-probability (CrossEntropyLoss)", "augment": "none",
-            "gsc_batch": args.gsc_batch or preset.gsc_batch, "minigrad_version": minigrad.__version__,
+            "gsc_batch": args.gsc_batch or preset.gsc_batch, "depth_batch": args.depth_batch or preset.depth_batch,
+            "depth_every": args.depth_every or preset.depth_every, "epsilons": list(EPSILONS),
+            "minigrad_version": minigrad.__version__,
             "threads": args.threads,
         }
 
@@ -432,14 +422,25 @@ class GradientScaleTraining(Study):
         model = gsc_mlp(c["architecture"], depth=c["depth"], width=c["width"],
                         in_features=int(np.prod(splits.train_images.shape[1:])), num_classes=splits.num_classes,
                         generator=np.random.default_rng([c["seed"], 3, arch_index]))
+        initial_layers = copy.deepcopy(GSCMonitor.layers(model))  # the weights at initialisation
         optimizer = optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"])
         scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["factor"],
                                                          patience=c["patience"])
         train, val, _ = row.loaders(c["batch_size"], augment=False, flat=True, test=False)
-        keep = stratified_subset(splits.train_labels, min(c["gsc_batch"], len(splits.train_labels)), seed=1)
-        gsc_x = normalize(splits.train_images[keep], splits.mean, splits.std).reshape(len(keep), -1)
-        monitor = GSCMonitor(row.path / "gsc.csv", gsc_x, splits.train_labels[keep])
-        return row.fit(row.trainer(model, optimizer, train, val, scheduler=scheduler, callbacks=[monitor]))
+
+        def fixed_batch(n, seed):
+            keep = stratified_subset(splits.train_labels, min(n, len(splits.train_labels)), seed=seed)
+            return (normalize(splits.train_images[keep], splits.mean, splits.std).reshape(len(keep), -1),
+                    splits.train_labels[keep])
+        depth_x, depth_y = fixed_batch(c["depth_batch"], 2)
+        monitor = GSCMonitor(row.path, *fixed_batch(c["gsc_batch"], 1), initial_layers=initial_layers,
+                             depth_inputs=depth_x, depth_targets=depth_y, depth_every=c["depth_every"],
+                             epsilons=c["epsilons"])
+        if c["plateau_metric"] == "train_error":  # the paper's rule, through a callback
+            callbacks, scheduler = [monitor, TrainingErrorPlateau(scheduler)], None
+        else:
+            callbacks = [monitor]
+        return row.fit(row.trainer(model, optimizer, train, val, scheduler=scheduler, callbacks=callbacks))
 
     def record(self, folder):
         record = training_record(folder)
@@ -452,6 +453,12 @@ class GradientScaleTraining(Study):
             "val_error": 1 - metrics[-1]["val_acc"] if metrics else None,
             "gsc_init": gsc_rows[0]["gsc_L"] if gsc_rows else None,
             "gsc_final": gsc_rows[-1]["gsc_L"] if gsc_rows else None})
+        depth, change = _read_json(folder / "effective_depth.json"), _read_json(folder / "weight_change.json")
+        if depth and change:
+            last, eps = depth["epochs"][-1]["effective_depth"], [repr(e) for e in depth["epsilons"]]
+            record.update({"depth_final": last[eps[0]], "depth_final_fine": last[eps[-1]],
+                           "change_max": max((r for r in change["epochs"][-1]["relative"] if r is not None),
+                                             default=None)})
         return record
 
     def sort_folders(self, folders):
@@ -472,14 +479,21 @@ class GradientScaleTraining(Study):
         return ["Best lr per architecture (lowest training error, as the paper chose): "
                 + ", ".join(f"{a} {b['lr']:g}" for a, b in best.items()) + ".",
                 "GSC(L, 0): the error layer's log-probability against the first hidden layer's output, on a fixed "
-                "batch of training images, epoch 0 = at initialisation (minigrad.measure.gsc)."]
+                "batch of training images, epoch 0 = at initialisation (minigrad.measure.gsc).",
+                "Effective depth (eps): the smallest lambda such that the gradient terms with more than lambda "
+                "residual Jacobians (J_l = I_l + R_l, I_l = the layer's Jacobian with its initial weights) add up to "
+                "less than eps of the gradient's norm, on a fixed batch (minigrad.measure.effective_depth; the "
+                "criterion is ours: the paper's estimator could not be checked offline). max ||dW||/||W0||: the "
+                "largest ratio over layers of ||W - W0||_2 to ||W0||_2 at the last epoch."]
 
     def figures(self, records, folders, out_dir):
         best = _best_lr(records)
         if not best:
             return []
-        return [plot_training({a: Path(b["folder"]) for a, b in best.items()}, out_dir / "training_gsc.png",
-                              "Exploding MLPs on CIFAR-10 (best lr of each)")]
+        folders = {a: Path(b["folder"]) for a, b in best.items()}
+        return [plot_training(folders, out_dir / "training_gsc.png", "Exploding MLPs on CIFAR-10 (best lr of each)"),
+                plot_depth(folders, out_dir / "training_depth.png",
+                           "Effective depth and weight change (best lr of each), like the paper's Figure 3 D, E")]
 
 
 def _by_architecture(folders):
@@ -524,6 +538,41 @@ def plot_training(folders_by_arch, path, title):
     for ax in (ax_err, ax_gsc):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=130)
+    return Path(path)
+
+
+def plot_depth(folders_by_arch, path, title):
+    """(D) effective depth against epoch (solid: the first epsilon, dashed: the last); (E) ||W_l - W_l^0||_2 per
+    layer at the last measured epoch and (E') the same relative to ||W_l^0||_2, l from the error layer."""
+    fig = new_figure(15, 4.4, layout="tight")
+    ax_depth, ax_norm, ax_rel = fig.subplots(1, 3)
+    for architecture, folder in folders_by_arch.items():
+        color, _ = _STYLES.get(architecture, (None, "-"))
+        depth, change = _read_json(folder / "effective_depth.json"), _read_json(folder / "weight_change.json")
+        if not depth or not change:
+            continue
+        label = f"{architecture} (lr {load_config(folder)['lr']:g})"
+        epochs = [d["epoch"] for d in depth["epochs"]]
+        for eps, style in ((depth["epsilons"][0], "-"), (depth["epsilons"][-1], "--")):
+            values = [np.nan if d["effective_depth"][repr(eps)] is None else d["effective_depth"][repr(eps)]
+                      for d in depth["epochs"]]
+            ax_depth.plot(epochs, values, style, color=color, marker=".",
+                          label=f"{label}, eps {eps:g}" if len(depth["epsilons"]) > 1 else label)
+        last = change["epochs"][-1]
+        for ax, key in ((ax_norm, "norm"), (ax_rel, "relative")):
+            ax.plot(change["layers"], [np.nan if v is None else v for v in last[key]], "-", color=color,
+                    label=f"{label}, epoch {last['epoch']}")
+    ax_depth.set(xlabel="epoch (0 = initialisation)", ylabel="effective depth (residual Jacobians)",
+                 title="(D) effective depth")
+    ax_norm.set(xlabel="layer l (1 = output layer, counted from the error layer)", yscale="log",
+                ylabel="||W_l - W_l^0||_2", title="(E) operator norm of the weight change")
+    ax_rel.set(xlabel="layer l (1 = output layer)", ylabel="||W_l - W_l^0||_2 / ||W_l^0||_2", yscale="log",
+               title="(E') relative to the initial operator norm")
+    for ax in (ax_depth, ax_norm, ax_rel):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
     fig.savefig(path, dpi=130)
     return Path(path)
