@@ -319,5 +319,39 @@ def _unique_labels(run_dirs):
     return [str(d) for d in run_dirs]
 
 
+
+# --------------------------------------------------------------------------------------- panels as data
+def plot_panels(panels, path, title=None, panel_size=(5, 4.4), dpi=130):
+    """Draw one row of line-plot panels into ``path`` (PNG) and return the path.
+
+    ``panels``: one dict per panel with ``lines``, a list of dicts with ``x``, ``y`` and optionally
+    ``label``, ``color``, ``style`` (a matplotlib format: "-", "--", "-.") and ``marker``; and optionally
+    the panel's ``title``, ``xlabel``, ``ylabel``, ``yscale`` ("log"), ``ylim`` and ``legend`` (its font
+    size, default 8; 0 for none). Points whose y is None or not finite (or not positive on a log scale)
+    are left out, so a curve that diverges stops where it did.
+    """
+    fig = Figure(figsize=(panel_size[0] * len(panels), panel_size[1]), layout="tight")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        log = panel.get("yscale") == "log"
+        for line in panel["lines"]:
+            points = [(x, y) for x, y in zip(line["x"], line["y"])
+                      if y is not None and math.isfinite(y) and (y > 0 or not log)]
+            ax.plot([x for x, _ in points], [y for _, y in points], line.get("style", "-"), color=line.get("color"),
+                    marker=line.get("marker"), label=line.get("label"), linewidth=1.6)
+        ax.set(**{k: panel[k] for k in ("xlabel", "ylabel", "yscale", "ylim") if k in panel})
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        if panel.get("legend", 8) and panel["lines"]:
+            ax.legend(fontsize=panel.get("legend", 8))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
 if __name__ == "__main__":
     sys.exit(main())

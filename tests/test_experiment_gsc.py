@@ -163,14 +163,16 @@ def test_train_with_the_papers_decay_rule_runs_on_the_training_error(tmp_path):
 
 
 def test_a_failing_architecture_is_recorded_and_the_others_still_reported(tmp_path, monkeypatch, capsys):
-    real = study.measure_one
+    from minigrad.measure import gsc_synthetic
+
+    real = gsc_synthetic.measure_one
 
     def flaky(architecture, k, config):
         if architecture == "tanh":
             raise FloatingPointError("boom")
         return real(architecture, k, config)
 
-    monkeypatch.setattr(study, "measure_one", flaky)
+    monkeypatch.setattr(gsc_synthetic, "measure_one", flaky)
     args = ["--preset", "quick", "--datasets", "1", "--points", "16", "--depth", "3", "--no-progress",
             "--threads", "1", "--arch", "ReLU", "tanh", "--out", str(tmp_path)]
     assert study.main(args) == 1
@@ -180,7 +182,7 @@ def test_a_failing_architecture_is_recorded_and_the_others_still_reported(tmp_pa
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [(r["row"], r["status"]) for r in manifest["rows"]] == [("ReLU", "finished"), ("tanh", "failed")]
     # the failed row is unfinished: a re-run asks for --resume, and --resume measures it again
-    monkeypatch.setattr(study, "measure_one", real)
+    monkeypatch.setattr(gsc_synthetic, "measure_one", real)
     assert study.main(args) == 2 and "--resume" in capsys.readouterr().err
     assert study.main(args + ["--resume"]) == 0
     assert [r["architecture"] for r in read_csv(tmp_path / "results.csv")] == ["ReLU", "tanh"]

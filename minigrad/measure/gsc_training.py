@@ -24,12 +24,45 @@ from ..train import Callback
 from . import effective_depth as ED
 from . import gsc as G
 
-__all__ = ["GSCMonitor", "TrainingErrorPlateau", "depth_epochs"]
+__all__ = ["GSCMonitor", "TrainingErrorPlateau", "depth_epochs", "fixed_batch", "read_results"]
 
 
 def depth_epochs(epochs, every):
     """The epochs at which the effective depth and weight change are measured: 0, every ``every``-th, the last."""
     return sorted({0, epochs} | set(range(every, epochs + 1, every)))
+
+
+def fixed_batch(splits, n, seed):
+    """``n`` training images (stratified, ``default_rng(seed)``), normalised and flattened, and their labels."""
+    from ..data import normalize, stratified_subset
+    keep = stratified_subset(splits.train_labels, min(n, len(splits.train_labels)), seed=seed)
+    return (normalize(splits.train_images[keep], splits.mean, splits.std).reshape(len(keep), -1),
+            splits.train_labels[keep])
+
+
+def read_results(folder):
+    """What a row's monitor wrote: ``{"gsc": gsc.csv rows, "depth": effective_depth.json, "change":
+    weight_change.json}`` (an empty list / None for a file not there), and the table's figures from them:
+    ``gsc_init``, ``gsc_final`` (GSC(L, 0) at the first and last epoch), ``depth_final`` and
+    ``depth_final_fine`` (the effective depth at the first and last epsilon at the last measured epoch) and
+    ``change_max`` (the largest ||W - W^0||_2 / ||W^0||_2 over layers then)."""
+    import csv
+    folder = Path(folder)
+    out = {"gsc": [], "depth": None, "change": None}
+    if (folder / "gsc.csv").exists():
+        with open(folder / "gsc.csv", newline="", encoding="utf-8") as f:
+            out["gsc"] = [{k: int(v) if k == "epoch" else float(v) if v else None for k, v in r.items()}
+                          for r in csv.DictReader(f)]
+    for key, name in (("depth", "effective_depth.json"), ("change", "weight_change.json")):
+        if (folder / name).exists():
+            out[key] = json.loads((folder / name).read_text(encoding="utf-8"))
+    out["gsc_init"] = out["gsc"][0]["gsc_L"] if out["gsc"] else None
+    out["gsc_final"] = out["gsc"][-1]["gsc_L"] if out["gsc"] else None
+    if out["depth"] and out["change"]:
+        last, eps = out["depth"]["epochs"][-1]["effective_depth"], [repr(e) for e in out["depth"]["epsilons"]]
+        out["depth_final"], out["depth_final_fine"] = last[eps[0]], last[eps[-1]]
+        out["change_max"] = max((r for r in out["change"]["epochs"][-1]["relative"] if r is not None), default=None)
+    return out
 
 
 def _csv(rows):
