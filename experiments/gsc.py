@@ -6,32 +6,25 @@
     python -m experiments.gsc --train --preset report --download   # the report's protocol (hours)
     python -m experiments.gsc --train --preset full --download     # the paper's protocol (days)
 
-Synthetic part (the report's section 3.1, Figure 1): seven 50-layer width-100 MLPs on Gaussian data (inputs
-of length 10, labels N(0, I/100)), error E = <label, output>; for each architecture and each dataset a
-freshly initialised network sees one fresh dataset as one batch, and GSC(l, 0), the pre-activation standard
-deviation and sign diversity are accumulated over all datasets (``minigrad.measure.gsc``: the definition;
-``minigrad.measure.gsc_synthetic``: seeds, worker processes, merging). Row folders ``OUT/<architecture>/``
-(config.json, gsc.json with the sums, summary.json); ``OUT/results.md`` / ``results.csv``,
-``gsc_curves.csv`` (every curve), ``gsc_figure1.png`` (Figure 1 A-C). ``--threads N``: N single-threaded
-worker processes. float32 by default (``--dtype``): twice as fast, and it moves the 100-dataset GSC by about
-0.05% against a 15% spread between datasets (``minigrad.measure.gsc``, "dtype").
+Synthetic part (the report's 3.1, the paper's Figure 1): seven 50-layer width-100 MLPs, Gaussian data, error
+E = <label, output>; per architecture and dataset a fresh network sees one fresh dataset as one batch, and
+GSC(l, 0), pre-activation std and sign diversity are summed over the datasets (``minigrad.measure.gsc``: the
+definition, and why float32 (``--dtype``) is enough; ``minigrad.measure.gsc_synthetic``: seeds, worker
+processes, merging). Rows ``OUT/<architecture>/``; ``results.md``, ``gsc_curves.csv``, ``gsc_figure1.png``.
 
-CIFAR-10 part (``--train``, the report's section 3.2, the paper's Figure 3 B-E): the exploding architectures as
-51-layer width-100 MLPs (50 hidden layers and ``out.linear``), softmax + log-probability error
-(``CrossEntropyLoss``), plain SGD (batch 100, no augmentation) over a learning-rate grid, lr x0.333 after 5
-epochs without improvement (``ReduceLROnPlateau(factor=0.333, patience=4)``). Presets: ``quick`` (3 lrs, 5
-epochs, 5,000 images; the rule watches the validation loss, as it always did here); ``report`` (the report's
-7 lrs 1e-1 ... 1e-4, 100 epochs) and ``full`` (the paper's 21 lrs 1e5, 3e4, ..., 1e-5, 500 epochs), both with
-the paper's rule on the training error. The ``GSCMonitor`` callback (``minigrad.measure.gsc_training``)
-measures GSC(L, 0) every epoch on a fixed batch (``gsc.csv``) and, at epoch 0, every ``depth_every``-th and
-the last, the effective depth (``effective_depth.json``; the definition, and what of it is ours:
-``minigrad.measure.effective_depth``) and the operator norm of each layer's weight change W - W^0
-(``weight_change.json``). Rows in ``OUT/cifar10/<architecture>-lr<lr>/``; the table, ``training_gsc.png``
-(error, GSC) and ``training_depth.png`` (Figure 3 D, E) in ``OUT/cifar10/``.
+CIFAR-10 part (``--train``, the report's 3.2, the paper's Figure 3 B-E): the exploding architectures as 51-layer
+MLPs, softmax + log-probability error, plain SGD (batch 100) over a learning-rate grid, lr x0.333 after 5 epochs
+without improvement (``ReduceLROnPlateau(factor=0.333, patience=4)``): of the validation loss in ``quick``
+(as before), of the training error (the paper's rule) in ``report`` (the report's 7 lrs, 100 epochs) and
+``full`` (the paper's 21 lrs 1e5 ... 1e-5, 500 epochs). ``GSCMonitor`` (``minigrad.measure.gsc_training``)
+measures GSC(L, 0) each epoch (``gsc.csv``) and, at chosen epochs, the effective depth (``effective_depth.json``;
+the definition, and what of it is ours: ``minigrad.measure.effective_depth``) and ||W - W^0||_2 per layer
+(``weight_change.json``). Rows ``OUT/cifar10/<architecture>-lr<lr>/``; the table, ``training_gsc.png`` and
+``training_depth.png`` (Figure 3 D, E) in ``OUT/cifar10/``.
 """
 import argparse
-import json
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -74,10 +67,9 @@ def _common_arguments(parser):
     parser.add_argument("--width", type=positive_int, default=WIDTH, help=f"units per layer (default {WIDTH})")
 
 
-def _line(architecture, x, y, label=None, style=None, **more):
+def _line(architecture, x, y, label=None, style=None):
     color, default_style = _STYLES.get(architecture, (None, "-"))
-    return {"x": list(x), "y": list(y), "label": label or architecture, "color": color,
-            "style": style or default_style, **more}
+    return {"x": list(x), "y": list(y), "label": label or architecture, "color": color, "style": style or default_style}
 
 
 def _by_architecture(folders):
@@ -321,38 +313,35 @@ class GradientScaleTraining(Study):
                 "largest ratio over layers of ||W - W0||_2 to ||W0||_2 at the last epoch."]
 
     def figures(self, records, folders, out_dir):
-        """training_gsc.png: (A) training error, (B) GSC(L, 0) by epoch; training_depth.png: (D) effective depth
-        by epoch (solid: eps 0.1, dashed: 0.01), (E) ||W_l - W_l^0||_2 by layer at the last epoch, (E') the same
-        relative to ||W_l^0||_2; one curve per architecture, at its best lr."""
-        runs = {a: (load_config(Path(r["folder"]))["lr"], load_metrics(Path(r["folder"])), read_results(r["folder"]))
-                for a, r in _best_lr(records).items()}
-        if not runs:
-            return []
-        curves, depth, change, rel = [], [], [], []
-        for a, (lr, metrics, res) in runs.items():
-            label = f"{a} (lr {lr:g})"
-            curves.append((_line(a, [m["epoch"] for m in metrics], [100 * (1 - m["train_acc"]) for m in metrics], label),
-                           _line(a, [r["epoch"] for r in res["gsc"]], [r["gsc_L"] for r in res["gsc"]], label)))
-            if res["depth"] and res["change"]:
-                for eps, style in zip(EPSILONS, ("-", "--")):
-                    depth.append(_line(a, [d["epoch"] for d in res["depth"]["epochs"]], [
-                        np.nan if d["effective_depth"][repr(eps)] is None else d["effective_depth"][repr(eps)]
-                        for d in res["depth"]["epochs"]], f"{label}, eps {eps:g}", style, marker="."))
+        """training_gsc.png: (A) training error, (B) GSC(L, 0) by epoch; training_depth.png: (D) effective depth by
+        epoch (solid: eps 0.1, dashed: 0.01), (E) ||W_l - W_l^0||_2 by layer at the last epoch, (E') that over
+        ||W_l^0||_2; one curve per architecture, at its best lr."""
+        lines = {k: [] for k in ("error", "gsc", "depth", "norm", "relative")}
+        for a, r in _best_lr(records).items():
+            label, res, metrics = f"{a} (lr {r['lr']:g})", read_results(r["folder"]), load_metrics(r["folder"])
+            lines["error"].append(_line(a, [m["epoch"] for m in metrics], [100 - 100 * m["train_acc"] for m in metrics],
+                                        label))
+            lines["gsc"].append(_line(a, [g["epoch"] for g in res["gsc"]], [g["gsc_L"] for g in res["gsc"]], label))
+            for eps, style in zip(EPSILONS, ("-", "--")) if res["depth"] else ():
+                lines["depth"].append(_line(a, *zip(*[(d["epoch"], d["effective_depth"][repr(eps)])
+                                                      for d in res["depth"]["epochs"]]), f"{label}, eps {eps:g}", style))
+            for key in ("norm", "relative") if res["change"] else ():
                 last = res["change"]["epochs"][-1]
-                change.append(_line(a, res["change"]["layers"], last["norm"], f"{label}, epoch {last['epoch']}"))
-                rel.append(_line(a, res["change"]["layers"], last["relative"], f"{label}, epoch {last['epoch']}"))
-        layer_axis = "layer l (1 = output layer, counted from the error layer)"
+                lines[key].append(_line(a, res["change"]["layers"], last[key], f"{label}, epoch {last['epoch']}"))
+        if not lines["error"]:
+            return []
+        layer, epoch = "layer l (1 = output layer, counted from the error layer)", "epoch (0 = initialisation)"
         return [plot_panels([
-            {"lines": [c[0] for c in curves], "title": "(A) training error", "xlabel": "epoch",
+            {"lines": lines["error"], "title": "(A) training error", "xlabel": "epoch",
              "ylabel": "training classification error (%)"},
-            {"lines": [c[1] for c in curves], "title": "(B) GSC(L, 0)", "xlabel": "epoch (0 = initialisation)",
-             "ylabel": "GSC(L, 0) on a fixed training batch", "yscale": "log"}], out_dir / "training_gsc.png",
+            {"lines": lines["gsc"], "title": "(B) GSC(L, 0)", "xlabel": epoch, "ylabel": "GSC(L, 0) on a fixed "
+             "training batch", "yscale": "log"}], out_dir / "training_gsc.png",
             "Exploding MLPs on CIFAR-10 (best lr of each)", panel_size=(5.5, 4.2)), plot_panels([
-            {"lines": depth, "title": "(D) effective depth", "xlabel": "epoch (0 = initialisation)",
+            {"lines": lines["depth"], "title": "(D) effective depth", "xlabel": epoch,
              "ylabel": "effective depth (residual Jacobians)", "legend": 7},
-            {"lines": change, "title": "(E) operator norm of the weight change", "xlabel": layer_axis,
+            {"lines": lines["norm"], "title": "(E) operator norm of the weight change", "xlabel": layer,
              "ylabel": "||W_l - W_l^0||_2", "yscale": "log", "legend": 7},
-            {"lines": rel, "title": "(E') relative to the initial operator norm", "xlabel": layer_axis,
+            {"lines": lines["relative"], "title": "(E') relative to the initial operator norm", "xlabel": layer,
              "ylabel": "||W_l - W_l^0||_2 / ||W_l^0||_2", "yscale": "log", "legend": 7}],
             out_dir / "training_depth.png", "Effective depth and weight change (best lr of each), like the paper's "
             "Figure 3 D, E")]
