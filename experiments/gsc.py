@@ -36,7 +36,7 @@ from minigrad.measure import gsc as G
 from minigrad.measure import gsc_synthetic as S
 from minigrad.measure.gsc_training import GSCMonitor, TrainingErrorPlateau, fixed_batch, read_results
 from minigrad.models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER, canonical_architecture, gsc_mlp
-from minigrad.plots import plot_panels
+from minigrad import plots
 from minigrad.runs import load_config, load_metrics, load_summary, write_json_atomic
 
 from . import study
@@ -65,11 +65,6 @@ def _common_arguments(parser):
                              f"Choices: {', '.join(ARCHITECTURES)}")
     parser.add_argument("--depth", type=positive_int, default=DEPTH, help=f"hidden layers (default {DEPTH})")
     parser.add_argument("--width", type=positive_int, default=WIDTH, help=f"units per layer (default {WIDTH})")
-
-
-def _line(architecture, x, y, label=None, style=None):
-    color, default_style = _STYLES.get(architecture, (None, "-"))
-    return {"x": list(x), "y": list(y), "label": label or architecture, "color": color, "style": style or default_style}
 
 
 def _by_architecture(folders):
@@ -189,11 +184,12 @@ class GradientScale(Study):
         path = write_csv(out_dir / "gsc_curves.csv", list(rows[0]), rows)
 
         def panel(key, title, ylabel, **more):
-            return {"lines": [_line(a, [r["layer"] for r in rows if r["architecture"] == a],
-                                    [r[key] for r in rows if r["architecture"] == a]) for a in curves],
+            return {"lines": [{"x": [r["layer"] for r in rows if r["architecture"] == a], "label": a,
+                               "y": [r[key] for r in rows if r["architecture"] == a], "color": _STYLES.get(a, (None,))[0],
+                               "style": _STYLES.get(a, (None, "-"))[1]} for a in curves],
                     "title": title, "ylabel": ylabel, "xlabel": "compositional depth l (layers from the error layer)",
                     **more}
-        return [path, plot_panels([
+        return [path, plots.plot_panels([
             panel("gsc", "(A) gradient scale coefficient GSC(l, 0)", "GSC(l, 0)", yscale="log"),
             panel("pre_activation_std", "(B) pre-activation standard deviation", "standard deviation", yscale="log",
                   legend=0),
@@ -313,38 +309,15 @@ class GradientScaleTraining(Study):
                 "largest ratio over layers of ||W - W0||_2 to ||W0||_2 at the last epoch."]
 
     def figures(self, records, folders, out_dir):
-        """training_gsc.png: (A) training error, (B) GSC(L, 0) by epoch; training_depth.png: (D) effective depth by
-        epoch (solid: eps 0.1, dashed: 0.01), (E) ||W_l - W_l^0||_2 by layer at the last epoch, (E') that over
-        ||W_l^0||_2; one curve per architecture, at its best lr."""
-        lines = {k: [] for k in ("error", "gsc", "depth", "norm", "relative")}
-        for a, r in _best_lr(records).items():
-            label, res, metrics = f"{a} (lr {r['lr']:g})", read_results(r["folder"]), load_metrics(r["folder"])
-            lines["error"].append(_line(a, [m["epoch"] for m in metrics], [100 - 100 * m["train_acc"] for m in metrics],
-                                        label))
-            lines["gsc"].append(_line(a, [g["epoch"] for g in res["gsc"]], [g["gsc_L"] for g in res["gsc"]], label))
-            for eps, style in zip(EPSILONS, ("-", "--")) if res["depth"] else ():
-                lines["depth"].append(_line(a, *zip(*[(d["epoch"], d["effective_depth"][repr(eps)])
-                                                      for d in res["depth"]["epochs"]]), f"{label}, eps {eps:g}", style))
-            for key in ("norm", "relative") if res["change"] else ():
-                last = res["change"]["epochs"][-1]
-                lines[key].append(_line(a, res["change"]["layers"], last[key], f"{label}, epoch {last['epoch']}"))
-        if not lines["error"]:
+        """training_gsc.png (Figure 3 B, C) and training_depth.png (Figure 3 D, E): each architecture at its best lr."""
+        best = {f"{a} (lr {r['lr']:g})": (a, r["folder"]) for a, r in _best_lr(records).items()}
+        if not best:
             return []
-        layer, epoch = "layer l (1 = output layer, counted from the error layer)", "epoch (0 = initialisation)"
-        return [plot_panels([
-            {"lines": lines["error"], "title": "(A) training error", "xlabel": "epoch",
-             "ylabel": "training classification error (%)"},
-            {"lines": lines["gsc"], "title": "(B) GSC(L, 0)", "xlabel": epoch, "ylabel": "GSC(L, 0) on a fixed "
-             "training batch", "yscale": "log"}], out_dir / "training_gsc.png",
-            "Exploding MLPs on CIFAR-10 (best lr of each)", panel_size=(5.5, 4.2)), plot_panels([
-            {"lines": lines["depth"], "title": "(D) effective depth", "xlabel": epoch,
-             "ylabel": "effective depth (residual Jacobians)", "legend": 7},
-            {"lines": lines["norm"], "title": "(E) operator norm of the weight change", "xlabel": layer,
-             "ylabel": "||W_l - W_l^0||_2", "yscale": "log", "legend": 7},
-            {"lines": lines["relative"], "title": "(E') relative to the initial operator norm", "xlabel": layer,
-             "ylabel": "||W_l - W_l^0||_2 / ||W_l^0||_2", "yscale": "log", "legend": 7}],
-            out_dir / "training_depth.png", "Effective depth and weight change (best lr of each), like the paper's "
-            "Figure 3 D, E")]
+        runs, styles = {k: f for k, (_, f) in best.items()}, {k: _STYLES.get(a, (None, "-")) for k, (a, _) in best.items()}
+        return [plots.plot_gsc_training(runs, out_dir / "training_gsc.png",
+                                        "Exploding MLPs on CIFAR-10 (best lr of each)", styles),
+                plots.plot_effective_depth(runs, out_dir / "training_depth.png", "Effective depth and weight change "
+                                           "(best lr of each), like the paper's Figure 3 D, E", styles)]
 
 
 def _best_lr(records):

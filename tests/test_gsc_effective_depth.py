@@ -168,3 +168,12 @@ def test_monitor_measures_depth_at_the_chosen_epochs_and_leaves_the_model_alone(
     restored = GSCMonitor(tmp_path, x, t, initial_layers=monitor.initial_layers)
     restored.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
     assert restored.depth == monitor.depth and restored.change == monitor.change
+
+
+def test_plot_panels_skips_missing_and_non_positive_points(tmp_path):
+    from minigrad.plots import plot_panels
+    path = plot_panels([{"lines": [{"x": [0, 1, 2, 3], "y": [1.0, None, float("nan"), 4.0], "label": "a"}],
+                         "yscale": "log", "title": "t"},
+                        {"lines": [{"x": [0, 1], "y": [-1.0, 2.0], "style": "--", "marker": "."}], "legend": 0}],
+                       tmp_path / "sub" / "p.png", "title")
+    assert path.read_bytes()[:4] == b"\x89PNG"
