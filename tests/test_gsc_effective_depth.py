@@ -102,6 +102,14 @@ def test_orders_add_up_to_the_gradient_in_the_study_networks(arch):
     x, t = rng.normal(size=(16, 12)).astype(np.float32), rng.integers(0, 3, 16)
     paths = ED.path_decomposition(trained, initial, x, t)
     assert paths.residual < 1e-10 and paths.share[1] > 0
+    plain = [copy.deepcopy(m).double() for m in trained]  # d(sum E)/df_L by one plain backward of the whole batch
+    h = x.astype(np.float64)
+    for m in plain:
+        h = m(h)
+    g = G.log_probability_error(h, t)[1]
+    for m in plain[:0:-1]:
+        g = m.backward(g)
+    assert paths.gradient_norm == pytest.approx(np.linalg.norm(g), rel=1e-10)
     assert all(np.array_equal(a, p.data) and not p.grad.any()
                for a, p in zip(before, (p for layer in trained for p in layer.parameters())))
 

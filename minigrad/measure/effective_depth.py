@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..nn.batchnorm import _BatchNorm
+from ..nn import BatchNorm1d, BatchNorm2d
 from .gsc import log_probability_error
 
 __all__ = ["PathDecomposition", "path_decomposition", "effective_depth", "largest_nonnegligible_order",
@@ -92,7 +92,7 @@ def largest_nonnegligible_order(share, epsilon):
 
 
 def _couples_points(layer):
-    return any(isinstance(m, _BatchNorm) for m in layer.modules())
+    return any(isinstance(m, (BatchNorm1d, BatchNorm2d)) for m in layer.modules())
 
 
 def _vjps(layer, x, vectors):

@@ -151,7 +151,7 @@ class GSCMonitor(Callback):
         return {k: (v if v is not None and math.isfinite(v) else None) for k, v in values.items()}
 
     def state_dict(self):
-        return {"rows": self.rows, "depth": json.loads(json.dumps(_finite(self.depth))), "change": self.change}
+        return {"rows": self.rows, "depth": _finite(self.depth), "change": _finite(self.change)}
 
     def load_state_dict(self, state):
         self.rows, self.depth, self.change = state["rows"], state.get("depth", []), state.get("change", [])
