@@ -26,7 +26,7 @@ from ..models.mlp import ARCHITECTURES, EXPLODING_IN_PAPER
 from ..runs import json_safe
 from . import gsc as G
 
-__all__ = ["WorkerPool", "worker_pool", "measure_one", "measure_datasets", "measure_row", "summarise"]
+__all__ = ["WorkerPool", "worker_pool", "measure_one", "measure_datasets", "measure_row", "summarise", "curve_rows"]
 
 
 def _single_threaded():
