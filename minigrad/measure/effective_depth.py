@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..nn import BatchNorm1d, BatchNorm2d
+from ..nn import BatchNorm1d, BatchNorm2d, Sequential
 from .gsc import log_probability_error
 
 __all__ = ["PathDecomposition", "path_decomposition", "effective_depth", "largest_nonnegligible_order",
@@ -91,14 +91,23 @@ def largest_nonnegligible_order(share, epsilon):
     return int(above[-1]) if above.size else 0
 
 
-def _couples_points(layer):
-    return any(isinstance(m, (BatchNorm1d, BatchNorm2d)) for m in layer.modules())
+def _couples_points(module):
+    return isinstance(module, (BatchNorm1d, BatchNorm2d))
 
 
 def _vjps(layer, x, vectors):
     """[v J] for each v of ``vectors`` (arrays shaped like the layer's output), J = the layer's Jacobian at
-    the batch ``x``. Layers whose points are independent take all vectors at once (``x`` tiled)."""
-    if not _couples_points(layer):
+    the batch ``x``. A ``Sequential`` is taken child by child; a module whose points are independent takes all
+    vectors at once (``x`` tiled), a batch norm one vector at a time (its backward mixes the batch's rows)."""
+    if isinstance(layer, Sequential) and len(layer) > 1:
+        inputs = []
+        for child in layer.children():
+            inputs.append(x)
+            x = child(x)
+        for child, child_input in zip(reversed(list(layer.children())), reversed(inputs)):
+            vectors = _vjps(child, child_input, vectors)
+        return vectors
+    if not any(_couples_points(m) for m in layer.modules()):
         layer(np.concatenate([x] * len(vectors)))
         return np.split(layer.backward(np.concatenate(vectors)), len(vectors))
     out = []
