@@ -319,5 +319,94 @@ def _unique_labels(run_dirs):
     return [str(d) for d in run_dirs]
 
 
+
+# --------------------------------------------------------------------------------------- panels as data
+def plot_panels(panels, path, title=None, panel_size=(5, 4.4), dpi=130):
+    """Draw one row of line-plot panels into ``path`` (PNG) and return the path.
+
+    ``panels``: one dict per panel with ``lines``, a list of dicts with ``x``, ``y`` and optionally
+    ``label``, ``color``, ``style`` (a matplotlib format: "-", "--", "-.") and ``marker``; and optionally
+    the panel's ``title``, ``xlabel``, ``ylabel``, ``yscale`` ("log"), ``ylim`` and ``legend`` (its font
+    size, default 8; 0 for none). Points whose y is None or not finite (or not positive on a log scale)
+    are left out, so a curve that diverges stops where it did.
+    """
+    fig = Figure(figsize=(panel_size[0] * len(panels), panel_size[1]), layout="tight")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        log = panel.get("yscale") == "log"
+        for line in panel["lines"]:
+            points = [(x, y) for x, y in zip(line["x"], line["y"])
+                      if y is not None and math.isfinite(y) and (y > 0 or not log)]
+            ax.plot([x for x, _ in points], [y for _, y in points], line.get("style", "-"), color=line.get("color"),
+                    marker=line.get("marker"), label=line.get("label"), linewidth=1.6)
+        ax.set(**{k: panel[k] for k in ("xlabel", "ylabel", "yscale", "ylim") if k in panel})
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        if panel.get("legend", 8) and panel["lines"]:
+            ax.legend(fontsize=panel.get("legend", 8))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+
+def _run_lines(runs, styles, x, y):
+    """One line per run: ``x(run_dir)``, ``y(run_dir)`` give its points; ``styles``: label -> (color, style)."""
+    lines = []
+    for label, folder in _as_runs(runs):
+        xs, ys = x(Path(folder)), y(Path(folder))
+        if xs:
+            color, style = (styles or {}).get(label, (None, "-"))
+            lines.append({"x": xs, "y": ys, "label": label, "color": color, "style": style})
+    return lines
+
+
+def plot_gsc_training(runs, path, title=None, styles=None):
+    """(A) training error (%) and (B) GSC(L, 0) against epoch, one line per run folder: its metrics.csv and the
+    gsc.csv of ``minigrad.measure.gsc_training.GSCMonitor`` (Philipp et al. 2018, Figure 3 B, C)."""
+    from .measure.gsc_training import read_results
+    return plot_panels([
+        {"lines": _run_lines(runs, styles, lambda f: [m["epoch"] for m in load_metrics(f)],
+                             lambda f: [100 - 100 * m["train_acc"] for m in load_metrics(f)]),
+         "title": "(A) training error", "xlabel": "epoch", "ylabel": "training classification error (%)"},
+        {"lines": _run_lines(runs, styles, lambda f: [g["epoch"] for g in read_results(f)["gsc"]],
+                             lambda f: [g["gsc_L"] for g in read_results(f)["gsc"]]),
+         "title": "(B) GSC(L, 0)", "xlabel": "epoch (0 = initialisation)", "yscale": "log",
+         "ylabel": "GSC(L, 0) on a fixed training batch"}], path, title, panel_size=(5.5, 4.2))
+
+
+def plot_effective_depth(runs, path, title=None, styles=None):
+    """(D) effective depth against epoch (solid: the first epsilon, dashed: the last), (E) ||W_l - W_l^0||_2 by
+    layer at the last measured epoch, (E') the same over ||W_l^0||_2, one line per run folder, from the
+    effective_depth.json and weight_change.json of ``GSCMonitor`` (Philipp et al. 2018, Figure 3 D, E)."""
+    from .measure.gsc_training import read_results
+    results = {label: read_results(folder) for label, folder in _as_runs(runs)}
+    results = {label: r for label, r in results.items() if r["depth"] and r["change"]}
+    depth, change = [], {"norm": [], "relative": []}
+    for label, r in results.items():
+        color, _ = (styles or {}).get(label, (None, "-"))
+        epsilons = r["depth"]["epsilons"]
+        for eps, style in zip((epsilons[0], epsilons[-1]), ("-", "--")[:len(set(epsilons))]):
+            depth.append({"x": [d["epoch"] for d in r["depth"]["epochs"]], "label": f"{label}, eps {eps:g}",
+                          "y": [d["effective_depth"][repr(eps)] for d in r["depth"]["epochs"]], "color": color,
+                          "style": style, "marker": "."})
+        last = r["change"]["epochs"][-1]
+        for key in change:
+            change[key].append({"x": r["change"]["layers"], "y": last[key], "color": color,
+                                "label": f"{label}, epoch {last['epoch']}"})
+    layer = "layer l (1 = output layer, counted from the error layer)"
+    return plot_panels([
+        {"lines": depth, "title": "(D) effective depth", "xlabel": "epoch (0 = initialisation)",
+         "ylabel": "effective depth (residual Jacobians)", "legend": 7},
+        {"lines": change["norm"], "title": "(E) operator norm of the weight change", "xlabel": layer,
+         "ylabel": "||W_l - W_l^0||_2", "yscale": "log", "legend": 7},
+        {"lines": change["relative"], "title": "(E') relative to the initial operator norm", "xlabel": layer,
+         "ylabel": "||W_l - W_l^0||_2 / ||W_l^0||_2", "yscale": "log", "legend": 7}], path, title)
+
+
 if __name__ == "__main__":
     sys.exit(main())

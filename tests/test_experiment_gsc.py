@@ -118,17 +118,61 @@ def test_train_tiny_run_on_fake_cifar(tmp_path, capsys):
     assert "batch-ReLU" in table and "SeLU" in table and "Best lr per architecture" in table
     assert (out / "cifar10" / "training_gsc.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"Everything is in {out / 'cifar10'}/")
+    # Figure 3 (D, E): effective depth and weight change at epochs 0, 1, 2 (the quick preset: every epoch)
+    depth = json.loads((row / "effective_depth.json").read_text())
+    change = json.loads((row / "weight_change.json").read_text())
+    assert [d["epoch"] for d in depth["epochs"]] == [0, 1, 2] == [c["epoch"] for c in change["epochs"]]
+    assert depth["layers"] == 5 and len(depth["epochs"][-1]["share"]) == 5  # orders 0..4 (4 Jacobians)
+    assert depth["epochs"][0]["effective_depth"] == {"0.1": 0, "0.01": 0}
+    assert all(d["residual"] < 1e-9 for d in depth["epochs"])
+    assert change["layers"] == [1, 2, 3, 4, 5] and all(n > 0 for n in change["epochs"][-1]["norm"])
+    metrics = read_csv(row / "metrics.csv")
+    assert all(m["effective_depth"] != "" for m in metrics)
+    assert config["depth_every"] == 1 and config["depth_batch"] == 100 and config["epsilons"] == [0.1, 0.01]
+    assert config["plateau_metric"] == "val_loss"  # the quick preset keeps the validation loss
+    assert "Eff. depth (eps 0.1)" in table and "max ||dW||/||W0||" in table
+    assert (out / "cifar10" / "training_depth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_presets_report_and_full_follow_the_report_and_the_paper():
+    report, full = study.TRAINING.presets["report"], study.TRAINING.presets["full"]
+    assert report.lrs == (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4) and report.epochs == 100
+    assert full.lrs == (1e5, 3e4, 1e4, 3e3, 1e3, 3e2, 1e2, 3e1, 1e1, 3, 1, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3,
+                        3e-4, 1e-4, 3e-5, 1e-5)
+    assert full.epochs == 500 and full.plateau_on == report.plateau_on == "train_error"
+    assert full.train_subset is None and "quick" in study.TRAINING.presets
+
+
+def test_train_with_the_papers_decay_rule_runs_on_the_training_error(tmp_path):
+    from fake_cifar import make_fake_cifar
+
+    data = tmp_path / "data"
+    make_fake_cifar(data, "cifar10", n_train=2600, n_test=20, as_tarball=False)
+    out = tmp_path / "out"
+    argv = ["--train", "--data-dir", str(data), "--out", str(out), "--arch", "SeLU", "--lr", "1e-2", "--epochs", "3",
+            "--train-subset", "40", "--gsc-batch", "20", "--depth-batch", "10", "--depth-every", "2", "--depth", "3",
+            "--width", "6", "--batch-size", "20", "--no-progress", "--threads", "1", "--plateau-on", "train_error"]
+    assert study.main(argv) == 0
+    row = out / "cifar10" / "SeLU-lr1e-2"
+    config = json.loads((row / "config.json").read_text())
+    assert config["plateau_metric"] == "train_error" and config["depth_batch"] == 10
+    depth = json.loads((row / "effective_depth.json").read_text())
+    assert [d["epoch"] for d in depth["epochs"]] == [0, 2, 3]
+    checkpoint = json.loads(next((row / "checkpoints").glob("latest*.json")).read_text())
+    assert "lr_on_training_error" in json.dumps(checkpoint)  # the rule's state is in the checkpoint
 
 
 def test_a_failing_architecture_is_recorded_and_the_others_still_reported(tmp_path, monkeypatch, capsys):
-    real = study.measure_one
+    from minigrad.measure import gsc_synthetic
+
+    real = gsc_synthetic.measure_one
 
     def flaky(architecture, k, config):
         if architecture == "tanh":
             raise FloatingPointError("boom")
         return real(architecture, k, config)
 
-    monkeypatch.setattr(study, "measure_one", flaky)
+    monkeypatch.setattr(gsc_synthetic, "measure_one", flaky)
     args = ["--preset", "quick", "--datasets", "1", "--points", "16", "--depth", "3", "--no-progress",
             "--threads", "1", "--arch", "ReLU", "tanh", "--out", str(tmp_path)]
     assert study.main(args) == 1
@@ -138,7 +182,7 @@ def test_a_failing_architecture_is_recorded_and_the_others_still_reported(tmp_pa
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [(r["row"], r["status"]) for r in manifest["rows"]] == [("ReLU", "finished"), ("tanh", "failed")]
     # the failed row is unfinished: a re-run asks for --resume, and --resume measures it again
-    monkeypatch.setattr(study, "measure_one", real)
+    monkeypatch.setattr(gsc_synthetic, "measure_one", real)
     assert study.main(args) == 2 and "--resume" in capsys.readouterr().err
     assert study.main(args + ["--resume"]) == 0
     assert [r["architecture"] for r in read_csv(tmp_path / "results.csv")] == ["ReLU", "tanh"]
