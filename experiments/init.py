@@ -5,25 +5,14 @@
     python -m experiments.init --preset full --download # larger batch, and 300 SGD steps per combination
     python -m experiments.init --activations relu --inits he_normal --patterns pyramid --input-scales
 
-Deep MLPs (default 50 layers) at initialisation: a Gaussian batch runs forward and a Gaussian upstream
-gradient backward through minigrad's own layers, in float64; per layer the study records Var(pre-
-activation), Var(dL/d pre-activation) and Var(dL/dW), and compares the measured per-layer factor with
-the lecture's n Var(w) c (the maths: ``minigrad.measure.signal_variance``). Three parts:
-
-1. init schemes (N(0, 1), N(0, 0.01^2), Xavier, He, PyTorch's default) x activations (tanh, sigmoid,
-   ReLU, LeakyReLU) at equal width 256 (``--activations``, ``--inits``);
-2. the lecture's rules Var(w) = k/n (forward), k/m (backward), 2k/(n+m) (the compromise), k the
-   activation's gain, on unequal widths: alternating 512/128 and a pyramid 2048 -> 64 (``--patterns``,
-   ``--rule-activations``: linear, tanh, sigmoid, ReLU);
-3. the input scaled x0.1, x1, x10 under k/n at width 256 (``--input-scales``): saturation.
-
-With ``--train`` each combination of part 1 also trains (flattened CIFAR-10, SGD with momentum).
-Results (``--out``, default ``results/init/``): ``results.md``, ``results.csv``, ``curves.csv`` (every
-per-layer curve), ``forward.png`` / ``backward.png`` (part 1), ``widths.png`` (part 2),
-``input_scale.png`` (part 3), ``training.png`` with ``--train``, ``manifest.json``, and one folder per
-row (config.json, curves.csv, summary.json; training rows: the Trainer's files plus signal.csv, the
-per-layer profile at init and after training, checkpoints deleted once finished unless
-``--keep-checkpoints``).
+Deep MLPs (50 layers) at init, in float64: a Gaussian batch forward, a Gaussian upstream gradient backward
+through minigrad's layers; per layer Var(pre-activation), Var(dL/d pre-activation), Var(dL/dW) against the
+lecture's n Var(w) c (the maths: ``minigrad.measure.signal_variance``). Part 1: init schemes x activations
+(tanh, sigmoid, ReLU, LeakyReLU) at width 256; part 2: the rules Var(w) = k/n, k/m, 2k/(n+m) on unequal
+widths (alternating 512/128, pyramid 2048 -> 64); part 3: the input scaled x0.1, x1, x10. ``--train``
+also trains part 1 briefly (flattened CIFAR-10, SGD). Writes ``results.md``/``.csv``, ``curves.csv``,
+``forward.png``/``backward.png`` (part 1), ``widths.png``, ``input_scale.png``, ``training.png``, one
+folder per row (config, curves.csv, summary; training rows: the Trainer's files and signal.csv).
 """
 import argparse
 import math
@@ -46,6 +35,7 @@ SIGNAL_FIELDS = ("phase", "layer", "forward_var", "grad_var", "weight_grad_var")
 STYLE = {"normal_1": ("C3", "-"), "normal_0.01": ("C0", "-"), "xavier_normal": ("C2", "-"),
          "xavier_uniform": ("C2", "--"), "he_normal": ("C1", "-"), "he_uniform": ("C1", "--"),
          "pytorch_default": ("C4", "-"), "fan_in": ("C0", "-"), "fan_out": ("C3", "-"), "fan_avg": ("C2", "-")}
+SCALES = {0.1: ("C0", "-"), 1.0: ("0.35", "--"), 10.0: ("C3", ":")}  # dashes: ReLU's gradients coincide
 KINDS = ("signal", "rule", "scale", "train")  # parts 1, 2, 3 and the training rows
 
 
@@ -172,10 +162,7 @@ class Initialisation(Study):
         summary = {"status": "finished", "row": row.name, "label": result.label, "activation": c["activation"],
                    "init": c["init"], **sv.summary_json(result), "seconds": result.seconds}
         write_json_atomic(row.path / "summary.json", summary)
-        f, b = result.forward, result.backward
-        row.say(f"forward factor {f.measured_factor:.4g} (theory {f.theory_factor:.4g}), last/first {f.ratio:.3g}: "
-                f"{f.verdict}; backward factor {b.measured_factor:.4g} (theory {b.theory_factor:.4g}), first/last "
-                f"{b.ratio:.3g}: {b.verdict}" + (f"; overflow at layer {f.nonfinite_layer}" if f.nonfinite_layer else ""))
+        row.say(sv.describe(result))
         return summary
 
     def _run_train(self, row):
@@ -207,12 +194,8 @@ class Initialisation(Study):
 
     def sort_folders(self, folders):
         order = {k: i for i, k in enumerate(KINDS + sv.WIDTH_PATTERNS + sv.ACTIVATIONS + sv.INITS + sv.RULES)}
-
-        def key(folder):
-            c = load_config(folder)
-            return tuple(order.get(c.get(k), 99) for k in ("kind", "pattern", "activation", "init")) + \
-                (c.get("input_scale") or 1.0,)
-        return sorted(folders, key=key)
+        return sorted(folders, key=lambda f: tuple(order.get(load_config(f).get(k), 99) for k in (
+            "kind", "pattern", "activation", "init")) + (load_config(f).get("input_scale") or 1.0,))
 
     def records(self, folders):
         """One record per measured network; part 1's with its training row's figures when there is one."""
@@ -226,14 +209,10 @@ class Initialisation(Study):
             summary = load_summary(folder)
             if summary.get("status") != "finished":
                 continue
-            scale = c.get("input_scale", 1.0)
             records.append({
                 "row": folder.name, "folder": str(folder), "status": summary["status"], "kind": c["kind"],
-                "pattern": sv.pattern_label(c.get("widths") or [c["width"]] * (c["depth"] + 1)),
-                "activation": sv.activation_label(c["activation"], c["negative_slope"] or 0.01),
-                "init": sv.INIT_LABELS[c["init"]], "input": f"x{scale:g}", "input_scale": scale,
-                "activation_key": c["activation"], "init_key": c["init"], "pattern_key": c.get("pattern", "equal"),
-                "threshold": threshold, "ends": summary.get("ends") or {}, "fp_errors": summary.get("fp_errors") or {},
+                **sv.config_labels(c), "activation_key": c["activation"], "init_key": c["init"], "threshold": threshold,
+                "ends": summary.get("ends") or {}, "fp_errors": summary.get("fp_errors") or {},
                 **sv.direction_columns(summary, threshold)})
             if c["kind"] == "signal" and (c["activation"], c["init"]) in trained:
                 records[-1].update(_train_record(trained[(c["activation"], c["init"])]))
@@ -259,47 +238,46 @@ class Initialisation(Study):
     def figures(self, records, folders, out_dir):
         from minigrad import plots
         measured = [(load_config(f), f) for f in folders if (f / "curves.csv").exists()]
-        curves = [{"kind": c["kind"], "activation": c["activation"], "init": c["init"], "pattern": c.get("pattern", "equal"),
+        curves = [{"kind": c["kind"], **sv.config_labels(c), "activation": c["activation"], "init": c["init"],
                    "input_scale": c.get("input_scale", 1.0), **row} for c, f in measured for row in read_csv(f / "curves.csv")]
-        written = [write_csv(out_dir / "curves.csv", tuple(curves[0])[:5] + CURVE_FIELDS, curves)] if curves else []
+        written = [write_csv(out_dir / "curves.csv", tuple(curves[0])[:7] + CURVE_FIELDS, curves)] if curves else []
         if (self.args is not None and self.args.no_figures) or not curves:
             return written
         slope = next((c["negative_slope"] for c, _ in measured if c["negative_slope"]), 0.01)
+        w = measured[0][0]["width"]
         part = {k: [c for c in curves if c["kind"] == k] for k in KINDS}
-        act = lambda a: sv.activation_label(a, slope)  # noqa: E731
-        cols = lambda rows: list(dict.fromkeys(c["activation"] for c in rows))  # noqa: E731
-        if part["signal"]:
-            for name, specs, what in (("forward", FORWARD_PANELS, "signal"), ("backward", BACKWARD_PANELS, "gradient")):
-                panels = [[{"title": act(a), "xlabel": "layer", "ylabel": ylabel, "ylim": ylim,
-                            "lines": _lines([c for c in part["signal"] if c["activation"] == a], key, "init")}
-                           for a in cols(part["signal"])] for key, ylabel, ylim in specs]
-                written += plots.plot_log_panels(panels, out_dir / f"{name}.png", legend_title="init", title=(
-                    f"{name.capitalize()}: variance of the {what} per layer at initialisation, widths 256 "
-                    f"(flat = the rule {'n' if name == 'forward' else 'm'} Var(w) c = 1 holds)"))
-        if part["rule"]:
-            panels = [[{"title": f"{p}: {act(a)}", "xlabel": "layer", "ylabel": "variance / variance where it enters",
-                        "lines": _lines(rows, "forward_var", "init", "-", 0, ", forward") +
-                        _lines(rows, "grad_var", "init", "--", -1, ", backward")}
-                       for a in cols(part["rule"]) for rows in [[c for c in part["rule"] if (c["pattern"], c["activation"])
-                                                                  == (p, a)]]] for p in dict.fromkeys(c["pattern"] for c in part["rule"])]
-            written += plots.plot_log_panels(panels, out_dir / "widths.png", legend_title="rule (k: the gain)", title=(
-                "Unequal widths: forward Var(y_l)/Var(y_1) (solid) and backward Var(g_l)/Var(g_L) (dashed) per rule"))
-        if part["scale"]:
-            panels = [[{"title": act(a), "xlabel": "layer", "ylabel": ylabel, "lines": _lines(
-                [c for c in part["scale"] if c["activation"] == a], key, "input_scale")} for a in cols(part["scale"])]
-                for key, ylabel in (("forward_var", "Var(y_l), pre-activation"), ("grad_var", "Var(dL/dy_l)"))]
-            written += plots.plot_log_panels(panels, out_dir / "input_scale.png", legend_title="input", title=(
-                "Input scaled: x = s N(0, 1), Var(w) = k/n, width 256 (forward top, gradient bottom)"))
+
+        def draw(points, name, series, rows, **kwargs):
+            return plots.plot_facets(points, out_dir / name, "layer", "activation", series, rows,
+                                     lambda v: STYLE.get(v) or SCALES.get(v, ("C5", "-")),
+                                     lambda v: sv.INIT_LABELS[v] if v in sv.INIT_LABELS else f"x{v:g}",
+                                     lambda a: sv.activation_label(a, slope), **kwargs) if points else []
+        line = lambda key: {"lines": [(key, None, None, "")]}  # noqa: E731
+        zoom = {"ylabel": "zoom on 1e-4..1e4", "ylim": (1e-4, 1e4)}
+        written += draw(part["signal"], "forward.png", "init", [
+            {"ylabel": "Var(y_l), pre-activation", **line("forward_var")}, {**zoom, **line("forward_var")}],
+            legend_title="init", title=f"Forward: Var(y_l) per layer at init, width {w} (flat = n Var(w) c = 1 holds)")
+        written += draw(part["signal"], "backward.png", "init", [
+            {"ylabel": "Var(dL/dy_l) (travels right to left)", **line("grad_var")}, {**zoom, **line("grad_var")},
+            {"ylabel": "Var(dL/dW_l)", **line("weight_grad_var")}],
+            legend_title="init", title=f"Backward: Var(dL/dy_l) per layer at init, width {w} (flat = m Var(w) c = 1)")
+        written += draw(part["rule"], "widths.png", "init", [
+            {"where": {"pattern": p}, "title": f"{p}: ", "ylabel": "variance / where it enters",
+             "lines": [("forward_var", "-", 0, ", forward"), ("grad_var", "--", -1, ", backward")]}
+            for p in dict.fromkeys(c["pattern"] for c in part["rule"])], legend_title="rule (k: the gain)",
+            title="Unequal widths: forward Var(y_l)/Var(y_1) (solid), backward Var(g_l)/Var(g_L) (dashed)")
+        written += draw(part["scale"], "input_scale.png", "input_scale", [
+            {"ylabel": "Var(y_l), pre-activation", **line("forward_var")}, {"ylabel": "Var(dL/dy_l)", **line("grad_var")}],
+            legend_title="input", title=f"Input x = s N(0, 1), Var(w) = k/n, width {w}: forward (top), gradient (bottom)")
         trained = {(r["activation"], r["init_key"]): r for r in records if "train_status" in r}
         if trained:
-            inits = list(dict.fromkeys(i for _, i in trained))
+            inits = dict.fromkeys(i for _, i in trained)
             written += plots.plot_grouped_bars(
                 list(dict.fromkeys(a for a, _ in trained)),
                 [(i, sv.INIT_LABELS[i], STYLE[i][0], "//" if STYLE[i][1] == "--" else None) for i in inits],
-                lambda a, i: _bar(trained.get((a, i))), out_dir / "training.png", "best validation accuracy (%)",
+                lambda a, i: _bar(trained.get((a, i)) or {}), out_dir / "training.png", "best validation accuracy (%)",
                 title="Which combinations train at all (short SGD run on CIFAR-10)", reference=(10, "chance (10%)"))
         return written
-
 
 
 def findings(records, folders):
@@ -316,44 +294,37 @@ def findings(records, folders):
              f"theory's; ratios: the last layer the signal reaches over the first; vanishing below 1/{t:g}, exploding "
              f"above {t:g} or on overflow; 'within x10': the directions whose ratio stays within a decade."]
     for a in dict.fromkeys(r["activation"] for r in part["signal"]):
-        names = [r["init"] for r in part["signal"] if r["activation"] == a and r["kept"] != "neither" and
-                 r["fwd_verdict_key"] == r["bwd_verdict_key"] == "stable"]
+        names = [r["init"] for r in part["signal"] if r["activation"] == a and r["fwd_verdict_key"] == r["bwd_verdict_key"]
+                 == "stable"]
         notes.append(f"{a}: stable both ways with {', '.join(names) if names else 'no init tried'}.")
     if part["signal"]:
-        notes.append("Var(dL/dW_l) (backward.png, bottom row) is nearly flat across layers even where both signals "
-                     "vanish or explode: the product of the forward signal reaching layer l and the gradient reaching it "
-                     "(Glorot & Bengio's observation); its level, not its slope, shows the problem.")
+        notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat even where both signals vanish or explode (the "
+                     "product of the two; Glorot & Bengio): its level, not its slope, shows the problem.")
     for p in dict.fromkeys(r["pattern"] for r in part["rule"]):
         rows = [r for r in part["rule"] if r["pattern"] == p]
-        notes.append(f"{p}, kept within x10: " + "; ".join(f"{a}: " + ", ".join(
-            f"{r['init'].split(' ')[0]} {r['kept']} ({r['fwd_ratio']:.2g} / {r['bwd_ratio']:.2g})"
-            for r in rows if r["activation"] == a) for a in dict.fromkeys(r["activation"] for r in rows)) + ".")
+        notes.append(f"{p}, within x10 (forward / backward ratio): " + "; ".join(f"{a}: " + ", ".join(
+            f"{r['init'].split(' ')[0]} {r['kept']} ({r['fwd_ratio']:.2g} / {r['bwd_ratio']:.2g})" for r in rows
+            if r["activation"] == a) for a in dict.fromkeys(r["activation"] for r in rows)) + ".")
     if part["rule"]:
-        notes.append("Rules (k = 2 for ReLU, 1 otherwise): k/n keeps the forward signal, k/m the backward one, layer by "
-                     "layer. The other direction's factors telescope to the ratio of the end widths (1/32 or 32 on the "
-                     "pyramid, 4 or 1/4 alternating), whatever the depth; the compromise 2k/(n+m) has forward x backward "
-                     "= 4nm/(n+m)^2 <= 1 per layer, which compounds: it splits the difference on the pyramid and "
-                     "vanishes both ways on alternating widths (16/25 per pair of layers).")
-    sigmoid = [r for r in part["signal"] + part["rule"] if r["activation_key"] == "sigmoid"]
+        notes.append("k/n keeps the forward signal and k/m the backward one, layer by layer (k = 2 for ReLU, else 1); the "
+                     "other direction telescopes to the ratio of the end widths, whatever the depth. The compromise's "
+                     "forward x backward factor is 4nm/(n+m)^2 <= 1 per layer and compounds: it splits the difference on "
+                     "the pyramid and vanishes both ways on alternating widths (16/25 per pair of layers at 512/128).")
+    sigmoid = [r["bwd_measured"] for r in part["signal"] + part["rule"] if r["activation_key"] == "sigmoid" and
+               r["init_key"] in sv.RULES + ("xavier_normal", "xavier_uniform")]
     if sigmoid:
-        f = [r["bwd_measured"] for r in sigmoid if r["bwd_measured"] is not None]
-        notes.append(f"Sigmoid: its derivative is <= 1/4, so the gradient shrinks {min(f):.3g}-{max(f):.3g} per layer "
-                     "under every init and rule (theory c = 1/16 = 0.0625); forward its output mean 1/2 holds Var(y_l) "
-                     "near the fixed point 4 n Var(w)/(16 - n Var(w)) (4/15 at k/n) instead of the linear theory's decay.")
-    for a in dict.fromkeys(r["activation"] for r in part["scale"]):
-        rows = [r for r in part["scale"] if r["activation"] == a]
-        notes.append(f"Input scale, {a}: " + "; ".join(
-            f"{r['input']}: Var(y_1) {r['ends'].get('forward_first') or math.nan:.3g}, Var(y_L) "
-            f"{r['ends'].get('forward_last') or math.nan:.3g}, Var(dL/dy_1) {r['ends'].get('grad_first') or math.nan:.3g}"
-            for r in rows) + ".")
+        notes.append(f"Sigmoid (gain 1): its derivative is <= 1/4, the gradient shrinks {min(sigmoid):.3g}-"
+                     f"{max(sigmoid):.3g} per layer (theory n Var(w)/16); forward its output mean 1/2 holds Var(y_l) near "
+                     "the fixed point 4 n Var(w)/(16 - n Var(w)) (4/15 at k/n): the linear theory's decay does not happen.")
     if part["scale"]:
-        notes.append("ReLU is positively homogeneous: a scaled input scales every forward variance by s^2 and leaves the "
-                     "gradient alone; tanh and sigmoid saturate at x10 (the first layer's derivative ~0: its gradient "
-                     "drops) and re-normalise after it, as the lecture's 'rescale x to |x| <= 1' warns.")
+        e = lambda r, k: f"{r['ends'].get(k) or math.nan:.2g}"  # noqa: E731
+        notes.append("Input scale, Var(y_1) -> Var(y_L) and Var(dL/dy_1): " + "; ".join(
+            f"{r['activation']} {r['input']}: {e(r, 'forward_first')} -> {e(r, 'forward_last')}, {e(r, 'grad_first')}"
+            for r in part["scale"]) + ". ReLU is positively homogeneous (forward x s^2, gradient unchanged); tanh and "
+            "sigmoid saturate at x10 (the first layer's derivative ~0, its gradient drops) and re-normalise after it.")
     noisy = [f"{r['row']} ({', '.join(f'{k} x{n}' for k, n in r['fp_errors'].items())})" for r in records if r["fp_errors"]]
     if noisy:
-        notes.append("NumPy floating-point warnings were suppressed while measuring (an exploding signal is a result "
-                     f"here) and counted: {'; '.join(noisy)}.")
+        notes.append(f"NumPy floating-point warnings were suppressed while measuring and counted: {'; '.join(noisy)}.")
     trained = [r for r in records if "train_status" in r]
     if trained:
         tc = trained[0]["train_config"]
@@ -363,32 +334,10 @@ def findings(records, folders):
                      "backward ratio after training on 256 validation images (curves in each row's signal.csv).")
     return notes
 
-FORWARD_PANELS = [("forward_var", "Var(y_l), pre-activation", None), ("forward_var", "zoom on 1e-4..1e4", (1e-4, 1e4))]
-BACKWARD_PANELS = [("grad_var", "Var(dL/dy_l) (travels right to left)", None),
-                   ("grad_var", "zoom on 1e-4..1e4", (1e-4, 1e4)), ("weight_grad_var", "Var(dL/dW_l)", None)]
-SCALE_COLOURS = {0.1: "C0", 1.0: "0.35", 10.0: "C3"}
-
-
-def _lines(curves, key, series, style=None, relative=None, suffix=""):
-    """One line per value of ``series`` (an init/rule, or an input scale) of ``key`` across layers, divided
-    by its value at index ``relative`` (0: the first layer, -1: the last) if given."""
-    lines = []
-    for value in dict.fromkeys(c[series] for c in curves):
-        points = [c for c in curves if c[series] == value]
-        y = np.array([np.nan if c[key] is None else c[key] for c in points], float)
-        with np.errstate(all="ignore"):
-            y = y / y[relative] if relative is not None else y
-        colour, dash = STYLE.get(value) or (SCALE_COLOURS.get(value, "C5"), "-")
-        label = sv.INIT_LABELS[value] if value in sv.INIT_LABELS else f"x{value:g}"
-        lines.append({"x": [c["layer"] for c in points], "y": y, "label": label + suffix, "color": colour,
-                      "style": style or dash})
-    return lines
-
 
 def _bar(r):
-    """(best val acc in %, note) of a training record for the bars; the note says why a bar is missing."""
-    status = (r or {}).get("train_status") or "missing"
-    acc = (r or {}).get("best_val_acc")
+    """(best val acc in %, note) of a training record; the note says why a bar is missing."""
+    status, acc = r.get("train_status") or "missing", r.get("best_val_acc")
     return (None if acc is None else 100 * acc), ("" if status.startswith("finished") else status.split(" ")[0])
 
 

@@ -8,7 +8,8 @@
 - ``plot_grad_flow_epochs(runs, path)``: the same for every epoch of each run, one panel per run, one
   line per epoch coloured by epoch (the report's Figures 2, 3 and 5, which the course draws epoch by epoch).
 - ``plot_log_panels(panels, path)``: a grid of panels of positive values (a variance across depth) on a
-  log axis, lines given by the caller; ``plot_grouped_bars(...)``: grouped bars with a reference line.
+  log axis, lines given by the caller; ``plot_facets(points, path, ...)``: the same as small multiples of
+  flat records (columns, rows and lines by key); ``plot_grouped_bars(...)``: bars with a reference line.
 
 Command line, to redraw a run's figures from its metrics.csv and grad_stats.json::
 
@@ -29,7 +30,7 @@ from matplotlib.figure import Figure
 from .runs import load_grad_stats, load_metrics
 
 __all__ = ["plot_training_curves", "plot_grad_flow", "plot_grad_flow_epochs", "grad_flow_values",
-           "default_param_filter", "plot_log_panels", "plot_grouped_bars", "main"]
+           "default_param_filter", "plot_log_panels", "plot_facets", "plot_grouped_bars", "main"]
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -322,6 +323,38 @@ def plot_log_panels(panels, path, title=None, legend_title=None, pdf=False):
     if title:
         fig.suptitle(title)
     return _save(fig, path, pdf)
+
+
+def plot_facets(points, path, x, columns, series, rows, style_of, label_of, column_title=str, **kwargs):
+    """Small multiples of flat records (``points``: dicts) through ``plot_log_panels``: one column per value of
+    the key ``columns``, one panel row per entry of ``rows``, one line per value of the key ``series``.
+
+    A row is ``{"where": {key: value} (optional), "title": prefix (optional), "ylabel", "ylim" (optional),
+    "lines": [(y key, dash or None, relative or None, label suffix)]}``: each spec draws ``y`` against ``x``
+    for every series value, divided by its own value at index ``relative`` (0: first, -1: last) when given.
+    ``style_of(value)`` -> ``(colour, dash)``; ``label_of(value)`` -> the legend's text; ``column_title(value)``.
+    ``kwargs`` go to ``plot_log_panels`` (title, legend_title, pdf).
+    """
+    import numpy as np
+    unique = lambda key, pts: list(dict.fromkeys(p[key] for p in pts))  # noqa: E731
+    panels = []
+    for row in rows:
+        selected = [p for p in points if all(p[k] == v for k, v in row.get("where", {}).items())]
+        panels.append([])
+        for column in unique(columns, points):
+            lines = []
+            for key, dash, relative, suffix in row["lines"]:
+                for value in unique(series, [p for p in selected if p[columns] == column]):
+                    pts = [p for p in selected if p[columns] == column and p[series] == value]
+                    y = np.array([np.nan if p[key] is None else p[key] for p in pts], float)
+                    with np.errstate(all="ignore"):
+                        y = y / y[relative] if relative is not None else y
+                    colour, own_dash = style_of(value)
+                    lines.append({"x": [p[x] for p in pts], "y": y, "label": label_of(value) + suffix,
+                                  "color": colour, "style": dash or own_dash})
+            panels[-1].append({"title": row.get("title", "") + column_title(column), "xlabel": x,
+                               "ylabel": row["ylabel"], "ylim": row.get("ylim"), "lines": lines})
+    return plot_log_panels(panels, path, **kwargs)
 
 
 def plot_grouped_bars(groups, series, value, path, ylabel, title=None, reference=None, pdf=False):

@@ -116,7 +116,7 @@ __all__ = [
     "initializer", "build_study_mlp", "mlp_blocks", "pattern_widths", "pattern_label",
     "SignalProfile", "signal_profile", "geometric_factor", "classify", "kept_directions",
     "DirectionSummary", "InitResult", "run_combination", "summarize", "direction_json", "direction_from_json",
-    "summary_json", "direction_columns", "profile_on_batch",
+    "summary_json", "direction_columns", "describe", "config_labels", "profile_on_batch",
 ]
 
 ACTIVATIONS = ("linear", "tanh", "sigmoid", "relu", "leaky_relu")
@@ -545,6 +545,23 @@ def direction_columns(summary, threshold=VERDICT_THRESHOLD, band=KEEP_BAND):
                         f"{prefix}_verdict_key": d["verdict"]})
     columns["kept"] = kept_directions(columns["fwd_ratio"], columns["bwd_ratio"], band)
     return columns
+
+
+def describe(result):
+    """One line on an ``InitResult``: both directions' measured and theory factors, ratio and verdict."""
+    f, b = result.forward, result.backward
+    return (f"forward factor {f.measured_factor:.4g} (theory {f.theory_factor:.4g}), last/first {f.ratio:.3g}: "
+            f"{f.verdict}; backward factor {b.measured_factor:.4g} (theory {b.theory_factor:.4g}), first/last "
+            f"{b.ratio:.3g}: {b.verdict}" + (f"; overflow at layer {f.nonfinite_layer}" if f.nonfinite_layer else ""))
+
+
+def config_labels(config):
+    """The table's labels of a measured network's settings (``activation``, ``init``, ``negative_slope``,
+    ``depth``, ``width``, optional ``widths`` and ``input_scale``): pattern, activation, init, input."""
+    widths = config.get("widths") or [config["width"]] * (config["depth"] + 1)
+    return {"pattern": pattern_label(widths), "init": INIT_LABELS[config["init"]],
+            "activation": activation_label(config["activation"], config.get("negative_slope") or 0.01),
+            "input": f"x{config.get('input_scale', 1.0):g}"}
 
 
 def profile_on_batch(model, x, y, phase):
