@@ -2,17 +2,13 @@
 
     python -m experiments.init                          # quick: 61 networks at init, a few minutes
     python -m experiments.init --train --download       # plus a short SGD run on CIFAR-10 for part 1
-    python -m experiments.init --preset full --download # larger batch, and 300 SGD steps per combination
     python -m experiments.init --activations relu --inits he_normal --patterns pyramid --input-scales
 
-Deep MLPs (50 layers) at init, in float64: a Gaussian batch forward, a Gaussian upstream gradient backward
-through minigrad's layers; per layer Var(pre-activation), Var(dL/d pre-activation), Var(dL/dW) against the
-lecture's n Var(w) c (the maths: ``minigrad.measure.signal_variance``). Part 1: init schemes x activations
-(tanh, sigmoid, ReLU, LeakyReLU) at width 256; part 2: the rules Var(w) = k/n, k/m, 2k/(n+m) on unequal
-widths (alternating 512/128, pyramid 2048 -> 64); part 3: the input scaled x0.1, x1, x10. ``--train``
-also trains part 1 briefly (flattened CIFAR-10, SGD). Writes ``results.md``/``.csv``, ``curves.csv``,
-``forward.png``/``backward.png`` (part 1), ``widths.png``, ``input_scale.png``, ``training.png``, one
-folder per row (config, curves.csv, summary; training rows: the Trainer's files and signal.csv).
+Deep MLPs at init, float64: a Gaussian batch forward and a Gaussian upstream gradient backward through
+minigrad's layers; per layer Var(y), Var(dL/dy), Var(dL/dW) against the lecture's n Var(w) c (the maths:
+``minigrad.measure.signal_variance``). Part 1: init schemes x activations at width 256; part 2: the rules
+Var(w) = k/n, k/m, 2k/(n+m) on unequal widths (alternating 512/128, pyramid 2048 -> 64); part 3: the
+input scaled x0.1, x1, x10. Figures: forward.png, backward.png (1), widths.png (2), input_scale.png (3).
 """
 import argparse
 import math
@@ -29,14 +25,12 @@ from minigrad.runs import load_config, load_summary, write_json_atomic
 from . import study
 from .study import Preset, Study, format_cell, positive_float, positive_int, read_csv, row_name, write_csv
 
-CURVE_FIELDS = ("layer", "fan_in", "fan_out", "weight_var", "forward_var", "output_var", "grad_var",
-                "weight_grad_var", "theory_forward_factor", "theory_backward_factor")
-SIGNAL_FIELDS = ("phase", "layer", "forward_var", "grad_var", "weight_grad_var")
 STYLE = {"normal_1": ("C3", "-"), "normal_0.01": ("C0", "-"), "xavier_normal": ("C2", "-"),
          "xavier_uniform": ("C2", "--"), "he_normal": ("C1", "-"), "he_uniform": ("C1", "--"),
          "pytorch_default": ("C4", "-"), "fan_in": ("C0", "-"), "fan_out": ("C3", "-"), "fan_avg": ("C2", "-")}
 SCALES = {0.1: ("C0", "-"), 1.0: ("0.35", "--"), 10.0: ("C3", ":")}  # dashes: ReLU's gradients coincide
 KINDS = ("signal", "rule", "scale", "train")  # parts 1, 2, 3 and the training rows
+KIND = {"g3": None, "ratio": "sci"}  # this study's cell formats -> the shared ones
 
 
 class Initialisation(Study):
@@ -44,15 +38,12 @@ class Initialisation(Study):
     title = "Initialisation study"
     description = __doc__
     presets = {
-        "quick": Preset("28 inits x activations, 24 rules x width patterns, 9 input scales at init (50 layers, batch "
-                        "256); --train adds 100 SGD steps for each of part 1 on a 5,000-image CIFAR-10 subset",
+        "quick": Preset("61 MLPs of 50 layers at init, batch 256 (--train: 100 SGD steps each of part 1, 5,000 images)",
                         depth=50, width=256, batch=256, train=False, train_subset=5000, train_epochs=2, train_batch=100),
-        "full": Preset("the quick rows at batch 1024, and 300 SGD steps for each of part 1 on a 10,000-image CIFAR-10 "
-                       "subset", depth=50, width=256, batch=1024, train=True, train_subset=10000, train_epochs=3,
-                       train_batch=100),
+        "full": Preset("the quick rows at batch 1024, and 300 SGD steps each of part 1 on 10,000 CIFAR-10 images",
+                       depth=50, width=256, batch=1024, train=True, train_subset=10000, train_epochs=3, train_batch=100),
     }
-    columns = [
-        ("pattern", "Widths", None), ("activation", "Activation", None), ("init", "Init / rule", None),
+    columns = [("pattern", "Widths", None), ("activation", "Activation", None), ("init", "Init / rule", None),
         ("input", "Input", None), ("fwd_theory", "n Var(w) c", "g3"), ("fwd_measured", "fwd factor", "g3"),
         ("fwd_ratio", "Var(y_L)/Var(y_1)", "ratio"), ("fwd_verdict", "forward", None),
         ("bwd_theory", "m Var(w) c", "g3"), ("bwd_measured", "bwd factor", "g3"),
@@ -63,35 +54,28 @@ class Initialisation(Study):
     def add_arguments(self, parser):
         add = parser.add_argument
         add("--depth", type=positive_int, default=None, help="hidden layers (default: the preset's, 50)")
-        add("--width", type=positive_int, default=None, help="units per hidden layer (default 256; the patterns "
-            "scale with it: alternating 2w/(w/2), pyramid 8w -> w/4)")
+        add("--width", type=positive_int, default=None, help="width w (default 256; alternating 2w/(w/2), pyramid 8w->w/4)")
         add("--batch", type=positive_int, default=None, help="Gaussian batch for the measurements (quick 256)")
-        add("--activations", nargs="+", choices=sv.ACTIVATIONS, default=list(sv.STUDY_ACTIVATIONS),
-            help="part 1's activations (default: tanh sigmoid relu leaky_relu)")
+        add("--activations", nargs="+", choices=sv.ACTIVATIONS, default=list(sv.STUDY_ACTIVATIONS), help="part 1's")
         add("--inits", nargs="+", choices=sv.INITS, default=list(sv.INITS), help="part 1's schemes (default: all 7)")
-        add("--patterns", nargs="*", choices=sv.WIDTH_PATTERNS, default=["alternating", "pyramid"],
-            help="part 2's width patterns (default: alternating pyramid; none: no part 2)")
+        add("--patterns", nargs="*", choices=sv.WIDTH_PATTERNS, default=["alternating", "pyramid"], help="part 2's")
         add("--rule-activations", nargs="+", choices=sv.ACTIVATIONS, default=["linear", "tanh", "sigmoid", "relu"],
-            help="parts 2 and 3's activations (part 3 leaves linear out; default: linear tanh sigmoid relu)")
-        add("--input-scales", nargs="*", type=positive_float, default=[0.1, 1.0, 10.0],
-            help="part 3's input scales (default: 0.1 1 10; none: no part 3)")
+            help="parts 2 and 3's activations (part 3 leaves linear out)")
+        add("--input-scales", nargs="*", type=positive_float, default=[0.1, 1.0, 10.0], help="part 3's (none: skip it)")
         add("--negative-slope", type=float, default=0.01, help="LeakyReLU's slope (default 0.01)")
-        add("--threshold", type=float, default=sv.VERDICT_THRESHOLD,
-            help="last/first variance ratio beyond which a signal is vanishing/exploding (default 1e3)")
-        add("--train", action=argparse.BooleanOptionalAction, default=None,
-            help="also train each combination of part 1 briefly on CIFAR-10 (default: the preset's, off for quick)")
+        add("--threshold", type=float, default=sv.VERDICT_THRESHOLD, help="vanishing/exploding beyond (default 1e3)")
+        add("--train", action=argparse.BooleanOptionalAction, default=None, help="train part 1 briefly on CIFAR-10")
         add("--train-subset", type=positive_int, default=None, help="training images (stratified subset)")
         add("--train-epochs", type=positive_int, default=None, help="epochs over the subset")
         add("--train-batch", type=positive_int, default=None, help="training batch size (default 100)")
-        add("--optimizer", choices=("sgd", "adam"), default="sgd",
-            help="sgd (momentum 0.9; shows the gradient scale) or adam (normalises it away)")
+        add("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd (momentum 0.9) or adam")
         add("--lr", type=positive_float, default=None, help="learning rate (default: sgd 1e-2, adam 1e-3)")
         add("--keep-checkpoints", action="store_true", help="keep finished training rows' checkpoints")
         add("--no-figures", action="store_true", help="write the tables and CSVs only")
 
     def check_arguments(self, args):
-        if self.settings(args)["depth"] < 2:
-            raise ValueError(f"--depth must be >= 2, got {self.settings(args)['depth']}")
+        if (depth := self.settings(args)["depth"]) < 2:
+            raise ValueError(f"--depth must be >= 2, got {depth}")
         if not args.threshold > 1:
             raise ValueError(f"--threshold must be > 1, got {args.threshold}")
 
@@ -118,22 +102,15 @@ class Initialisation(Study):
             rows += [(row_name(f"train-{a}-{i}", s["lr"]), self.train_config(args, s, a, i)) for a, i in combos]
         return rows
 
-    def row_flags(self, name, config):
-        if config["kind"] in ("rule", "scale"):
-            return ["--only", name]
-        return ["--activations", config["activation"], "--inits", config["init"], "--patterns", "--input-scales"] + \
-               (["--train"] if config["kind"] == "train" else ["--no-train"])
-
     def _shared(self, args, s, activation, init):
-        return {"study": self.name, "preset": args.preset, "model": f"MLP{s['depth']}x{s['width']}",
-                "activation": activation, "init": init,
-                "negative_slope": args.negative_slope if activation == "leaky_relu" else None,
+        return {"study": self.name, "preset": args.preset, "model": f"MLP{s['depth']}x{s['width']}", "activation": activation,
+                "init": init, "negative_slope": args.negative_slope if activation == "leaky_relu" else None,
                 "depth": s["depth"], "width": s["width"], "seed": args.seed}
 
     def signal_config(self, args, s, activation, init):
         return {**self._shared(args, s, activation, init), "kind": "signal", "batch": s["batch"], "dtype": "float64",
-                "input": "N(0, 1)", "upstream_gradient": "N(0, 1)",
-                "minigrad_version": minigrad.__version__, "threads": args.threads}
+                "input": "N(0, 1)", "upstream_gradient": "N(0, 1)", "minigrad_version": minigrad.__version__,
+                "threads": args.threads}
 
     def rule_config(self, args, s, kind, pattern, activation, rule, scale):
         return {**self.signal_config(args, s, activation, rule), "kind": kind, "model": f"MLP{s['depth']}-{pattern}",
@@ -158,7 +135,7 @@ class Initialisation(Study):
         result = sv.run_combination(c["activation"], c["init"], depth=c["depth"], width=c["width"], batch=c["batch"],
                                     seed=c["seed"], negative_slope=c["negative_slope"] or 0.01, widths=c.get("widths"),
                                     input_scale=c.get("input_scale", 1.0))
-        write_csv(row.path / "curves.csv", CURVE_FIELDS, result.curves())
+        write_csv(row.path / "curves.csv", sv.CURVE_FIELDS, result.curves())
         summary = {"status": "finished", "row": row.name, "label": result.label, "activation": c["activation"],
                    "init": c["init"], **sv.summary_json(result), "seconds": result.seconds}
         write_json_atomic(row.path / "summary.json", summary)
@@ -168,25 +145,23 @@ class Initialisation(Study):
     def _run_train(self, row):
         """Train one combination; profile the signal at init and after training (signal.csv)."""
         from minigrad import optim
-        c, splits = row.config, row.splits()
+        c = row.config
         model = sv.build_study_mlp(c["activation"], c["init"], [3 * 32 * 32] + [c["width"]] * c["depth"],
                                    num_classes=10, negative_slope=c["negative_slope"] or 0.01, dtype=np.float32,
                                    generator=np.random.default_rng([c["seed"], 1]))
         optimizer = (optim.SGD(model.parameters(), lr=c["lr"], momentum=0.9) if c["optimizer"] == "sgd"
                      else optim.Adam(model.parameters(), lr=c["lr"]))
         train, val, _ = row.loaders(c["batch_size"], augment=False, flat=True, val_batch=500, test=False)
-        probe = study.FlatLoader(type(train.loader)(splits.val_images[:256], splits.val_labels[:256], 256,
-                                                    mean=splits.mean, std=splits.std))
-        probe_x, probe_y = next(probe.epoch())  # the same 256 validation images before and after training
+        probe_x, probe_y = (a[:256] for a in next(val.epoch()))  # the same 256 validation images before and after
         init_rows, init_ratio = sv.profile_on_batch(model, probe_x, probe_y, "init")
         with np.errstate(over="ignore", invalid="ignore"):  # an exploding row diverges: the summary reports it
             summary = row.fit(row.trainer(model, optimizer, train, val))
         trained_rows, trained_ratio = ([], None)
         if summary["status"] == "finished":
             trained_rows, trained_ratio = sv.profile_on_batch(model, probe_x, probe_y, "trained")
-        write_csv(row.path / "signal.csv", SIGNAL_FIELDS, init_rows + trained_rows)
-        summary.update({"row": row.name, "activation": c["activation"], "init": c["init"],
-                        "signal_init": init_ratio, "signal_trained": trained_ratio, "steps": len(train) * c["epochs"]})
+        write_csv(row.path / "signal.csv", sv.PROFILE_FIELDS, init_rows + trained_rows)
+        summary.update({"row": row.name, "activation": c["activation"], "init": c["init"], "signal_init": init_ratio,
+                        "signal_trained": trained_ratio, "steps": len(train) * c["epochs"]})
         write_json_atomic(row.path / "summary.json", summary)
         if summary["status"] == "finished" and not c["keep_checkpoints"]:
             shutil.rmtree(row.path / "checkpoints", ignore_errors=True)  # resume-only; ~50 MB per row
@@ -204,10 +179,8 @@ class Initialisation(Study):
         threshold = self.args.threshold if self.args is not None else sv.VERDICT_THRESHOLD
         records = []
         for folder, c in configs.items():
-            if c.get("kind") == "train" or not (folder / "summary.json").exists():
-                continue
-            summary = load_summary(folder)
-            if summary.get("status") != "finished":
+            summary = load_summary(folder) if (folder / "summary.json").exists() else {}
+            if c.get("kind") == "train" or summary.get("status") != "finished":
                 continue
             records.append({
                 "row": folder.name, "folder": str(folder), "status": summary["status"], "kind": c["kind"],
@@ -222,11 +195,9 @@ class Initialisation(Study):
         return self.columns + (self.train_columns if any("train_status" in r for r in records) else [])
 
     def format_cell(self, value, kind):
-        if kind == "g3":
-            return f"{value:.3g}" if isinstance(value, float) and math.isfinite(value) else format_cell(value)
-        if kind == "ratio":
-            return "inf (overflow)" if value == math.inf else format_cell(value, "sci")
-        return format_cell(value, kind)
+        if kind == "g3" and isinstance(value, float) and math.isfinite(value):
+            return f"{value:.3g}"
+        return "inf (overflow)" if kind == "ratio" and value == math.inf else format_cell(value, KIND.get(kind, kind))
 
     def table_title(self, records, preset):
         c = load_config(Path(records[0]["folder"])) if records else {}
@@ -240,7 +211,7 @@ class Initialisation(Study):
         measured = [(load_config(f), f) for f in folders if (f / "curves.csv").exists()]
         curves = [{"kind": c["kind"], **sv.config_labels(c), "activation": c["activation"], "init": c["init"],
                    "input_scale": c.get("input_scale", 1.0), **row} for c, f in measured for row in read_csv(f / "curves.csv")]
-        written = [write_csv(out_dir / "curves.csv", tuple(curves[0])[:7] + CURVE_FIELDS, curves)] if curves else []
+        written = [write_csv(out_dir / "curves.csv", tuple(curves[0])[:7] + sv.CURVE_FIELDS, curves)] if curves else []
         if (self.args is not None and self.args.no_figures) or not curves:
             return written
         slope = next((c["negative_slope"] for c, _ in measured if c["negative_slope"]), 0.01)
@@ -285,53 +256,45 @@ def findings(records, folders):
     if not records:
         return []
     c, t = load_config(Path(records[0]["folder"])), records[0]["threshold"]
-    part = {k: [r for r in records if r["kind"] == k] for k in KINDS}
-    notes = [f"{c['depth']} hidden layers of Linear + activation, Gaussian batch of {c['batch']}, Gaussian upstream "
-             f"gradient, float64, seed {c['seed']}. The lecture's rule: Var(y_l) = n Var(w) c Var(y_(l-1)) forward, "
-             "Var(g_(l-1)) = m Var(w) c Var(g_l) backward (y: pre-activation, g = dL/dy, n fan-in, m fan-out; c = 1 "
-             "linear/tanh near 0, 1/16 sigmoid, 1/2 ReLU, (1 + a^2)/2 LeakyReLU).",
-             "'factor': the measured per-layer factor (geometric mean of the layer-to-layer variance ratios) beside the "
-             f"theory's; ratios: the last layer the signal reaches over the first; vanishing below 1/{t:g}, exploding "
-             f"above {t:g} or on overflow; 'within x10': the directions whose ratio stays within a decade."]
-    for a in dict.fromkeys(r["activation"] for r in part["signal"]):
-        names = [r["init"] for r in part["signal"] if r["activation"] == a and r["fwd_verdict_key"] == r["bwd_verdict_key"]
-                 == "stable"]
-        notes.append(f"{a}: stable both ways with {', '.join(names) if names else 'no init tried'}.")
+    part, each = {k: [r for r in records if r["kind"] == k] for k in KINDS}, lambda rs, k: dict.fromkeys(r[k] for r in rs)
+    notes = [f"{c['depth']} layers of Linear + activation, Gaussian batch {c['batch']} and upstream gradient, float64, seed "
+             f"{c['seed']}. The lecture: Var(y_l) = n Var(w) c Var(y_(l-1)), Var(g_(l-1)) = m Var(w) c Var(g_l) (y: pre-"
+             "activation, g = dL/dy, n fan-in, m fan-out; c = 1 linear/tanh, 1/16 sigmoid, 1/2 ReLU, (1+a^2)/2 LeakyReLU).",
+             "'factor': the measured per-layer factor (geometric mean of the layer-to-layer ratios) beside the theory's; "
+             f"ratios: last layer reached over first; vanishing below 1/{t:g}, exploding above {t:g} or on overflow; "
+             "'within x10': the directions whose ratio stays within a decade."]
+    notes += [f"{a}: stable both ways with {', '.join(r['init'] for r in part['signal'] if r['activation'] == a and r['fwd_verdict_key'] == r['bwd_verdict_key'] == 'stable') or 'no init tried'}."  # noqa: E501
+              for a in each(part["signal"], "activation")]
     if part["signal"]:
-        notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat even where both signals vanish or explode (the "
-                     "product of the two; Glorot & Bengio): its level, not its slope, shows the problem.")
-    for p in dict.fromkeys(r["pattern"] for r in part["rule"]):
-        rows = [r for r in part["rule"] if r["pattern"] == p]
-        notes.append(f"{p}, within x10 (forward / backward ratio): " + "; ".join(f"{a}: " + ", ".join(
-            f"{r['init'].split(' ')[0]} {r['kept']} ({r['fwd_ratio']:.2g} / {r['bwd_ratio']:.2g})" for r in rows
-            if r["activation"] == a) for a in dict.fromkeys(r["activation"] for r in rows)) + ".")
+        notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat even where both signals vanish or explode (it "
+                     "is their product; Glorot & Bengio): its level, not its slope, shows the problem.")
+    notes += [f"{p}, within x10 (forward / backward ratio): " + "; ".join(f"{a}: " + ", ".join(
+        f"{r['init'].split(' ')[0]} {r['kept']} ({r['fwd_ratio']:.2g} / {r['bwd_ratio']:.2g})" for r in part["rule"]
+        if (r["pattern"], r["activation"]) == (p, a)) for a in each(part["rule"], "activation")) + "."
+        for p in each(part["rule"], "pattern")]
     if part["rule"]:
-        notes.append("k/n keeps the forward signal and k/m the backward one, layer by layer (k = 2 for ReLU, else 1); the "
-                     "other direction telescopes to the ratio of the end widths, whatever the depth. The compromise's "
-                     "forward x backward factor is 4nm/(n+m)^2 <= 1 per layer and compounds: it splits the difference on "
-                     "the pyramid and vanishes both ways on alternating widths (16/25 per pair of layers at 512/128).")
-    sigmoid = [r["bwd_measured"] for r in part["signal"] + part["rule"] if r["activation_key"] == "sigmoid" and
-               r["init_key"] in sv.RULES + ("xavier_normal", "xavier_uniform")]
-    if sigmoid:
-        notes.append(f"Sigmoid (gain 1): its derivative is <= 1/4, the gradient shrinks {min(sigmoid):.3g}-"
-                     f"{max(sigmoid):.3g} per layer (theory n Var(w)/16); forward its output mean 1/2 holds Var(y_l) near "
-                     "the fixed point 4 n Var(w)/(16 - n Var(w)) (4/15 at k/n): the linear theory's decay does not happen.")
+        notes.append("k/n keeps forward, k/m backward (k = 2 for ReLU, else 1); the other direction telescopes to the end "
+                     "widths' ratio; the compromise's forward x backward, 4nm/(n+m)^2 per layer, compounds with depth.")
+    sig = [r["bwd_measured"] for r in part["signal"] + part["rule"] if r["activation_key"] == "sigmoid" and
+           r["init_key"] in sv.RULES + ("xavier_normal", "xavier_uniform")]
+    if sig:
+        notes.append(f"Sigmoid, gain 1: the gradient shrinks x{min(sig):.3g}-{max(sig):.3g} per layer (its derivative "
+                     "is <= 1/4; theory n Var(w)/16); forward, its output mean 1/2 holds Var(y_l) near the fixed point "
+                     "4 n Var(w)/(16 - n Var(w)) (4/15 at k/n) instead of the linear theory's decay.")
     if part["scale"]:
         e = lambda r, k: f"{r['ends'].get(k) or math.nan:.2g}"  # noqa: E731
-        notes.append("Input scale, Var(y_1) -> Var(y_L) and Var(dL/dy_1): " + "; ".join(
+        notes.append("Input scale, Var(y_1) -> Var(y_L), Var(dL/dy_1): " + "; ".join(
             f"{r['activation']} {r['input']}: {e(r, 'forward_first')} -> {e(r, 'forward_last')}, {e(r, 'grad_first')}"
             for r in part["scale"]) + ". ReLU is positively homogeneous (forward x s^2, gradient unchanged); tanh and "
             "sigmoid saturate at x10 (the first layer's derivative ~0, its gradient drops) and re-normalise after it.")
     noisy = [f"{r['row']} ({', '.join(f'{k} x{n}' for k, n in r['fp_errors'].items())})" for r in records if r["fp_errors"]]
     if noisy:
         notes.append(f"NumPy floating-point warnings were suppressed while measuring and counted: {'; '.join(noisy)}.")
-    trained = [r for r in records if "train_status" in r]
-    if trained:
-        tc = trained[0]["train_config"]
-        notes.append(f"Training: flattened CIFAR-10, the same MLP with a Linear(width, 10) head, {tc['optimizer'].upper()}"
-                     f" lr {tc['lr']:g}, {tc['epochs']} epochs over {tc['train_subset']:,} images (batch "
-                     f"{tc['batch_size']}); 'val acc': the best validation accuracy (chance 10%); the last column: the "
-                     "backward ratio after training on 256 validation images (curves in each row's signal.csv).")
+    if trained := [r["train_config"] for r in records if "train_status" in r]:
+        notes.append(f"Training: flattened CIFAR-10, the MLP + Linear(width, 10), {trained[0]['optimizer'].upper()} lr "
+                     f"{trained[0]['lr']:g}, {trained[0]['epochs']} epochs over {trained[0]['train_subset']:,} images "
+                     f"(batch {trained[0]['batch_size']}); 'val acc': best validation accuracy (chance 10%); last "
+                     "column: the backward ratio after training, on 256 validation images (each row's signal.csv).")
     return notes
 
 
@@ -342,10 +305,8 @@ def _bar(r):
 
 
 def _train_record(folder):
-    train, config = load_summary(folder), load_config(folder)
-    diverged = train.get("diverged") or {}
-    return {"train_status": train.get("status") + (f" (epoch {diverged.get('epoch')}, batch {diverged.get('batch')})"
-                                                    if diverged else ""),
+    train, config, where = load_summary(folder), load_config(folder), load_summary(folder).get("diverged")
+    return {"train_status": train.get("status") + (f" (epoch {where['epoch']}, batch {where['batch']})" if where else ""),
             "final_train_loss": train.get("final_train_loss"), "best_val_acc": train.get("best_val_acc"),
             "trained_bwd_ratio": (train.get("signal_trained") or {}).get("backward_ratio"),
             "train_config": {k: config.get(k) for k in ("optimizer", "lr", "epochs", "train_subset", "batch_size")}}

@@ -112,7 +112,7 @@ from ..runs import finite_or_none
 
 __all__ = [
     "ACTIVATIONS", "INITS", "RULES", "STUDY_ACTIVATIONS", "INIT_LABELS", "VERDICT_THRESHOLD", "KEEP_BAND",
-    "WIDTH_PATTERNS", "activation_label", "activation_gain", "rule_gain", "weight_variance", "init_linear_",
+    "WIDTH_PATTERNS", "CURVE_FIELDS", "PROFILE_FIELDS", "activation_label", "activation_gain", "rule_gain", "weight_variance", "init_linear_",
     "initializer", "build_study_mlp", "mlp_blocks", "pattern_widths", "pattern_label",
     "SignalProfile", "signal_profile", "geometric_factor", "classify", "kept_directions",
     "DirectionSummary", "InitResult", "run_combination", "summarize", "direction_json", "direction_from_json",
@@ -133,6 +133,9 @@ INIT_LABELS = OrderedDict([
 VERDICT_THRESHOLD = 1e3
 KEEP_BAND = 10.0
 WIDTH_PATTERNS = ("equal", "alternating", "pyramid")
+CURVE_FIELDS = ("layer", "fan_in", "fan_out", "weight_var", "forward_var", "output_var", "grad_var",
+                "weight_grad_var", "theory_forward_factor", "theory_backward_factor")  # InitResult.curves()
+PROFILE_FIELDS = ("phase", "layer", "forward_var", "grad_var", "weight_grad_var")  # profile_on_batch's rows
 
 
 def _check_name(value, allowed, what):
