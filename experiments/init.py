@@ -38,12 +38,15 @@ class Initialisation(Study):
     title = "Initialisation study"
     description = __doc__
     presets = {
-        "quick": Preset("61 MLPs of 50 layers at init, batch 256 (--train: 100 SGD steps each of part 1, 5,000 images)",
-                        depth=50, width=256, batch=256, train=False, train_subset=5000, train_epochs=2, train_batch=100),
+        "quick": Preset("61 MLPs of 50 layers at init, batch 256 (--train: 100 SGD steps each of part 1, 5,000 "
+                        "images)", depth=50, width=256, batch=256, train=False, train_subset=5000, train_epochs=2,
+                        train_batch=100),
         "full": Preset("the quick rows at batch 1024, and 300 SGD steps each of part 1 on 10,000 CIFAR-10 images",
-                       depth=50, width=256, batch=1024, train=True, train_subset=10000, train_epochs=3, train_batch=100),
+                       depth=50, width=256, batch=1024, train=True, train_subset=10000, train_epochs=3,
+                       train_batch=100),
     }
-    columns = [("pattern", "Widths", None), ("activation", "Activation", None), ("init", "Init / rule", None),
+    columns = [
+        ("pattern", "Widths", None), ("activation", "Activation", None), ("init", "Init / rule", None),
         ("input", "Input", None), ("fwd_theory", "n Var(w) c", "g3"), ("fwd_measured", "fwd factor", "g3"),
         ("fwd_ratio", "Var(y_L)/Var(y_1)", "ratio"), ("fwd_verdict", "forward", None),
         ("bwd_theory", "m Var(w) c", "g3"), ("bwd_measured", "bwd factor", "g3"),
@@ -54,14 +57,14 @@ class Initialisation(Study):
     def add_arguments(self, parser):
         add = parser.add_argument
         add("--depth", type=positive_int, default=None, help="hidden layers (default: the preset's, 50)")
-        add("--width", type=positive_int, default=None, help="width w (default 256; alternating 2w/(w/2), pyramid 8w->w/4)")
+        add("--width", type=positive_int, default=None, help="w (256; alternating 2w/(w/2), pyramid 8w->w/4)")
         add("--batch", type=positive_int, default=None, help="Gaussian batch for the measurements (quick 256)")
         add("--activations", nargs="+", choices=sv.ACTIVATIONS, default=list(sv.STUDY_ACTIVATIONS), help="part 1's")
         add("--inits", nargs="+", choices=sv.INITS, default=list(sv.INITS), help="part 1's schemes (default: all 7)")
         add("--patterns", nargs="*", choices=sv.WIDTH_PATTERNS, default=["alternating", "pyramid"], help="part 2's")
         add("--rule-activations", nargs="+", choices=sv.ACTIVATIONS, default=["linear", "tanh", "sigmoid", "relu"],
             help="parts 2 and 3's activations (part 3 leaves linear out)")
-        add("--input-scales", nargs="*", type=positive_float, default=[0.1, 1.0, 10.0], help="part 3's (none: skip it)")
+        add("--input-scales", nargs="*", type=positive_float, default=[0.1, 1.0, 10.0], help="part 3's (none: skip)")
         add("--negative-slope", type=float, default=0.01, help="LeakyReLU's slope (default 0.01)")
         add("--threshold", type=float, default=sv.VERDICT_THRESHOLD, help="vanishing/exploding beyond (default 1e3)")
         add("--train", action=argparse.BooleanOptionalAction, default=None, help="train part 1 briefly on CIFAR-10")
@@ -83,7 +86,8 @@ class Initialisation(Study):
         """The command's effective settings (preset values unless overridden)."""
         p = self.presets[args.preset]
         return dict(depth=args.depth or p.depth, width=args.width or p.width, batch=args.batch or p.batch,
-                    train=p.train if args.train is None else args.train, train_subset=args.train_subset or p.train_subset,
+                    train=p.train if args.train is None else args.train,
+                    train_subset=args.train_subset or p.train_subset,
                     train_epochs=args.train_epochs or p.train_epochs, train_batch=args.train_batch or p.train_batch,
                     optimizer=args.optimizer, lr=args.lr or (1e-2 if args.optimizer == "sgd" else 1e-3))
 
@@ -103,8 +107,9 @@ class Initialisation(Study):
         return rows
 
     def _shared(self, args, s, activation, init):
-        return {"study": self.name, "preset": args.preset, "model": f"MLP{s['depth']}x{s['width']}", "activation": activation,
-                "init": init, "negative_slope": args.negative_slope if activation == "leaky_relu" else None,
+        return {"study": self.name, "preset": args.preset, "model": f"MLP{s['depth']}x{s['width']}",
+                "activation": activation, "init": init,
+                "negative_slope": args.negative_slope if activation == "leaky_relu" else None,
                 "depth": s["depth"], "width": s["width"], "seed": args.seed}
 
     def signal_config(self, args, s, activation, init):
@@ -169,8 +174,9 @@ class Initialisation(Study):
 
     def sort_folders(self, folders):
         order = {k: i for i, k in enumerate(KINDS + sv.WIDTH_PATTERNS + sv.ACTIVATIONS + sv.INITS + sv.RULES)}
-        return sorted(folders, key=lambda f: tuple(order.get(load_config(f).get(k), 99) for k in (
-            "kind", "pattern", "activation", "init")) + (load_config(f).get("input_scale") or 1.0,))
+        keys = ("kind", "pattern", "activation", "init")
+        return sorted(folders, key=lambda f: tuple(order.get(load_config(f).get(k), 99) for k in keys) +
+                      (load_config(f).get("input_scale") or 1.0,))
 
     def records(self, folders):
         """One record per measured network; part 1's with its training row's figures when there is one."""
@@ -184,8 +190,8 @@ class Initialisation(Study):
                 continue
             records.append({
                 "row": folder.name, "folder": str(folder), "status": summary["status"], "kind": c["kind"],
-                **sv.config_labels(c), "activation_key": c["activation"], "init_key": c["init"], "threshold": threshold,
-                "ends": summary.get("ends") or {}, "fp_errors": summary.get("fp_errors") or {},
+                **sv.config_labels(c), "activation_key": c["activation"], "init_key": c["init"],
+                "threshold": threshold, "ends": summary.get("ends") or {}, "fp_errors": summary.get("fp_errors") or {},
                 **sv.direction_columns(summary, threshold)})
             if c["kind"] == "signal" and (c["activation"], c["init"]) in trained:
                 records[-1].update(_train_record(trained[(c["activation"], c["init"])]))
@@ -197,7 +203,9 @@ class Initialisation(Study):
     def format_cell(self, value, kind):
         if kind == "g3" and isinstance(value, float) and math.isfinite(value):
             return f"{value:.3g}"
-        return "inf (overflow)" if kind == "ratio" and value == math.inf else format_cell(value, KIND.get(kind, kind))
+        if kind == "ratio" and value == math.inf:
+            return "inf (overflow)"
+        return format_cell(value, KIND.get(kind, kind))
 
     def table_title(self, records, preset):
         c = load_config(Path(records[0]["folder"])) if records else {}
@@ -210,7 +218,8 @@ class Initialisation(Study):
         from minigrad import plots
         measured = [(load_config(f), f) for f in folders if (f / "curves.csv").exists()]
         curves = [{"kind": c["kind"], **sv.config_labels(c), "activation": c["activation"], "init": c["init"],
-                   "input_scale": c.get("input_scale", 1.0), **row} for c, f in measured for row in read_csv(f / "curves.csv")]
+                   "input_scale": c.get("input_scale", 1.0), **row}
+                  for c, f in measured for row in read_csv(f / "curves.csv")]
         written = [write_csv(out_dir / "curves.csv", tuple(curves[0])[:7] + sv.CURVE_FIELDS, curves)] if curves else []
         if (self.args is not None and self.args.no_figures) or not curves:
             return written
@@ -219,15 +228,16 @@ class Initialisation(Study):
         part = {k: [c for c in curves if c["kind"] == k] for k in KINDS}
 
         def draw(points, name, series, rows, **kwargs):
-            return plots.plot_facets(points, out_dir / name, "layer", "activation", series, rows,
-                                     lambda v: STYLE.get(v) or SCALES.get(v, ("C5", "-")),
-                                     lambda v: sv.INIT_LABELS[v] if v in sv.INIT_LABELS else f"x{v:g}",
-                                     lambda a: sv.activation_label(a, slope), **kwargs) if points else []
+            return plots.plot_facets(
+                points, out_dir / name, "layer", "activation", series, rows,
+                lambda v: STYLE.get(v) or SCALES.get(v, ("C5", "-")),
+                lambda v: sv.INIT_LABELS[v] if v in sv.INIT_LABELS else f"x{v:g}",
+                lambda a: sv.activation_label(a, slope), **kwargs) if points else []
         line = lambda key: {"lines": [(key, None, None, "")]}  # noqa: E731
         zoom = {"ylabel": "zoom on 1e-4..1e4", "ylim": (1e-4, 1e4)}
         written += draw(part["signal"], "forward.png", "init", [
             {"ylabel": "Var(y_l), pre-activation", **line("forward_var")}, {**zoom, **line("forward_var")}],
-            legend_title="init", title=f"Forward: Var(y_l) per layer at init, width {w} (flat = n Var(w) c = 1 holds)")
+            legend_title="init", title=f"Forward: Var(y_l) per layer at init, width {w} (flat = n Var(w) c = 1)")
         written += draw(part["signal"], "backward.png", "init", [
             {"ylabel": "Var(dL/dy_l) (travels right to left)", **line("grad_var")}, {**zoom, **line("grad_var")},
             {"ylabel": "Var(dL/dW_l)", **line("weight_grad_var")}],
@@ -238,16 +248,18 @@ class Initialisation(Study):
             for p in dict.fromkeys(c["pattern"] for c in part["rule"])], legend_title="rule (k: the gain)",
             title="Unequal widths: forward Var(y_l)/Var(y_1) (solid), backward Var(g_l)/Var(g_L) (dashed)")
         written += draw(part["scale"], "input_scale.png", "input_scale", [
-            {"ylabel": "Var(y_l), pre-activation", **line("forward_var")}, {"ylabel": "Var(dL/dy_l)", **line("grad_var")}],
-            legend_title="input", title=f"Input x = s N(0, 1), Var(w) = k/n, width {w}: forward (top), gradient (bottom)")
+            {"ylabel": "Var(y_l), pre-activation", **line("forward_var")},
+            {"ylabel": "Var(dL/dy_l)", **line("grad_var")}], legend_title="input",
+            title=f"Input x = s N(0, 1), Var(w) = k/n, width {w}: forward (top), gradient (bottom)")
         trained = {(r["activation"], r["init_key"]): r for r in records if "train_status" in r}
         if trained:
             inits = dict.fromkeys(i for _, i in trained)
             written += plots.plot_grouped_bars(
                 list(dict.fromkeys(a for a, _ in trained)),
                 [(i, sv.INIT_LABELS[i], STYLE[i][0], "//" if STYLE[i][1] == "--" else None) for i in inits],
-                lambda a, i: _bar(trained.get((a, i)) or {}), out_dir / "training.png", "best validation accuracy (%)",
-                title="Which combinations train at all (short SGD run on CIFAR-10)", reference=(10, "chance (10%)"))
+                lambda a, i: _bar(trained.get((a, i)) or {}), out_dir / "training.png",
+                "best validation accuracy (%)", title="Which combinations train at all (short SGD run on CIFAR-10)",
+                reference=(10, "chance (10%)"))
         return written
 
 
@@ -256,15 +268,20 @@ def findings(records, folders):
     if not records:
         return []
     c, t = load_config(Path(records[0]["folder"])), records[0]["threshold"]
-    part, each = {k: [r for r in records if r["kind"] == k] for k in KINDS}, lambda rs, k: dict.fromkeys(r[k] for r in rs)
-    notes = [f"{c['depth']} layers of Linear + activation, Gaussian batch {c['batch']} and upstream gradient, float64, seed "
-             f"{c['seed']}. The lecture: Var(y_l) = n Var(w) c Var(y_(l-1)), Var(g_(l-1)) = m Var(w) c Var(g_l) (y: pre-"
-             "activation, g = dL/dy, n fan-in, m fan-out; c = 1 linear/tanh, 1/16 sigmoid, 1/2 ReLU, (1+a^2)/2 LeakyReLU).",
-             "'factor': the measured per-layer factor (geometric mean of the layer-to-layer ratios) beside the theory's; "
+    part = {k: [r for r in records if r["kind"] == k] for k in KINDS}
+    each = lambda rs, k: dict.fromkeys(r[k] for r in rs)  # noqa: E731
+    notes = [f"{c['depth']} layers of Linear + activation, Gaussian batch {c['batch']} and upstream gradient, float64, "
+             f"seed {c['seed']}. The lecture: Var(y_l) = n Var(w) c Var(y_(l-1)), Var(g_(l-1)) = m Var(w) c Var(g_l) "
+             "(y: pre-activation, g = dL/dy, n fan-in, m fan-out; c = 1 linear/tanh, 1/16 sigmoid, 1/2 ReLU, "
+             "(1+a^2)/2 LeakyReLU).",
+             "'factor': the measured per-layer factor (geometric mean of the layer-to-layer ratios) beside the "
+             "theory's; "
              f"ratios: last layer reached over first; vanishing below 1/{t:g}, exploding above {t:g} or on overflow; "
              "'within x10': the directions whose ratio stays within a decade."]
-    notes += [f"{a}: stable both ways with {', '.join(r['init'] for r in part['signal'] if r['activation'] == a and r['fwd_verdict_key'] == r['bwd_verdict_key'] == 'stable') or 'no init tried'}."  # noqa: E501
-              for a in each(part["signal"], "activation")]
+    for a in each(part["signal"], "activation"):
+        names = [r["init"] for r in part["signal"] if r["activation"] == a and r["fwd_verdict_key"] == "stable" ==
+                 r["bwd_verdict_key"]]
+        notes.append(f"{a}: stable both ways with {', '.join(names) if names else 'no init tried'}.")
     if part["signal"]:
         notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat even where both signals vanish or explode (it "
                      "is their product; Glorot & Bengio): its level, not its slope, shows the problem.")
@@ -273,8 +290,9 @@ def findings(records, folders):
         if (r["pattern"], r["activation"]) == (p, a)) for a in each(part["rule"], "activation")) + "."
         for p in each(part["rule"], "pattern")]
     if part["rule"]:
-        notes.append("k/n keeps forward, k/m backward (k = 2 for ReLU, else 1); the other direction telescopes to the end "
-                     "widths' ratio; the compromise's forward x backward, 4nm/(n+m)^2 per layer, compounds with depth.")
+        notes.append("k/n keeps forward, k/m backward (k = 2 for ReLU, else 1); the other direction telescopes to the "
+                     "end widths' ratio; the compromise's forward x backward, 4nm/(n+m)^2 per layer, compounds with "
+                     "depth.")
     sig = [r["bwd_measured"] for r in part["signal"] + part["rule"] if r["activation_key"] == "sigmoid" and
            r["init_key"] in sv.RULES + ("xavier_normal", "xavier_uniform")]
     if sig:
@@ -287,11 +305,13 @@ def findings(records, folders):
             f"{r['activation']} {r['input']}: {e(r, 'forward_first')} -> {e(r, 'forward_last')}, {e(r, 'grad_first')}"
             for r in part["scale"]) + ". ReLU is positively homogeneous (forward x s^2, gradient unchanged); tanh and "
             "sigmoid saturate at x10 (the first layer's derivative ~0, its gradient drops) and re-normalise after it.")
-    noisy = [f"{r['row']} ({', '.join(f'{k} x{n}' for k, n in r['fp_errors'].items())})" for r in records if r["fp_errors"]]
+    noisy = [f"{r['row']} ({', '.join(f'{k} x{n}' for k, n in r['fp_errors'].items())})"
+             for r in records if r["fp_errors"]]
     if noisy:
         notes.append(f"NumPy floating-point warnings were suppressed while measuring and counted: {'; '.join(noisy)}.")
     if trained := [r["train_config"] for r in records if "train_status" in r]:
-        notes.append(f"Training: flattened CIFAR-10, the MLP + Linear(width, 10), {trained[0]['optimizer'].upper()} lr "
+        notes.append(f"Training: flattened CIFAR-10, the MLP + Linear(width, 10), {trained[0]['optimizer'].upper()} "
+                     f"lr "
                      f"{trained[0]['lr']:g}, {trained[0]['epochs']} epochs over {trained[0]['train_subset']:,} images "
                      f"(batch {trained[0]['batch_size']}); 'val acc': best validation accuracy (chance 10%); last "
                      "column: the backward ratio after training, on 256 validation images (each row's signal.csv).")
@@ -306,7 +326,8 @@ def _bar(r):
 
 def _train_record(folder):
     train, config, where = load_summary(folder), load_config(folder), load_summary(folder).get("diverged")
-    return {"train_status": train.get("status") + (f" (epoch {where['epoch']}, batch {where['batch']})" if where else ""),
+    where = f" (epoch {where['epoch']}, batch {where['batch']})" if where else ""
+    return {"train_status": train.get("status") + where,
             "final_train_loss": train.get("final_train_loss"), "best_val_acc": train.get("best_val_acc"),
             "trained_bwd_ratio": (train.get("signal_trained") or {}).get("backward_ratio"),
             "train_config": {k: config.get(k) for k in ("optimizer", "lr", "epochs", "train_subset", "batch_size")}}
