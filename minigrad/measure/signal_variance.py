@@ -31,11 +31,11 @@ tanh):
 
 (for ReLU, k c = 1; for tanh and sigmoid k c = c). The one-sided rules' other direction telescopes:
 prod_l m_l / n_l = widths[L] / widths[1], so it is off by the ratio of the end widths, whatever the depth
-(and not at all when the widths alternate). The compromise's two factors multiply to
+(alternating widths: wide/narrow at most, 4 at 512/128). The compromise's two factors multiply to
 4 n m / (n + m)^2 <= 1 per layer, which compounds with depth: alternating widths 512 / 128 lose
 16/25 per pair of layers both ways, 1.4e-5 over 50 layers, although no single layer is far from 1.
 ``KEEP_BAND`` (10) is the end-to-end band ``kept_directions`` calls "kept": the study's verdicts
-(threshold 1e3) cannot see an end-width ratio of 16.
+(threshold 1e3) cannot see an end-width ratio of 32 (the pyramid 2048 -> 64).
 
 The input scale (``input_scale``: x = s N(0, 1)): ReLU is positively homogeneous (every forward variance
 scales by s^2, the gradients do not change); tanh and the sigmoid saturate for |y| >> 1, so at s = 10
@@ -112,7 +112,8 @@ from ..runs import finite_or_none
 
 __all__ = [
     "ACTIVATIONS", "INITS", "RULES", "STUDY_ACTIVATIONS", "INIT_LABELS", "VERDICT_THRESHOLD", "KEEP_BAND",
-    "WIDTH_PATTERNS", "CURVE_FIELDS", "PROFILE_FIELDS", "activation_label", "activation_gain", "rule_gain", "weight_variance", "init_linear_",
+    "WIDTH_PATTERNS", "CURVE_FIELDS", "PROFILE_FIELDS", "activation_label", "activation_gain", "rule_gain",
+    "weight_variance", "init_linear_",
     "initializer", "build_study_mlp", "mlp_blocks", "pattern_widths", "pattern_label",
     "SignalProfile", "signal_profile", "geometric_factor", "classify", "kept_directions",
     "DirectionSummary", "InitResult", "run_combination", "summarize", "direction_json", "direction_from_json",
