@@ -448,3 +448,12 @@ def test_relu_is_scale_free_and_tanh_saturates_at_the_first_layer():
     expected = _gauss(lambda y: (1 - np.tanh(y) ** 2) ** 2, y1)
     assert expected == pytest.approx(0.053, rel=0.05)
     assert tanh.profile.grad_var[0] / tanh.profile.grad_var[1] == pytest.approx(expected, rel=0.05)
+
+
+def test_sigmoid_networks_are_built_from_nn_sigmoid():
+    """build_mlp's "sigmoid" (models/mlp.py) is nn.Sigmoid, so the profile runs its own forward and backward."""
+    model = study.build_study_mlp("sigmoid", "fan_avg", [6, 5, 4], generator=np.random.default_rng(0))
+    assert all(isinstance(act, nn.Sigmoid) for _, act in study.mlp_blocks(model)[0])
+    linear = model.layer0.linear
+    assert study.weight_variance("fan_avg", 6, 5, "sigmoid") == pytest.approx(2 / 11)
+    assert linear.weight.data.std() > 0 and not linear.bias.data.any()
