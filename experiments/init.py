@@ -283,8 +283,9 @@ def findings(records, folders):
                  r["bwd_verdict_key"]]
         notes.append(f"{a}: stable both ways with {', '.join(names) if names else 'no init tried'}.")
     if part["signal"]:
-        notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat even where both signals vanish or explode (it "
-                     "is their product; Glorot & Bengio): its level, not its slope, shows the problem.")
+        notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat for tanh and ReLU even where both signals "
+                     "vanish or explode (it is their product; Glorot & Bengio): its level shows the problem. Not for the "
+                     "sigmoid: its forward signal stays up while the gradient vanishes, so the first layers learn last.")
     notes += [f"{p}, within x10 (forward / backward ratio): " + "; ".join(f"{a}: " + ", ".join(
         f"{r['init'].split(' ')[0]} {r['kept']} ({r['fwd_ratio']:.2g} / {r['bwd_ratio']:.2g})" for r in part["rule"]
         if (r["pattern"], r["activation"]) == (p, a)) for a in each(part["rule"], "activation")) + "."
