@@ -7,6 +7,9 @@
   biases out, BN weight in; by default the gradient of the epoch's last training batch).
 - ``plot_grad_flow_epochs(runs, path)``: the same for every epoch of each run, one panel per run, one
   line per epoch coloured by epoch (the report's Figures 2, 3 and 5, which the course draws epoch by epoch).
+- ``plot_log_panels(panels, path)``: a grid of panels of positive values (a variance across depth) on a
+  log axis, lines given by the caller; ``plot_facets(points, path, ...)``: the same as small multiples of
+  flat records (columns, rows and lines by key); ``plot_grouped_bars(...)``: bars with a reference line.
 
 Command line, to redraw a run's figures from its metrics.csv and grad_stats.json::
 
@@ -27,7 +30,7 @@ from matplotlib.figure import Figure
 from .runs import load_grad_stats, load_metrics
 
 __all__ = ["plot_training_curves", "plot_grad_flow", "plot_grad_flow_epochs", "grad_flow_values",
-           "default_param_filter", "main"]
+           "default_param_filter", "plot_log_panels", "plot_facets", "plot_grouped_bars", "main"]
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -268,6 +271,117 @@ def plot_grad_flow_epochs(runs, path, which="last_batch", stat="mean_abs", param
 
 def _is_param_stats(d):
     return bool(d) and all(isinstance(v, dict) and "mean_abs" in v for v in d.values())
+
+
+# --------------------------------------------------------------------------------------- values across depth
+def plot_log_panels(panels, path, title=None, legend_title=None, pdf=False):
+    """A grid of panels of positive values on a log axis (e.g. a variance across depth); returns the files.
+
+    ``panels``: rows of panels, each a dict ``{"title", "xlabel", "ylabel", "ylim" (or None), "lines"}``
+    (``None`` leaves a cell empty); a line is ``{"x", "y", "label", "color", "style"}``. Values that are
+    not finite or not > 0 are left out; where a line stops early (an overflow) an ``x`` marks its last
+    point. A grey line marks 1. The legend of the first panel that has lines (one entry per label) sits
+    outside the grid, on the right; decade ticks only (over 200 decades matplotlib's default would place
+    thousands).
+    """
+    import numpy as np
+    from matplotlib.ticker import LogLocator, NullLocator
+    from matplotlib.lines import Line2D
+
+    rows, cols = len(panels), max(len(row) for row in panels)
+    fig = Figure(figsize=(4.2 * cols + 1.8, 3.2 * rows + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    legend = {}
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            ax, panel = axes[r, c], row[c] if c < len(row) else None
+            if panel is None:
+                ax.set_axis_off()
+                continue
+            for line in panel["lines"]:
+                x = np.asarray(line["x"], float)
+                y = np.array([np.nan if v is None else v for v in line["y"]], float)
+                ok = np.isfinite(y) & (y > 0)
+                if not ok.any():
+                    continue
+                ax.plot(x[ok], y[ok], line.get("style", "-"), color=line.get("color"), lw=1.5)
+                legend.setdefault(line.get("label"), Line2D([], [], ls=line.get("style", "-"), color=line.get("color")))
+                if not ok.all():  # the signal stopped (inf/NaN): mark where
+                    last = np.flatnonzero(ok)[-1]
+                    ax.plot(x[last], y[last], "x", color=line.get("color"), ms=8)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, numticks=7))
+            ax.yaxis.set_minor_locator(NullLocator())
+            if panel.get("ylim"):
+                ax.set_ylim(*panel["ylim"])
+            ax.axhline(1.0, color="0.6", lw=0.8, zorder=0)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set(title=panel.get("title", ""), xlabel=panel.get("xlabel", ""), ylabel=panel.get("ylabel", ""))
+    legend.pop(None, None)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=8, title=legend_title)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, pdf)
+
+
+def plot_facets(points, path, x, columns, series, rows, style_of, label_of, column_title=str, **kwargs):
+    """Small multiples of flat records (``points``: dicts) through ``plot_log_panels``: one column per value of
+    the key ``columns``, one panel row per entry of ``rows``, one line per value of the key ``series``.
+
+    A row is ``{"where": {key: value} (optional), "title": prefix (optional), "ylabel", "ylim" (optional),
+    "lines": [(y key, dash or None, relative or None, label suffix)]}``: each spec draws ``y`` against ``x``
+    for every series value, divided by its own value at index ``relative`` (0: first, -1: last) when given.
+    ``style_of(value)`` -> ``(colour, dash)``; ``label_of(value)`` -> the legend's text; ``column_title(value)``.
+    ``kwargs`` go to ``plot_log_panels`` (title, legend_title, pdf).
+    """
+    import numpy as np
+    unique = lambda key, pts: list(dict.fromkeys(p[key] for p in pts))  # noqa: E731
+    panels = []
+    for row in rows:
+        selected = [p for p in points if all(p[k] == v for k, v in row.get("where", {}).items())]
+        panels.append([])
+        for column in unique(columns, points):
+            lines = []
+            for key, dash, relative, suffix in row["lines"]:
+                for value in unique(series, [p for p in selected if p[columns] == column]):
+                    pts = [p for p in selected if p[columns] == column and p[series] == value]
+                    y = np.array([np.nan if p[key] is None else p[key] for p in pts], float)
+                    with np.errstate(all="ignore"):
+                        y = y / y[relative] if relative is not None else y
+                    colour, own_dash = style_of(value)
+                    lines.append({"x": [p[x] for p in pts], "y": y, "label": label_of(value) + suffix,
+                                  "color": colour, "style": dash or own_dash})
+            panels[-1].append({"title": row.get("title", "") + column_title(column), "xlabel": x,
+                               "ylabel": row["ylabel"], "ylim": row.get("ylim"), "lines": lines})
+    return plot_log_panels(panels, path, **kwargs)
+
+
+def plot_grouped_bars(groups, series, value, path, ylabel, title=None, reference=None, pdf=False):
+    """Bars grouped by ``groups`` (x labels), one bar per ``series`` entry ``(key, label, color, hatch)``
+    in each group; ``value(group, key)`` gives ``(height or None, note)``: a missing bar shows its note
+    (e.g. "diverged"). ``reference``: ``(y, label)`` drawn as a dotted line (e.g. chance)."""
+    import numpy as np
+    fig = Figure(figsize=(2.2 + 1.6 * len(groups) * max(1, len(series)) / 4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(series))
+    for k, (key, label, color, hatch) in enumerate(series):
+        x = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
+        values = [value(group, key) for group in groups]
+        ax.bar(x, [0.0 if h is None else h for h, _ in values], width, color=color, hatch=hatch,
+               edgecolor="white", label=label)
+        for xi, (height, note) in zip(x, values):
+            if height is None or note:
+                ax.text(xi, 0.5, note or "missing", rotation=90, ha="center", va="bottom", fontsize=7, color=color)
+    if reference:
+        ax.axhline(reference[0], color="0.3", ls=":", lw=1, label=reference[1])
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, ncols=2)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path, pdf)
 
 
 # --------------------------------------------------------------------------------------- command line

@@ -1,6 +1,7 @@
 """``python -m experiments.init`` end to end on tiny sizes: files, table, figures, re-runs, training rows."""
 import csv
 import json
+import math
 
 import numba
 import pytest
@@ -11,7 +12,8 @@ from fake_cifar import make_fake_cifar
 from minigrad.data import cifar
 
 TINY = ["--depth", "4", "--width", "32", "--batch", "32", "--activations", "relu", "tanh",
-        "--inits", "he_normal", "normal_0.01", "normal_1", "--threads", "1", "--no-progress"]
+        "--inits", "he_normal", "normal_0.01", "normal_1", "--patterns", "--input-scales", "--threads", "1",
+        "--no-progress"]  # part 1 only: parts 2 and 3 have their own test
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,7 +56,7 @@ def test_tiny_run_writes_table_csv_figures_and_says_where(tmp_path, capsys):
     assert float(rows[("tanh", "N(0, 1)")]["fwd_theory"]) == pytest.approx(32.0)  # n Var(w) c = 32 * 1 * 1
 
     table = (out / "results.md").read_text()
-    assert table.startswith("# Initialisation study") and "| ReLU | He normal | 1 |" in table
+    assert table.startswith("# Initialisation study") and "| equal 32 | ReLU | He normal | x1 | 1 |" in table
     assert "- ReLU: stable both ways with He normal." in table
 
     curves = _csv(out / "curves.csv")
@@ -116,8 +118,11 @@ def test_bad_settings_stop_with_a_message(tmp_path, capsys, argv, message):
 def test_list_prints_rows_and_runs_nothing(tmp_path, capsys):
     assert cli.main(["--list", "--train", "--out", str(tmp_path / "x")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("preset quick:") and len(lines) == 1 + 2 * 21
+    assert lines[0].startswith("preset quick:") and len(lines) == 1 + 2 * 28 + 24 + 9
     assert "  relu-he_normal" in lines and "  train-relu-he_normal-lr1e-2" in lines
+    assert "  sigmoid-xavier_normal" in lines
+    assert "  pyramid-relu-fan_avg" in lines and "  alternating-linear-fan_out" in lines
+    assert "  equal-tanh-fan_in-x0.1" in lines and "  equal-sigmoid-fan_in-x10" in lines
     assert not (tmp_path / "x").exists()
 
 
@@ -142,7 +147,8 @@ def test_train_rows_end_to_end_on_fake_cifar(tmp_path, fake_data, monkeypatch):
     monkeypatch.setattr(cifar, "repo_root", lambda: tmp_path / "repo")
     out = tmp_path / "init"
     argv = ["--depth", "60", "--width", "64", "--batch", "16", "--activations", "relu", "--inits", "he_normal",
-            "normal_1", "--train", "--data-dir", str(fake_data), "--train-subset", "40", "--train-epochs", "2",
+            "normal_1", "--patterns", "--input-scales", "--train", "--data-dir", str(fake_data),
+            "--train-subset", "40", "--train-epochs", "2",
             "--train-batch", "20", "--threads", "1", "--no-progress", "--out", str(out)]
     assert cli.main(argv) == 0  # a diverged row is a result, not a failure
     he, normal = (out / f"train-relu-{init}-lr1e-2" for init in ("he_normal", "normal_1"))
@@ -168,3 +174,55 @@ def test_train_rows_end_to_end_on_fake_cifar(tmp_path, fake_data, monkeypatch):
     summaries = {p: p.read_text() for p in out.glob("*/summary.json")}
     assert cli.main(argv + ["--no-figures"]) == 0  # everything reused, nothing retrained
     assert {p: p.read_text() for p in out.glob("*/summary.json")} == summaries
+
+
+def test_widths_and_input_scale_rows_build_their_table_and_figures(tmp_path):
+    """Parts 2 and 3 on a tiny net: the rules' theory columns are the exact n Var(w) c of the widths, the
+    input-scale rows keep ReLU's gradient and scale its forward signal, and widths.png / input_scale.png are
+    drawn."""
+    out = tmp_path / "init"
+    argv = ["--depth", "6", "--width", "32", "--batch", "32", "--activations", "relu", "--inits", "he_normal",
+            "--rule-activations", "linear", "relu", "--threads", "1", "--no-progress", "--out", str(out)]
+    assert cli.main(argv) == 0
+    table = {(r["pattern"], r["activation"], r["init"], r["input"]): r for r in _csv(out / "results.csv")}
+    assert len(table) == 1 + 2 * 2 * 3 + 3
+    config = json.loads((out / "pyramid-linear-fan_in" / "config.json").read_text())
+    assert config["widths"] == [round(256 * (8 / 256) ** (k / 6)) for k in range(7)] and config["kind"] == "rule"
+    pyramid = config["widths"]
+    fan_in = table[("pyramid 256->8", "linear", "k/n (fan-in)", "x1")]
+    assert float(fan_in["fwd_theory"]) == pytest.approx(1.0)
+    # backward theory of k/n: the geometric mean of m/n over layers 2..L
+    ratios = [m / n for n, m in zip(pyramid[1:-1], pyramid[2:])]
+    assert float(fan_in["bwd_theory"]) == pytest.approx(math.prod(ratios) ** (1 / len(ratios)))
+    fan_out = table[("pyramid 256->8", "linear", "k/m (fan-out)", "x1")]
+    assert float(fan_out["bwd_theory"]) == pytest.approx(1.0)
+    assert float(fan_out["fwd_theory"]) == pytest.approx(math.prod(1 / r for r in ratios) ** (1 / len(ratios)))
+    alternating = table[("alternating 64/16", "ReLU", "2k/(n+m) (compromise)", "x1")]
+    # compromise on alternating widths: forward x backward = 4nm/(n+m)^2 = 0.64 per layer, exactly
+    assert float(alternating["fwd_theory"]) * float(alternating["bwd_theory"]) == pytest.approx(0.64)
+    assert {r["kept"] for r in table.values()} <= {"both", "forward", "backward", "neither"}
+    relu = {s: table[("equal 32", "ReLU", "k/n (fan-in)", s)] for s in ("x0.1", "x1", "x10")}
+    assert relu["x0.1"]["bwd_ratio"] == relu["x1"]["bwd_ratio"] == relu["x10"]["bwd_ratio"]  # homogeneous
+    summaries = {s: json.loads((out / f"equal-relu-fan_in-{s}" / "summary.json").read_text()) for s in relu}
+    assert summaries["x10"]["ends"]["forward_first"] == pytest.approx(100 * summaries["x1"]["ends"]["forward_first"])
+    assert summaries["x10"]["ends"]["grad_first"] == pytest.approx(summaries["x0.1"]["ends"]["grad_first"])
+    for name in ("widths.png", "input_scale.png"):
+        assert (out / name).read_bytes().startswith(PNG_MAGIC) and (out / name).stat().st_size > 20_000
+    md = (out / "results.md").read_text()
+    assert "pyramid 256->8, within x10" in md and "Input scale" in md
+    curves = _csv(out / "curves.csv")
+    assert {c["kind"] for c in curves} == {"signal", "rule", "scale"} and len(curves) == 6 * len(table)
+
+
+def test_launcher_local_then_collect_builds_the_table(tmp_path):
+    """--launcher local runs the rows as jobs; --collect rebuilds the same table from the folders."""
+    pytest.importorskip("submitit")
+    out = tmp_path / "init"
+    argv = ["--depth", "3", "--width", "16", "--batch", "8", "--activations", "relu", "--inits", "he_normal",
+            "--patterns", "alternating", "--rule-activations", "relu", "--input-scales", "--threads", "1",
+            "--no-progress", "--no-figures"]
+    assert cli.main(argv + ["--launcher", "local", "--out", str(out)]) == 0
+    table = (out / "results.csv").read_text()
+    (out / "results.csv").unlink()
+    assert cli.main(argv + ["--collect", str(out), "--out", str(out)]) == 0
+    assert (out / "results.csv").read_text() == table and len(table.splitlines()) == 1 + 1 + 3

@@ -1,4 +1,5 @@
 """Figures from synthetic run folders: non-empty PNGs, the right values, and the command line."""
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,20 @@ def test_plots_module_is_not_imported_by_minigrad():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_plot_facets_draws_small_multiples_with_relative_and_overflowing_lines(tmp_path):
+    """plot_facets: a panel per (row, column), a line per series; a line that overflows (inf) or holds None
+    stops with a marker instead of failing; ``relative`` divides each line by its own first/last value."""
+    from minigrad.plots import plot_facets, plot_log_panels
+    points = [{"layer": l, "act": act, "init": init, "fwd": 2.0 ** l if init == "a" else (math.inf if l == 3 else 1.0),
+               "bwd": None if (act, l) == ("relu", 1) else 0.5 ** l}
+              for act in ("tanh", "relu") for init in ("a", "b") for l in range(1, 5)]
+    rows = [{"ylabel": "forward", "lines": [("fwd", None, 0, " fwd")]},
+            {"where": {"init": "a"}, "title": "a: ", "ylabel": "backward", "lines": [("bwd", "--", -1, " bwd")]}]
+    written = plot_facets(points, tmp_path / "facets.png", "layer", "act", "init", rows,
+                          lambda v: ("C0" if v == "a" else "C1", "-"), str, str.upper, title="t", legend_title="init")
+    image = imread(written[0])
+    assert written == [tmp_path / "facets.png"] and image.shape[0] > 300 and image.std() > 0.01
+    empty = plot_log_panels([[{"title": "x", "ylabel": "y", "lines": []}, None]], tmp_path / "empty.png")
+    assert empty[0].exists()

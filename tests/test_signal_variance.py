@@ -213,8 +213,8 @@ def test_deterministic_with_a_seed():
 
 
 # ------------------------------------------------------------------------------------- building blocks
-@pytest.mark.parametrize("init", study.INITS)
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("init", study.INITS + study.RULES)
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid"])
 def test_weight_variance_matches_the_initialiser(init, activation):
     """The theory's Var(w) is the variance init_linear_ actually draws (sample of 2^19 weights)."""
     linear = nn.Linear(1024, 512).double()
@@ -297,7 +297,8 @@ def test_curves_rows_hold_every_layer():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(activation="sigmoid", init="he_normal"), "activation must be one of"),
+    (dict(activation="swish", init="he_normal"), "activation must be one of"),
+    (dict(activation="relu", init="he_normal", input_scale=0.0), "input_scale must be > 0"),
     (dict(activation="relu", init="kaiming"), "init must be one of"),
     (dict(activation="relu", init="he_normal", depth=1), "depth must be >= 2"),
     (dict(activation="relu", init="he_normal", widths=[4, 4]), "widths must give >= 2 layers"),
@@ -333,3 +334,126 @@ def test_geometric_factor_and_classify_edge_cases():
     vanishing = study.summarize([1.0, 1e-2, 1e-4], [0.1, 0.1])
     assert vanishing.ratio == pytest.approx(1e-4) and vanishing.verdict == "vanishing"
     assert vanishing.theory_factor == pytest.approx(0.1) and vanishing.measured_factor == pytest.approx(0.01)
+
+
+
+# ------------------------------------------------------------------------------------- unequal widths: the rules
+def _gauss(f, var):
+    """E[f(y)] for y ~ N(0, var), by the trapezoid rule on a fine grid over +-12 standard deviations."""
+    y = np.linspace(-12, 12, 400_001) * math.sqrt(var)
+    density = np.exp(-y ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
+    return float(np.trapezoid(f(y) * density, y) if hasattr(np, "trapezoid") else np.trapz(f(y) * density, y))
+
+
+def test_rule_variances_and_gains():
+    """k/n, k/m, 2k/(n+m) with k = 2/(1+a^2) for the ReLU family (He) and 1 otherwise (calculate_gain's 1 for
+    sigmoid and linear, the lecture's 1 for tanh)."""
+    assert study.rule_gain("relu") == 2 and study.rule_gain("leaky_relu", 0.5) == pytest.approx(2 / 1.25)
+    assert study.rule_gain("sigmoid") == study.rule_gain("tanh") == study.rule_gain("linear") == 1
+    assert nn.init.calculate_gain("sigmoid") ** 2 == study.rule_gain("sigmoid")
+    assert study.weight_variance("fan_in", 300, 100, "relu") == pytest.approx(2 / 300)
+    assert study.weight_variance("fan_out", 300, 100, "tanh") == pytest.approx(1 / 100)
+    assert study.weight_variance("fan_avg", 300, 100, "sigmoid") == pytest.approx(2 / 400)
+    assert study.activation_gain("sigmoid") == 1 / 16  # sigmoid'(0)^2
+
+
+@pytest.mark.parametrize("rule", study.RULES)
+@pytest.mark.parametrize("pattern", ["alternating", "pyramid"])
+def test_linear_network_with_unequal_widths_multiplies_by_n_var_w_forward_and_m_var_w_backward(rule, pattern):
+    """Each layer of a linear net multiplies Var by exactly n Var(w) forward and m Var(w) backward in
+    expectation; measured per layer within 5 sigma of the finite-width fluctuation (module docstring)."""
+    widths, batch = study.pattern_widths(pattern, 6, width=512), 256
+    result = study.run_combination("linear", rule, widths=widths, batch=batch, seed=11)
+    n, m = np.array(widths[1:-1], float), np.array(widths[2:], float)
+    var = result.weight_var[1:]
+    np.testing.assert_allclose(result.theory_forward, n * var)
+    np.testing.assert_allclose(result.theory_backward, m * var)
+    if rule == "fan_in":
+        np.testing.assert_allclose(result.theory_forward, 1.0)
+    elif rule == "fan_out":
+        np.testing.assert_allclose(result.theory_backward, 1.0)
+    else:  # the compromise: forward x backward = 4nm/(n+m)^2 < 1 wherever n != m
+        np.testing.assert_allclose(result.theory_forward * result.theory_backward, 4 * n * m / (n + m) ** 2)
+    assert not np.allclose(result.theory_forward, result.theory_backward)  # the test can tell n from m
+    tol = 5 * _sigma(widths, batch)
+    np.testing.assert_allclose(_forward_ratios(result.profile), result.theory_forward, rtol=tol)
+    np.testing.assert_allclose(_backward_ratios(result.profile), result.theory_backward, rtol=tol)
+
+
+def test_one_sided_rules_telescope_to_the_end_widths_and_the_compromise_compounds():
+    """k/n's backward product over layers 2..L is widths[L]/widths[1], whatever the depth; on alternating widths
+    the compromise loses (4 nm/(n+m)^2) per pair of layers in forward x backward, 0.64^2 at 512/128."""
+    for depth in (10, 40):
+        widths = study.pattern_widths("pyramid", depth, width=256)
+        result = study.run_combination("linear", "fan_in", widths=widths, batch=4, seed=0)
+        assert np.prod(result.theory_backward) == pytest.approx(widths[-1] / widths[1])
+        out = study.run_combination("linear", "fan_out", widths=widths, batch=4, seed=0)
+        assert np.prod(out.theory_forward) == pytest.approx(widths[1] / widths[-1])
+    alt = study.run_combination("linear", "fan_avg", widths=study.pattern_widths("alternating", 9), batch=4, seed=0)
+    pairs = (alt.theory_forward * alt.theory_backward).reshape(4, 2).prod(axis=1)
+    np.testing.assert_allclose(pairs, 0.64 ** 2)
+
+
+def test_pattern_widths_and_labels():
+    assert study.pattern_widths("equal", 3, 8) == [8, 8, 8, 8]
+    assert study.pattern_widths("alternating", 4, 256) == [512, 128, 512, 128, 512]
+    pyramid = study.pattern_widths("pyramid", 50, 256)
+    assert pyramid[0] == 2048 and pyramid[-1] == 64 and all(a >= b for a, b in zip(pyramid, pyramid[1:]))
+    assert study.pattern_label(pyramid) == "pyramid 2048->64"
+    assert study.pattern_label([512, 128, 512]) == "alternating 512/128" and study.pattern_label([8] * 3) == "equal 8"
+    with pytest.raises(ValueError, match="pattern must be one of"):
+        study.pattern_widths("hourglass", 3)
+
+
+def test_kept_directions_and_direction_json_round_trip():
+    assert study.kept_directions(1.0, 9.9) == "both" and study.kept_directions(0.05, 1) == "backward"
+    assert study.kept_directions(1, math.inf) == "forward" and study.kept_directions(math.nan, 11) == "neither"
+    summary = study.summarize([1, 10, math.inf], [10, 10], nonfinite_layer=3)
+    back = study.direction_from_json(study.direction_json(summary))
+    assert back["ratio"] == math.inf and back["verdict"] == "exploding" and "layer 3" in back["text"]
+    json_ready = study.direction_json(study.summarize([1.0, 0.5], [0.5]))
+    assert study.direction_from_json(json_ready)["ratio"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------- sigmoid and input scale
+def test_sigmoid_forward_settles_at_its_fixed_point_and_the_gradient_shrinks_by_e_sigmoid_prime_squared():
+    """Var(w) = 1/n with the sigmoid: forward, v -> E[sigmoid(y)^2], y ~ N(0, v) (the output mean 1/2 keeps it
+    up: fixed point ~4/15, not the linear theory's 1/16 decay); backward each layer multiplies by
+    E[sigmoid'(y)^2] at that v (~0.058, below the linear theory's 1/16 = 0.0625). Per-layer noise of the backward
+    ratio at width 1024: ~0.5%, so 2% on the geometric mean of 11 ratios cannot pass for 1/16."""
+    sig = lambda y: 1 / (1 + np.exp(-y))  # noqa: E731
+    v = 1.0
+    for _ in range(100):
+        v = _gauss(lambda y: sig(y) ** 2, v)
+    assert v == pytest.approx(4 / 15, rel=0.01)
+    factor = _gauss(lambda y: (sig(y) * (1 - sig(y))) ** 2, v)
+    assert abs(factor - 1 / 16) > 0.05 / 16  # the two hypotheses differ by more than the tolerance
+    result = study.run_combination("sigmoid", "fan_in", depth=12, width=1024, batch=256, seed=2)
+    # one layer's value: the mean over 1024 units of per-unit offsets ~ chi^2_1, ~4% noise; the last six layers'
+    # mean within 5% (the linear theory would put it at 1e-14, the mean term alone at n Var(w)/4 = 0.25)
+    assert np.mean(result.profile.forward_var[-6:]) == pytest.approx(v, rel=0.05)
+    assert result.backward.measured_factor == pytest.approx(factor, rel=0.02)
+
+
+def test_relu_is_scale_free_and_tanh_saturates_at_the_first_layer():
+    """ReLU(s y) = s ReLU(y): forward variances scale by s^2 exactly, gradients do not change. tanh at s = 10:
+    the first layer's gradient is m Var(w) E[tanh'(y)^2] Var(g_2) with y ~ N(0, 100), E = 0.053 (linear: 1)."""
+    one = study.run_combination("relu", "fan_in", depth=6, width=256, batch=64, seed=1)
+    ten = study.run_combination("relu", "fan_in", depth=6, width=256, batch=64, seed=1, input_scale=10.0)
+    np.testing.assert_allclose(ten.profile.forward_var, 100 * one.profile.forward_var, rtol=1e-12)
+    np.testing.assert_allclose(ten.profile.grad_var, one.profile.grad_var, rtol=1e-12)
+    tanh = study.run_combination("tanh", "fan_in", depth=4, width=1024, batch=256, seed=1, input_scale=10.0)
+    y1 = tanh.profile.forward_var[0]
+    assert y1 == pytest.approx(100, rel=0.02)
+    expected = _gauss(lambda y: (1 - np.tanh(y) ** 2) ** 2, y1)
+    assert expected == pytest.approx(0.053, rel=0.05)
+    assert tanh.profile.grad_var[0] / tanh.profile.grad_var[1] == pytest.approx(expected, rel=0.05)
+
+
+def test_sigmoid_networks_are_built_from_nn_sigmoid():
+    """build_mlp's "sigmoid" (models/mlp.py) is nn.Sigmoid, so the profile runs its own forward and backward."""
+    model = study.build_study_mlp("sigmoid", "fan_avg", [6, 5, 4], generator=np.random.default_rng(0))
+    assert all(isinstance(act, nn.Sigmoid) for _, act in study.mlp_blocks(model)[0])
+    linear = model.layer0.linear
+    assert study.weight_variance("fan_avg", 6, 5, "sigmoid") == pytest.approx(2 / 11)
+    assert linear.weight.data.std() > 0 and not linear.bias.data.any()

@@ -55,7 +55,7 @@ ARCHITECTURES = OrderedDict([
 # The four the paper reports as exploding (its Figure 1A), trained on CIFAR-10 in its section on depth.
 EXPLODING_IN_PAPER = ("batch-ReLU", "layer-tanh", "batch-tanh", "SeLU")
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "selu")
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu")
 NORMS = (None, "layer", "batch")
 
 
@@ -112,6 +112,8 @@ def _activation(name, negative_slope):
         return nn.LeakyReLU(negative_slope)
     if name == "tanh":
         return nn.Tanh()
+    if name == "sigmoid":
+        return nn.Sigmoid()
     return nn.SELU()
 
 
