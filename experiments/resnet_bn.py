@@ -6,12 +6,11 @@
     python -m experiments.resnet_bn --model Model-3 --lr 0.01 --step-probe 2   # one row
     python -m experiments.resnet_bn --list | --collect DIR
 
-Presets: Model-1/2/3 (Table 1, Figures 5, 6, 8-11, 13); ResNet-99 = Model-1 with 33 blocks per scale
-(Figure 7); Model-1 at batch 128/256/512 (Figure 14) and with weights from N(0, 0.01^2) / N(0, 0.1^2)
-(Figure 15); Model-3 at lr 0.1/0.03/0.01/0.003, probed every few steps of its first epoch (Figure 12).
-A preset row's own setting (its model, lr, batch, depth or init) wins over the flag of the same name.
 Models (DECISIONS 21): Model-1 BN + shortcuts; Model-2 BN, every shortcut removed; Model-3 shortcuts,
 every BN removed (a NaN loss is recorded as ``status: diverged`` with epoch and batch, not a crash).
+Presets (``--list`` says what each runs): Model-1/2/3 (Table 1, Figures 5, 6, 8-11, 13); Model-1 ResNet-99
+(Figure 7), at batch 128/256/512 (14), with weights N(0, 0.01^2) / N(0, 0.1^2) (15); Model-3 at lr 0.1 to
+0.003, probed every few steps of epoch 1 (Figure 12). A preset row's own setting wins over the flag.
 
 Training. The paper gives the network (ResNet-15 on CIFAR-10, Xavier init, zero biases) but no training
 recipe: the optimiser, learning rate, schedule, epochs, widths (16/32/64), stem and head are *our*
@@ -27,29 +26,26 @@ residual block the batch variance of d loss / d block output (mean over features
 per BN layer mean |beta / gamma| (Appendix F), at init, after epoch 1, the probe epochs and the end (and
 every ``--step-probe`` steps of epoch 1), in ``<row>/block_stats.json``.
 
-Outputs: one folder per row (config, metrics, checkpoints, summary, block_stats.json,
-``block_grad_var.png``, ``bn_beta_gamma.png``); study level ``results.md`` / ``results.csv``, ``manifest.json``,
-``train_accuracy.png`` (Figure 8), ``block_grad_var.png`` (one panel per probe point: Figures 5, 7),
-``block_grad_var_rows.png`` (one panel per row at its last probe: Figures 9-11, 14, 15) and, with step
-probes, ``first_epoch_steps.png`` (one panel per row, a curve per probed step: Figure 12).
+Figures: per row ``block_grad_var.png``, ``bn_beta_gamma.png``; per study ``train_accuracy.png`` (Figure 8),
+``block_grad_var.png`` (a panel per probe point: Figures 5, 7), ``block_grad_var_rows.png`` (a panel per row
+at its last probe: 9-11, 14, 15), ``first_epoch_steps.png`` (a panel per row, a curve per step: 12).
 """
-import math
 import sys
 
 import minigrad
 from minigrad import optim
-from minigrad.measure.block_variance import (BlockProbe, input_block_change, load_block_stats, variance_range,
-                                             verdict)
+from minigrad.measure.block_variance import BlockProbe, format_range, input_block_change, load_block_stats, verdict
 from minigrad.models.resnet import MODEL_VARIANTS, build_resnet
-from minigrad.runs import load_config, load_metrics, load_summary
+from minigrad.runs import load_config, load_summary
 
 from . import study
 from .study import Preset, Study, format_cell, positive_float, positive_int, row_name, training_record
 
 MODELS = tuple(MODEL_VARIANTS)
 QUICK = dict(epochs=3, milestones=(2,), probe_epochs=(0, 1, "last"), train_subset=2560, val_subset=500,
-             test_subset=2000)
-FULL = dict(train_subset=None, val_subset=None, test_subset=None, milestones=(0.5, 0.75))
+             test_subset=2000, steps=None, step_probe=None)  # steps: epochs from the paper's step counts
+FULL = dict(train_subset=None, val_subset=None, test_subset=None, milestones=(0.5, 0.75), probe_steps=(),
+            step_probe=None)  # milestones: ints are epochs, floats fractions of the epochs
 SUBSET = "on a 2,560-image CIFAR-10 subset for 3 epochs (x0.1 after epoch 2); validation 500, test 2,000 images"
 ROWS = {"main": tuple(dict(model=m) for m in MODELS), "resnet99": (dict(model="Model-1", blocks_per_scale=33),),
         "batch": tuple(dict(model="Model-1", batch_size=b) for b in (128, 256, 512)),
@@ -68,21 +64,22 @@ class ResNetBN(Study):
         "quick": Preset(f"Model-1/2/3 {SUBSET}", rows=ROWS["main"], **QUICK),
         "full": Preset("Model-1/2/3 for 200 epochs (our recipe; the paper gives none) on the 47,500-image training "
                        "split (x0.1 at epochs 100 and 150); the whole validation and test sets", rows=ROWS["main"],
-                       **{**FULL, "epochs": 200, "milestones": (100, 150), "probe_epochs": (0, 1, 67, 134, "last")}),
+                       **{**FULL, "epochs": 200, "milestones": (100, 150), "probe_epochs": (0, 1, 67, 134, "last"),
+                          "steps": None}),
         "resnet99-quick": Preset(f"Model-1 ResNet-99 (33 blocks per scale, Figure 7) {SUBSET}", rows=ROWS["resnet99"],
                                  **QUICK),
         "batch-quick": Preset(f"Model-1 at batch 128, 256, 512 (Figure 14) {SUBSET}", rows=ROWS["batch"], **QUICK),
         "init-quick": Preset(f"Model-1, weights N(0, 0.01^2) and N(0, 0.1^2) (Figure 15) {SUBSET}",
                              rows=ROWS["init"], **QUICK),
         "sweep-quick": Preset(f"Model-3 at lr 0.1, 0.03, 0.01, 0.003, probed every 2 steps of epoch 1 (Figure 12) "
-                              f"{SUBSET}", rows=ROWS["sweep"], step_probe=2, **QUICK),
+                              f"{SUBSET}", rows=ROWS["sweep"], **{**QUICK, "step_probe": 2}),
         "resnet99": Preset("Model-1 ResNet-99 to step 75,000, probes near steps 25k, 50k, 75k", rows=ROWS["resnet99"],
-                           steps=75000, probe_steps=(25000, 50000), **FULL),
+                           steps=75000, **{**FULL, "probe_steps": (25000, 50000)}),
         "batch": Preset("Model-1 at batch 128, 256, 512, each to step 25,000", rows=ROWS["batch"], steps=25000, **FULL),
         "init": Preset("Model-1 with N(0, 0.01^2) and N(0, 0.1^2) weights to step 25,000", rows=ROWS["init"],
                        steps=25000, **FULL),
         "sweep": Preset("Model-3 at lr 0.1, 0.03, 0.01, 0.003 to step 25,000, probed every 10 steps of epoch 1",
-                        rows=ROWS["sweep"], steps=25000, step_probe=10, **FULL),
+                        rows=ROWS["sweep"], steps=25000, **{**FULL, "step_probe": 10}),
     }
     columns = [("model", "Model", None), ("bn", "BN", None), ("residual", "Shortcuts", None),
                ("params", "# Params", "int"), ("epochs", "Epochs", None), ("train_acc", "Train acc %", "pct"),
@@ -117,23 +114,19 @@ class ResNetBN(Study):
 
     def rows(self, args):
         specs = [dict(model=args.model)] if args.model else self.presets[args.preset].rows
-        rows = []
-        for spec in specs:
-            config = self.row_config(args, **spec)
-            suffix = "".join(SUFFIX[k](v) for k, v in spec.items() if k in SUFFIX)
-            rows.append((row_name(config["model"], config["lr"], suffix), config))
-        return rows
+        configs = [(self.row_config(args, **spec), "".join(SUFFIX[k](v) for k, v in spec.items() if k in SUFFIX))
+                   for spec in specs]
+        return [(row_name(c["model"], c["lr"], suffix), c) for c, suffix in configs]
 
     def row_config(self, args, model, **spec):
         """Every setting of one row (written to its config.json; a re-run must match it)."""
         preset = self.presets[args.preset]
         s = {k: spec.get(k, getattr(args, k) if getattr(args, k) is not None else v) for k, v in SETTINGS.items()}
         subset = None if args.full_train else (args.train_subset or preset.train_subset)
-        if getattr(preset, "steps", None) and not args.epochs:  # epochs from the paper's steps
+        if preset.steps and not args.epochs:  # epochs from the paper's steps
             per_epoch = -(-(subset or 50000 - args.n_val) // s["batch_size"])
             epochs = max(1, -(-preset.steps // per_epoch))
-            probe_epochs = (0, 1, *(max(1, round(p / per_epoch)) for p in preset.probe_steps), "last") \
-                if hasattr(preset, "probe_steps") else (0, 1, "last")
+            probe_epochs = (0, 1, *(max(1, round(p / per_epoch)) for p in preset.probe_steps), "last")
         else:
             epochs, probe_epochs = args.epochs or preset.epochs, preset.probe_epochs
         milestones = [m if isinstance(m, int) else round(m * epochs) for m in preset.milestones]
@@ -153,9 +146,8 @@ class ResNetBN(Study):
         }
         if s["init_std"] is not None:  # keys only off the default, so the default rows' configs stay as they were
             config.update(init=f"normal(0, {s['init_std']:g}^2), zero biases", init_std=s["init_std"])
-        step_probe = args.step_probe or getattr(preset, "step_probe", None)
-        if step_probe:
-            config["step_probe_every"] = step_probe
+        if args.step_probe or preset.step_probe:
+            config["step_probe_every"] = args.step_probe or preset.step_probe
         return config
 
     def run_row(self, row):
@@ -174,9 +166,8 @@ class ResNetBN(Study):
                                                  mean=splits.mean, std=splits.std).epoch()))
         probe = BlockProbe(row.path / "block_stats.json", probe_x, probe_y, c["probe_batch"], c["probe_epochs"],
                            step_every=c.get("step_probe_every"))
-        trainer = row.trainer(model, optimizer, train, val, scheduler=scheduler, test_loader=test,
-                              callbacks=[probe], plots=True)
-        return row.fit(trainer)
+        return row.fit(row.trainer(model, optimizer, train, val, scheduler=scheduler, test_loader=test,
+                                   callbacks=[probe], plots=True))
 
     def record(self, folder):
         record, config, stats = training_record(folder), load_config(folder), load_block_stats(folder)
@@ -186,8 +177,8 @@ class ResNetBN(Study):
             "bn": "yes" if config.get("batch_norm") else "no", "residual": "yes" if config.get("residual") else "no",
             "lr": config["lr"], "batch_size": config["batch_size"], "init_std": config.get("init_std", "xavier"),
             "blocks": 3 * config["num_blocks_per_scale"],
-            "var_init": _format_range(points[0]) if points and points[0]["epoch"] == 0 else "-",
-            "var_end": _format_range(end) if end else "-", "end_label": end and end["label"],
+            "var_init": format_range(points[0]) if points and points[0]["epoch"] == 0 else "-",
+            "var_end": format_range(end) if end else "-", "end_label": end and end["label"],
             "input_block_change": input_block_change(points)})
         if "steps" in stats:
             record["verdict"], record["why"] = verdict(summary.get("status"), stats, record["train_acc"], 0.1,
@@ -216,11 +207,10 @@ class ResNetBN(Study):
         m1, m2, m3 = (by_model.get(m) for m in MODELS)
         if m1 and m2 and m1["test_acc"] is not None and m2["test_acc"] is not None:
             notes.append(f"Model-1 minus Model-2 test accuracy: {100 * (m1['test_acc'] - m2['test_acc']):+.2f} points.")
-        if m3 and m3["status"] == "finished" and "verdict" not in m3:
-            notes.append(f"Model-3 finished without a non-finite loss (the paper's diverged); final train accuracy "
-                         f"{format_cell(m3['train_acc'], 'pct')}% (chance 10%).")
-        elif m3 and "verdict" not in m3:
-            notes.append(f"Model-3: {m3['status']}.")
+        if m3 and "verdict" not in m3:
+            acc = format_cell(m3["train_acc"], "pct")
+            notes.append(f"Model-3: {m3['status']}" + (f" without a non-finite loss (the paper's diverged); final "
+                         f"train accuracy {acc}% (chance 10%)." if m3["status"] == "finished" else "."))
         for r in records:
             change = r["input_block_change"]
             moved = "" if change is None else f"; the input-side block's variance moved x{change:.1e} from init"
@@ -234,26 +224,21 @@ class ResNetBN(Study):
             notes.append("Against the paper's Figure 12 (Model-3's gradient explodes from the start, its loss soon "
                          "undefined): " + (f"we agree at lr {', '.join(bad)}" if bad else "we see it at no rate")
                          + (f"; we disagree at lr {', '.join(rest)} (finite loss, no explosion)" if rest else "") + ".")
-        notes.append("Training recipe: the paper gives none. Xavier init and zero biases are the paper's; SGD momentum "
-                     "0.9, lr 0.1, weight decay 1e-4, batch 128, x0.1 steps, the number of epochs, widths 16/32/64, "
-                     "stem and head and crop+flip augmentation are our choices (each row's config.json has every "
-                     "setting).")
-        notes.append("Block gradient variance: one fixed batch (first training images, unaugmented, BN in train "
-                     "mode), mean over features of the variance over the batch of d loss / d block output.")
-        return notes
+        return notes + [
+            "Training recipe: the paper gives none. Xavier init and zero biases are the paper's; SGD, lr, schedule, "
+            "epochs, widths, stem, head and augmentation are ours (each row's config.json has every setting).",
+            "Block gradient variance: one fixed batch (first training images, unaugmented, BN in train mode), mean "
+            "over features of the variance over the batch of d loss / d block output."]
 
-    def figures(self, records, folders, out_dir):
-        return draw_study_figures(folders, out_dir)
 
     def draw_row_figures(self, folder):
         from minigrad.plots import plot_block_panels
         points, model = load_block_stats(folder)["points"], load_config(folder).get("model", folder.name)
         if not points:
             return []
-        curves = {key: [(p["label"], {n: b[key] for n, b in p["blocks"].items()}) for p in points]
-                  for key in ("batch_var", "l2")}
-        written = plot_block_panels([("batch variance (mean over features)", curves["batch_var"]),
-                                     ("L2 norm", curves["l2"])], folder / "block_grad_var.png", sharey=False,
+        panels = [(what, [(p["label"], {n: b[key] for n, b in p["blocks"].items()}) for p in points])
+                  for key, what in (("batch_var", "batch variance (mean over features)"), ("l2", "L2 norm"))]
+        written = plot_block_panels(panels, folder / "block_grad_var.png", sharey=False,
                                     title=f"{model}: d loss / d block output, one fixed batch, per probe point")
         if points[0]["bn"]:
             bn = [(p["label"], p["bn"]) for p in points]
@@ -261,58 +246,38 @@ class ResNetBN(Study):
                                          log=False, title=f"{model}: BN layers (Appendix F)")
         return written
 
-
-def draw_study_figures(folders, out_dir):
-    """Figure 8 (training accuracy), per-point and per-row block panels, and the step-probe panels."""
-    from minigrad.plots import plot_block_panels
-    written = []
-    runs = [(f, load_metrics(f), load_summary(f) if (f / "summary.json").exists() else {}) for f in folders
-            if (f / "metrics.csv").exists()]
-    if any(rows for _, rows, _ in runs):
-        fig = study.new_figure(7.0, 4.5, layout="tight")
-        ax = fig.subplots()
-        for i, (folder, rows, summary) in enumerate(runs):
-            diverged = summary.get("diverged") if summary.get("status") == "diverged" else None
-            ax.plot([r["epoch"] for r in rows], [100 * r["train_acc"] for r in rows], marker="o", color=f"C{i % 10}",
-                    label=folder.name + (f" (diverged, epoch {diverged['epoch']})" if diverged else ""))
-        ax.set(xlabel="epoch", ylabel="training accuracy (%)", title="Training accuracy (the paper's Figure 8)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        written.append(out_dir / "train_accuracy.png")
-        fig.savefig(written[-1], dpi=110)
-    stats = [(f, load_block_stats(f)) for f in folders]
-    stats = [(f, s) for f, s in stats if s["points"]]
-    var = lambda p: {n: b["batch_var"] for n, b in p["blocks"].items()}  # noqa: E731
-    ylabel = "batch variance of d loss / d block output"
-    labels = sorted({p["label"] for _, s in stats for p in s["points"]},
-                    key=lambda lab: min(p["epoch"] for _, s in stats for p in s["points"] if p["label"] == lab))
-    panels = [(f"{lab} (step {next(p['step'] for _, s in stats for p in s['points'] if p['label'] == lab):,})",
-               [(f.name, var(p)) for f, s in stats for p in s["points"] if p["label"] == lab]) for lab in labels]
-    if panels:
-        written += plot_block_panels(panels, out_dir / "block_grad_var.png", ylabel=ylabel,
-                                     title="Per-block gradient variance, one panel per probe point")
-    if len(stats) > 1:
-        panels = [(f"{f.name}: {s['points'][-1]['label']} (step {s['points'][-1].get('step', 0):,})",
-                   [(f.name, var(s["points"][-1]))]) for f, s in stats]
-        written += plot_block_panels(panels, out_dir / "block_grad_var_rows.png", ylabel=ylabel,
-                                     title="Per-block gradient variance at each row's last probe")
-    steps = [(f, [s["points"][0]] + s["steps"]) for f, s in stats if s.get("steps")]
-    if steps:
-        last = max(p["step"] for _, pts in steps for p in pts)
-        panels = [(f"{f.name}: first {pts[-1]['step']} steps", [(f"step {p['step']}", var(p), p["step"] / last)
-                                                               for p in pts]) for f, pts in steps]
-        written += plot_block_panels(panels, out_dir / "first_epoch_steps.png", ylabel=ylabel, colormap="viridis",
-                                     colorbar=("optimiser step (0 = init)", 0, last),
-                                     title="Model-3 over its first epoch (the paper's Figure 12); gaps: non-finite")
-    return written
-
-
-def _format_range(point):
-    lo, hi = variance_range(point)
-    if not math.isfinite(hi):
-        return "non-finite"
-    return f"{lo:.1e} .. {hi:.1e} (x{hi / lo:,.0f})" if lo > 0 else f"{lo:.1e} .. {hi:.1e}"
+    def figures(self, records, folders, out_dir):
+        """Figure 8 (training accuracy), per-point and per-row block panels, and the step-probe panels."""
+        from minigrad.plots import plot_block_panels, plot_train_accuracy
+        with_metrics = [f for f in folders if (f / "metrics.csv").exists()]
+        written = plot_train_accuracy(with_metrics, out_dir / "train_accuracy.png",
+                                      title="Training accuracy (the paper's Figure 8)") if with_metrics else []
+        stats = [(f, load_block_stats(f)) for f in folders]
+        stats = [(f, s) for f, s in stats if s["points"]]
+        var = lambda p: {n: b["batch_var"] for n, b in p["blocks"].items()}  # noqa: E731
+        ylabel = "batch variance of d loss / d block output"
+        first = {}  # probe label -> its first point (for the epoch order and the step in the title)
+        for p in sorted((p for _, s in stats for p in s["points"]), key=lambda p: p["epoch"]):
+            first.setdefault(p["label"], p)
+        panels = [(f"{lab} (step {p.get('step', 0):,})", [(f.name, var(q)) for f, s in stats for q in s["points"]
+                                                           if q["label"] == lab]) for lab, p in first.items()]
+        if panels:
+            written += plot_block_panels(panels, out_dir / "block_grad_var.png", ylabel=ylabel,
+                                         title="Per-block gradient variance, one panel per probe point")
+        if len(stats) > 1:
+            panels = [(f"{f.name}: {s['points'][-1]['label']} (step {s['points'][-1].get('step', 0):,})",
+                       [(f.name, var(s["points"][-1]))]) for f, s in stats]
+            written += plot_block_panels(panels, out_dir / "block_grad_var_rows.png", ylabel=ylabel,
+                                         title="Per-block gradient variance at each row's last probe")
+        steps = [(f, [s["points"][0]] + s["steps"]) for f, s in stats if s.get("steps")]
+        if steps:
+            last = max(p["step"] for _, pts in steps for p in pts)
+            panels = [(f"{f.name}: first {pts[-1]['step']} steps", [(f"step {p['step']}", var(p), p["step"] / last)
+                                                                   for p in pts]) for f, pts in steps]
+            written += plot_block_panels(panels, out_dir / "first_epoch_steps.png", ylabel=ylabel, colormap="viridis",
+                                         colorbar=("optimiser step (0 = init)", 0, last),
+                                         title="Model-3 over its first epoch (the paper's Figure 12); gaps: non-finite")
+        return written
 
 
 STUDY = ResNetBN()

@@ -7,6 +7,8 @@
   biases out, BN weight in; by default the gradient of the epoch's last training batch).
 - ``plot_grad_flow_epochs(runs, path)``: the same for every epoch of each run, one panel per run, one
   line per epoch coloured by epoch (the report's Figures 2, 3 and 5, which the course draws epoch by epoch).
+- ``plot_train_accuracy(runs, path)``: training accuracy per epoch, one line per run, a diverged run's
+  epoch in its label (the BN-in-ResNets paper's Figure 8).
 - ``plot_block_panels(panels, path)``: a value per residual block (or layer), one panel per setting, shared
   log y axis, blocks on the x axis with scale boundaries marked (the BN-in-ResNets paper's Figures 5-15).
 
@@ -26,10 +28,10 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .runs import load_grad_stats, load_metrics
+from .runs import load_grad_stats, load_metrics, load_summary
 
 __all__ = ["plot_training_curves", "plot_grad_flow", "plot_grad_flow_epochs", "grad_flow_values",
-           "default_param_filter", "plot_block_panels", "main"]
+           "default_param_filter", "plot_block_panels", "plot_train_accuracy", "main"]
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -265,6 +267,26 @@ def plot_grad_flow_epochs(runs, path, which="last_batch", stat="mean_abs", param
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="epoch", pad=0.01)
     batch = "last training batch of each epoch" if which == "last_batch" else "mean over each epoch's batches"
     fig.suptitle(title or f"Gradient flow at every epoch ({batch})")
+    return _save(fig, path, pdf)
+
+
+def plot_train_accuracy(runs, path, title="Training accuracy", pdf=False):
+    """Training accuracy (%) against epoch, one line per run folder; "(diverged, epoch E)" after the label
+    of a run whose summary says it diverged. ``runs`` as ``plot_training_curves``. Returns the files written."""
+    fig = Figure(figsize=(7.0, 4.5), layout="tight")
+    ax = fig.subplots()
+    for i, (label, source) in enumerate(_as_runs(runs)):
+        rows = _metrics_of(source)
+        folder = Path(source) if isinstance(source, (str, Path)) else None
+        summary = load_summary(folder) if folder is not None and (folder / "summary.json").exists() else {}
+        if summary.get("status") == "diverged":
+            label += f" (diverged, epoch {summary['diverged']['epoch']})"
+        ax.plot([r["epoch"] for r in rows], [100 * r["train_acc"] for r in rows], marker="o", color=f"C{i % 10}",
+                label=label)
+    ax.set(xlabel="epoch", ylabel="training accuracy (%)", title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path, pdf)
 
 

@@ -29,7 +29,7 @@ from ..runs import json_safe, write_json_atomic
 from ..train import Callback
 
 __all__ = ["grad_output_batch_var", "bn_beta_over_gamma", "probe_blocks", "BlockProbe", "load_block_stats",
-           "variance_range", "input_block_change", "first_epoch_growth", "verdict", "EXPLOSION", "LEARNING_MARGIN"]
+           "variance_range", "format_range", "input_block_change", "first_epoch_growth", "verdict", "EXPLOSION", "LEARNING_MARGIN"]
 
 BLOCK_STATS = "block_stats.json"
 EXPLOSION = 1e3        # a block's variance this many times the largest at init, during the probed steps: explodes
@@ -151,6 +151,14 @@ def variance_range(point):
     """(min, max) over the blocks of one point's batch variance; max is inf if any is non-finite."""
     values = _variances(point)
     return min(values), max(values)
+
+
+def format_range(point):
+    """A table cell: ``"1.2e-05 .. 3.4e-03 (x283)"`` (min .. max over the blocks), or ``"non-finite"``."""
+    lo, hi = variance_range(point)
+    if not math.isfinite(hi):
+        return "non-finite"
+    return f"{lo:.1e} .. {hi:.1e} (x{hi / lo:,.0f})" if lo > 0 else f"{lo:.1e} .. {hi:.1e}"
 
 
 def input_block_change(points):
