@@ -175,7 +175,8 @@ class ResNetBN(Study):
         end = points[-1] if points and points[-1]["epoch"] > 0 else None
         record.update({
             "bn": "yes" if config.get("batch_norm") else "no", "residual": "yes" if config.get("residual") else "no",
-            "lr": config["lr"], "batch_size": config["batch_size"], "init_std": config.get("init_std", "xavier"),
+            "lr": config["lr"], "batch_size": config["batch_size"],
+            "init_std": f"{config['init_std']:g}" if "init_std" in config else "xavier",
             "blocks": 3 * config["num_blocks_per_scale"],
             "var_init": format_range(points[0]) if points and points[0]["epoch"] == 0 else "-",
             "var_end": format_range(end) if end else "-", "end_label": end and end["label"],

@@ -83,7 +83,8 @@ def test_probe_leaves_the_model_as_it_was():
     state = model.state_dict()
     x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
     result = block_variance.probe_blocks(model, nn.CrossEntropyLoss(), x, np.array([0, 1, 2, 0, 1]))
-    assert all(v["batch_var"] > 0 and v["l2"] > 0 for v in result["blocks"].values())
+    assert all(v["batch_var"] > 0 and v["l2"] > 0 and 0 <= v["sign_diversity"] <= 0.5 for v in result["blocks"].values())
+    assert not any(block.record_activations for _, block in model.blocks())
     assert all(np.array_equal(p.grad, g) for p, g in zip(model.parameters(), grads))
     after = model.state_dict()
     assert all(np.array_equal(state[k], after[k]) for k in state)  # running statistics included

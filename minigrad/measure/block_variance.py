@@ -8,8 +8,10 @@ let g = d loss / d y and g_{n,f} its value for image n at feature f = (c, h, w),
     l2(block)        = ||g||_2 = sqrt(sum_{n,f} g_{n,f}^2)
 
 (the population variance over the batch, averaged over features: the paper's "mean of the gradient
-variance, calculated for each feature across one batch"). Appendix F: for each BN layer,
-``mean_c |beta_c / gamma_c|`` over its channels. All in float64.
+variance, calculated for each feature across one batch"). Of the block output y itself, ``sign_diversity``
+= mean over features of min(#positive, #negative) / #nonzero over the batch: 0 when every feature keeps
+one sign over the batch (e.g. all negative: the next block's ReLU then passes nothing, and no gradient).
+Appendix F: for each BN layer, ``mean_c |beta_c / gamma_c|`` over its channels. All in float64.
 
 ``BlockProbe`` is a Trainer callback that measures these on one fixed batch at chosen epochs (epoch 0 =
 the initialisation) and, optionally, every ``step_every`` optimiser steps of the first epochs (the paper's
@@ -56,29 +58,33 @@ def probe_blocks(model, criterion, x, y):
     """Per-block gradient statistics of one batch, leaving the model as it was.
 
     Forward ``x`` in training mode, backward the mean cross-entropy, and read each residual block's
-    ``"<block>:grad_output"`` statistics (``batch_var``, ``l2``, ``mean_abs``). Parameter gradients, BN
+    ``"<block>:grad_output"`` statistics (``batch_var``, ``l2``, ``mean_abs``) and the ``sign_diversity`` and
+    ``mean`` of its output (``"<block>:activations"``). Parameter gradients, BN
     running statistics, the train/eval mode and the blocks' recording flags are restored afterwards.
     Returns ``{"loss", "blocks": {name: {batch_var, l2, mean_abs}}, "bn": {name: mean |beta/gamma|}}``.
     """
     was_training = model.training
     grads = [p.grad.copy() for p in model.parameters()]
     buffers = {name: np.array(value, copy=True) for name, value in model.named_buffers()}
-    flags = [(block, block.record_grad_output) for _, block in model.blocks()]
+    flags = [(block, block.record_grad_output, block.record_activations) for _, block in model.blocks()]
     try:
         model.train()
         model.set_record_grad_output(True)
+        for _, block in model.blocks():
+            block.record_activations = True
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging model may overflow: recorded as such
             loss = criterion(model(x), y)
             model.backward(criterion.backward())
         stats = model.grad_stats
-        blocks = {name: {key: stats[f"{name}:grad_output"][key] for key in ("batch_var", "l2", "mean_abs")}
+        blocks = {name: {**{key: stats[f"{name}:grad_output"][key] for key in ("batch_var", "l2", "mean_abs")},
+                         **{key: stats[f"{name}:activations"][key] for key in ("sign_diversity", "mean")}}
                   for name, _ in model.blocks()}
     finally:
         for p, g in zip(model.parameters(), grads):
             p.grad[...] = g
         model.load_state_dict({**model.state_dict(), **buffers})
-        for block, flag in flags:
-            block.record_grad_output = flag
+        for block, grad_flag, activation_flag in flags:
+            block.record_grad_output, block.record_activations = grad_flag, activation_flag
         model.train(was_training)
     return {"loss": loss, "blocks": blocks, "bn": bn_beta_over_gamma(model)}
 
@@ -193,8 +199,12 @@ def verdict(status, record, train_acc, chance, divergence=None):
         return "diverges", f"non-finite loss at epoch {where.get('epoch')}, batch {where.get('batch')}{grew}"
     if growth is not None and growth >= EXPLOSION:
         return "explodes", f"finite loss{grew}"
-    change = input_block_change(record.get("points", []))
+    points = record.get("points", [])
+    change = input_block_change(points)
     moved = "" if change is None else f"; input-side block variance x{change:.1e} of init at the end"
+    signs = [p["blocks"][list(p["blocks"])[-1]].get("sign_diversity") for p in points[:1] + points[-1:]]
+    if len(signs) == 2 and None not in signs:
+        moved += f"; output-side block's sign diversity {signs[0]:.3f} at init, {signs[1]:.3f} at the end"
     acc = "-" if train_acc is None else f"{100 * train_acc:.1f}%"
     if train_acc is None or train_acc < chance + LEARNING_MARGIN:
         return "stops learning", f"train accuracy {acc} (chance {100 * chance:.0f}%){grew}{moved}"
