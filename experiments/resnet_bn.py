@@ -34,7 +34,8 @@ import sys
 
 import minigrad
 from minigrad import optim
-from minigrad.measure.block_variance import BlockProbe, format_range, input_block_change, load_block_stats, verdict
+from minigrad.measure.block_variance import (BlockProbe, format_range, input_block_change, load_block_stats,
+                                             output_sign_diversity, verdict)
 from minigrad.models.resnet import MODEL_VARIANTS, build_resnet
 from minigrad.runs import load_config, load_summary
 
@@ -180,7 +181,7 @@ class ResNetBN(Study):
             "blocks": 3 * config["num_blocks_per_scale"],
             "var_init": format_range(points[0]) if points and points[0]["epoch"] == 0 else "-",
             "var_end": format_range(end) if end else "-", "end_label": end and end["label"],
-            "input_block_change": input_block_change(points)})
+            "input_block_change": input_block_change(points), "signs": output_sign_diversity(points)})
         if "steps" in stats:
             record["verdict"], record["why"] = verdict(summary.get("status"), stats, record["train_acc"], 0.1,
                                                        summary.get("diverged"))
@@ -224,7 +225,16 @@ class ResNetBN(Study):
             rest = [f"{r['lr']:g} {r['verdict']}" for r in sweep if r["verdict"] not in ("diverges", "explodes")]
             notes.append("Against the paper's Figure 12 (Model-3's gradient explodes from the start, its loss soon "
                          "undefined): " + (f"we agree at lr {', '.join(bad)}" if bad else "we see it at no rate")
-                         + (f"; we disagree at lr {', '.join(rest)} (finite loss, no explosion)" if rest else "") + ".")
+                         + (f"; we disagree at lr {', '.join(rest)} (finite loss, no explosion)" if rest else "")
+                         + ". The paper gives no optimiser or learning rate to compare with.")
+            dead = [r for r in sweep if r["verdict"] == "stops learning" and r["signs"]
+                    and r["signs"][1] < r["signs"][0] / 4]
+            notes += ["Why, as we measure it: " + "; ".join(
+                f"at lr {r['lr']:g} the output-side block's sign diversity fell from {r['signs'][0]:.3f} to "
+                f"{r['signs'][1]:.3f}" for r in dead) + ". Its features keep one sign over the batch, so the ReLU "
+                "opening each branch and the head passes almost nothing and the gradient vanishes instead of "
+                "exploding: without BN nothing re-centres the residual stream after the first large steps."
+            ] if dead else []
         return notes + [
             "Training recipe: the paper gives none. Xavier init and zero biases are the paper's; SGD, lr, schedule, "
             "epochs, widths, stem, head and augmentation are ours (each row's config.json has every setting).",

@@ -31,7 +31,8 @@ from ..runs import json_safe, write_json_atomic
 from ..train import Callback
 
 __all__ = ["grad_output_batch_var", "bn_beta_over_gamma", "probe_blocks", "BlockProbe", "load_block_stats",
-           "variance_range", "format_range", "input_block_change", "first_epoch_growth", "verdict", "EXPLOSION", "LEARNING_MARGIN"]
+           "variance_range", "format_range", "input_block_change", "output_sign_diversity", "first_epoch_growth",
+           "verdict", "EXPLOSION", "LEARNING_MARGIN"]
 
 BLOCK_STATS = "block_stats.json"
 EXPLOSION = 1e3        # a block's variance this many times the largest at init, during the probed steps: explodes
@@ -176,6 +177,12 @@ def input_block_change(points):
     return after / before if before and after is not None else None
 
 
+def output_sign_diversity(points):
+    """(at init, at the last probe) sign diversity of the output-side block, or None if not recorded."""
+    signs = [p["blocks"][list(p["blocks"])[-1]].get("sign_diversity") for p in points[:1] + points[-1:]]
+    return tuple(signs) if len(signs) == 2 and None not in signs and points[0]["epoch"] == 0 else None
+
+
 def first_epoch_growth(record):
     """Largest block variance over the step probes / largest at init (inf if any is non-finite), or None."""
     points, steps = record.get("points", []), record.get("steps", [])
@@ -202,8 +209,8 @@ def verdict(status, record, train_acc, chance, divergence=None):
     points = record.get("points", [])
     change = input_block_change(points)
     moved = "" if change is None else f"; input-side block variance x{change:.1e} of init at the end"
-    signs = [p["blocks"][list(p["blocks"])[-1]].get("sign_diversity") for p in points[:1] + points[-1:]]
-    if len(signs) == 2 and None not in signs:
+    signs = output_sign_diversity(points)
+    if signs:
         moved += f"; output-side block's sign diversity {signs[0]:.3f} at init, {signs[1]:.3f} at the end"
     acc = "-" if train_acc is None else f"{100 * train_acc:.1f}%"
     if train_acc is None or train_acc < chance + LEARNING_MARGIN:
