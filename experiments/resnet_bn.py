@@ -46,7 +46,7 @@ MODELS = tuple(MODEL_VARIANTS)
 QUICK = dict(epochs=3, milestones=(2,), probe_epochs=(0, 1, "last"), train_subset=2560, val_subset=500,
              test_subset=2000, steps=None, step_probe=None)  # steps: epochs from the paper's step counts
 FULL = dict(train_subset=None, val_subset=None, test_subset=None, milestones=(0.5, 0.75), probe_steps=(),
-            step_probe=None)  # milestones: ints are epochs, floats fractions of the epochs
+            probe_epochs=(0, 1, "last"), step_probe=None)  # milestones: ints are epochs, floats fractions of the epochs
 SUBSET = "on a 2,560-image CIFAR-10 subset for 3 epochs (x0.1 after epoch 2); validation 500, test 2,000 images"
 ROWS = {"main": tuple(dict(model=m) for m in MODELS), "resnet99": (dict(model="Model-1", blocks_per_scale=33),),
         "batch": tuple(dict(model="Model-1", batch_size=b) for b in (128, 256, 512)),
