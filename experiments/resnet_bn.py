@@ -138,7 +138,7 @@ class ResNetBN(Study):
             "train_subset": subset, "n_val": args.n_val, "split_seed": 0,
             "val_subset": preset.val_subset, "test_subset": preset.test_subset,
             "optimizer": "SGD", "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
-            "scheduler": "MultiStepLR", "milestones": [m for m in milestones if 0 < m < epochs], "gamma": 0.1,
+            "scheduler": "MultiStepLR", "milestones": sorted({m for m in milestones if 0 < m < epochs}), "gamma": 0.1,
             "augment": "crop32-pad4+hflip", "init": "xavier_uniform, zero biases",
             "num_filters": [args.width, 2 * args.width, 4 * args.width],
             "num_blocks_per_scale": s["blocks_per_scale"], "probe_epochs": probes,
