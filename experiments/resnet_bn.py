@@ -195,7 +195,8 @@ class ResNetBN(Study):
 
     def sort_folders(self, folders):
         order = {m: i for i, m in enumerate(MODELS)}
-        return sorted(folders, key=lambda f: (order.get(load_config(f).get("model"), 99), f.name))
+        configs = {f: load_config(f) for f in folders}
+        return sorted(folders, key=lambda f: (order.get(configs[f].get("model"), 99), -configs[f].get("lr", 0), f.name))
 
     def table_title(self, records, preset):
         depth = ", ".join(sorted({f"ResNet-{r['blocks']}" for r in records})) or "ResNet"
@@ -222,7 +223,7 @@ class ResNetBN(Study):
         notes += [f"{r['row']} (lr {r['lr']:g}): **{r['verdict']}**: {r['why']}." for r in sweep]
         if sweep:
             bad = [f"{r['lr']:g}" for r in sweep if r["verdict"] in ("diverges", "explodes")]
-            rest = [f"{r['lr']:g} {r['verdict']}" for r in sweep if r["verdict"] not in ("diverges", "explodes")]
+            rest = [f"{r['lr']:g} ({r['verdict']})" for r in sweep if r["verdict"] not in ("diverges", "explodes")]
             notes.append("Against the paper's Figure 12 (Model-3's gradient explodes from the start, its loss soon "
                          "undefined): " + (f"we agree at lr {', '.join(bad)}" if bad else "we see it at no rate")
                          + (f"; we disagree at lr {', '.join(rest)} (finite loss, no explosion)" if rest else "")

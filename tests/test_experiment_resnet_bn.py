@@ -83,7 +83,8 @@ def test_probe_leaves_the_model_as_it_was():
     state = model.state_dict()
     x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
     result = block_variance.probe_blocks(model, nn.CrossEntropyLoss(), x, np.array([0, 1, 2, 0, 1]))
-    assert all(v["batch_var"] > 0 and v["l2"] > 0 and 0 <= v["sign_diversity"] <= 0.5 for v in result["blocks"].values())
+    assert all(v["batch_var"] > 0 and v["l2"] > 0 and 0 <= v["sign_diversity"] <= 0.5
+               for v in result["blocks"].values())
     assert not any(block.record_activations for _, block in model.blocks())
     assert all(np.array_equal(p.grad, g) for p, g in zip(model.parameters(), grads))
     after = model.state_dict()
@@ -248,7 +249,8 @@ def test_appendix_rows_run_tiny(preset, fake_data, tmp_path, capsys):
     assert (out / "block_grad_var.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "block_grad_var_rows.png").exists() == (preset != "resnet99-quick")  # one row: no per-row panels
     header = (out / "results.md").read_text().splitlines()[2]
-    assert ("| Batch |" in header) == (preset == "batch-quick") and ("| Init std |" in header) == (preset == "init-quick")
+    assert ("| Batch |" in header) == (preset == "batch-quick")
+    assert ("| Init std |" in header) == (preset == "init-quick")
 
 
 def test_step_probe_records_the_first_epoch_and_changes_nothing(fake_data, tmp_path, capsys):
@@ -274,14 +276,15 @@ def test_sweep_tiny_gives_each_rate_a_verdict(fake_data, tmp_path, capsys):
     assert code == 0, captured.err
     rows = study.read_csv(out / "results.csv")
     assert [r["lr"] for r in rows] == [0.1, 0.03, 0.01, 0.003]
-    assert all(r["verdict"] in ("diverges", "explodes", "stops learning", "learns") for r in rows)
+    assert all(r["verdict"] in ("diverges", "explodes", "stops learning", "learns slowly", "learns") for r in rows)
     assert "Against the paper's Figure 12" in (out / "results.md").read_text()
     assert (out / "first_epoch_steps.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _record(steps_var, end_var=1.0, init_var=1.0):
-    point = lambda epoch, step, v, label: {"epoch": epoch, "step": step, "label": label,  # noqa: E731
-                                           "blocks": {"scale0.block0": {"batch_var": v}, "scale2.block0": {"batch_var": v}}}
+    point = lambda epoch, step, v, label: {  # noqa: E731
+        "epoch": epoch, "step": step, "label": label,
+        "blocks": {"scale0.block0": {"batch_var": v}, "scale2.block0": {"batch_var": v}}}
     return {"points": [point(0, 0, init_var, "init"), point(3, 30, end_var, "end")],
             "steps": [point(1, s, v, None) for s, v in enumerate(steps_var, start=1)]}
 
@@ -293,9 +296,16 @@ def test_verdict_logic():
     assert "batch 7" in v("diverged", _record([1.0]), None, 0.1, where)[1]
     assert v("finished", _record([1.0, 2e3]), 0.5, 0.1)[0] == "explodes"  # finite loss, variance x2000
     assert v("finished", _record([1.0, None]), 0.5, 0.1)[0] == "explodes"  # non-finite statistic
-    assert v("finished", _record([1.0, 9e2]), 0.12, 0.1)[0] == "stops learning"  # below x1000, near chance
-    verdict, why = v("finished", _record([1.0, 1e-3], end_var=1e-16), 0.1, 0.1)
+    assert v("finished", _record([1.0, 9e2]), 0.12, 0.1)[0] == "learns slowly"  # below x1000, near chance
+    verdict, why = v("finished", _record([1.0, 1e-3], end_var=1e-16), 0.1, 0.1)  # near chance, gradient gone
     assert verdict == "stops learning" and "x1.0e-16" in why
-    assert v("finished", _record([1.0, 1.0]), 0.16, 0.1)[0] == "learns"
+    assert v("finished", _record([1.0], end_var=0.011), 0.1, 0.1)[0] == "learns slowly"  # fell < x100
+    assert v("finished", _record([1.0], end_var=0.01), 0.1, 0.1)[0] == "stops learning"  # fell x100
+    dead = _record([1.0])
+    for point, sign in zip(dead["points"], (0.2, 0.04)):  # the output side's ReLUs pass nothing any more
+        point["blocks"]["scale2.block0"]["sign_diversity"] = sign
+    verdict, why = v("finished", dead, 0.1, 0.1)
+    assert verdict == "stops learning" and "sign diversity 0.200 at init, 0.040" in why
+    assert v("finished", _record([1.0, 1.0], end_var=1e-16), 0.16, 0.1)[0] == "learns"  # above chance + 5
     assert v("finished", {"points": [], "steps": []}, None, 0.1)[0] == "stops learning"
     assert block_variance.first_epoch_growth(_record([1.0, 50.0], init_var=0.5)) == 100.0

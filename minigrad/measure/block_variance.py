@@ -18,7 +18,7 @@ the initialisation) and, optionally, every ``step_every`` optimiser steps of the
 Figure 12, Model-3 "at epoch 1"). The probe leaves no trace: parameter gradients, BN running statistics,
 train/eval mode and the blocks' recording flags are put back, so a run with the probe has the numbers of
 one without it. ``verdict`` reads a run's probes and summary into one word: diverges / explodes / stops
-learning / learns.
+learning / learns slowly / learns.
 """
 import json
 import math
@@ -32,11 +32,12 @@ from ..train import Callback
 
 __all__ = ["grad_output_batch_var", "bn_beta_over_gamma", "probe_blocks", "BlockProbe", "load_block_stats",
            "variance_range", "format_range", "input_block_change", "output_sign_diversity", "first_epoch_growth",
-           "verdict", "EXPLOSION", "LEARNING_MARGIN"]
+           "verdict", "EXPLOSION", "LEARNING_MARGIN", "VANISHED"]
 
 BLOCK_STATS = "block_stats.json"
 EXPLOSION = 1e3        # a block's variance this many times the largest at init, during the probed steps: explodes
-LEARNING_MARGIN = 0.05  # final training accuracy within this of chance: stopped learning
+LEARNING_MARGIN = 0.05  # final training accuracy within this of chance: not learning (yet)
+VANISHED = 1e2         # the input-side block's variance this many times below init: the gradient has gone
 
 
 def grad_output_batch_var(grad_output):
@@ -192,12 +193,16 @@ def first_epoch_growth(record):
 
 
 def verdict(status, record, train_acc, chance, divergence=None):
-    """One word for a run and the reason: ``("diverges" | "explodes" | "stops learning" | "learns", why)``.
+    """One word for a run and the reason: ``(word, why)``, the first that applies of
 
-    diverges: the loss became NaN/Inf (``status == "diverged"``; ``divergence`` the summary's where).
-    explodes: the loss stayed finite but during the probed steps some block's gradient variance rose to
-    ``EXPLOSION`` times the largest at init, or became non-finite. stops learning: neither, and the final
-    training accuracy ``train_acc`` is within ``LEARNING_MARGIN`` of ``chance``. learns: the rest.
+    diverges        the loss became NaN/Inf (``status == "diverged"``; ``divergence``: the summary's where);
+    explodes        finite loss, but during the probed steps some block's gradient variance rose to
+                    ``EXPLOSION`` times the largest at init, or became non-finite;
+    stops learning  the final training accuracy ``train_acc`` is within ``LEARNING_MARGIN`` of ``chance`` and
+                    the gradient has gone: the input-side block's variance fell ``VANISHED`` times or more
+                    from init, or the output-side block's sign diversity fell below a quarter of its init value;
+    learns slowly   near chance as well, but with the gradient still there (too few steps to tell);
+    learns          the rest.
     """
     growth = first_epoch_growth(record)
     grew = "" if growth is None else f"; first-epoch peak block variance x{growth:.1e} of init"
@@ -207,12 +212,13 @@ def verdict(status, record, train_acc, chance, divergence=None):
     if growth is not None and growth >= EXPLOSION:
         return "explodes", f"finite loss{grew}"
     points = record.get("points", [])
-    change = input_block_change(points)
-    moved = "" if change is None else f"; input-side block variance x{change:.1e} of init at the end"
-    signs = output_sign_diversity(points)
+    change, signs = input_block_change(points), output_sign_diversity(points)
+    why = "" if change is None else f"; input-side block variance x{change:.1e} of init at the end"
     if signs:
-        moved += f"; output-side block's sign diversity {signs[0]:.3f} at init, {signs[1]:.3f} at the end"
+        why += f"; output-side block's sign diversity {signs[0]:.3f} at init, {signs[1]:.3f} at the end"
     acc = "-" if train_acc is None else f"{100 * train_acc:.1f}%"
-    if train_acc is None or train_acc < chance + LEARNING_MARGIN:
-        return "stops learning", f"train accuracy {acc} (chance {100 * chance:.0f}%){grew}{moved}"
-    return "learns", f"train accuracy {acc}{grew}{moved}"
+    if train_acc is not None and train_acc >= chance + LEARNING_MARGIN:
+        return "learns", f"train accuracy {acc}{grew}{why}"
+    gone = (change is not None and change <= 1 / VANISHED) or (signs is not None and signs[1] < signs[0] / 4)
+    return ("stops learning" if gone or train_acc is None else "learns slowly",
+            f"train accuracy {acc} (chance {100 * chance:.0f}%){grew}{why}")
