@@ -267,17 +267,18 @@ class ResNetBN(Study):
         stats = [(f, load_block_stats(f)) for f in folders]
         stats = [(f, s) for f, s in stats if s["points"]]
         var = lambda p: {n: b["batch_var"] for n, b in p["blocks"].items()}  # noqa: E731
+        where = lambda p: f"epoch {p['epoch']}" + (f", step {p['step']:,}" if "step" in p else "")  # noqa: E731
         ylabel = "batch variance of d loss / d block output"
         first = {}  # probe label -> its first point (for the epoch order and the step in the title)
         for p in sorted((p for _, s in stats for p in s["points"]), key=lambda p: p["epoch"]):
             first.setdefault(p["label"], p)
-        panels = [(f"{lab} (step {p.get('step', 0):,})", [(f.name, var(q)) for f, s in stats for q in s["points"]
-                                                           if q["label"] == lab]) for lab, p in first.items()]
+        panels = [(f"{lab} ({where(p)})", [(f.name, var(q)) for f, s in stats for q in s["points"]
+                                           if q["label"] == lab]) for lab, p in first.items()]
         if panels:
             written += plot_block_panels(panels, out_dir / "block_grad_var.png", ylabel=ylabel,
                                          title="Per-block gradient variance, one panel per probe point")
         if len(stats) > 1:
-            panels = [(f"{f.name}: {s['points'][-1]['label']} (step {s['points'][-1].get('step', 0):,})",
+            panels = [(f"{f.name}: {s['points'][-1]['label']} ({where(s['points'][-1])})",
                        [(f.name, var(s["points"][-1]))]) for f, s in stats]
             written += plot_block_panels(panels, out_dir / "block_grad_var_rows.png", ylabel=ylabel,
                                          title="Per-block gradient variance at each row's last probe")
