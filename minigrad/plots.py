@@ -10,6 +10,10 @@
 - ``plot_log_panels(panels, path)``: a grid of panels of positive values (a variance across depth) on a
   log axis, lines given by the caller; ``plot_facets(points, path, ...)``: the same as small multiples of
   flat records (columns, rows and lines by key); ``plot_grouped_bars(...)``: bars with a reference line.
+- ``plot_train_accuracy(runs, path)``: training accuracy per epoch, one line per run, a diverged run's
+  epoch in its label (the BN-in-ResNets paper's Figure 8).
+- ``plot_block_panels(panels, path)``: a value per residual block (or layer), one panel per setting, shared
+  log y axis, blocks on the x axis with scale boundaries marked (the BN-in-ResNets paper's Figures 5-15).
 
 Command line, to redraw a run's figures from its metrics.csv and grad_stats.json::
 
@@ -27,10 +31,11 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .runs import load_grad_stats, load_metrics
+from .runs import load_grad_stats, load_metrics, load_summary
 
 __all__ = ["plot_training_curves", "plot_grad_flow", "plot_grad_flow_epochs", "grad_flow_values",
-           "default_param_filter", "plot_log_panels", "plot_facets", "plot_grouped_bars", "main"]
+           "default_param_filter", "plot_log_panels", "plot_facets", "plot_grouped_bars", "plot_block_panels",
+           "plot_train_accuracy", "main"]
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -266,6 +271,74 @@ def plot_grad_flow_epochs(runs, path, which="last_batch", stat="mean_abs", param
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="epoch", pad=0.01)
     batch = "last training batch of each epoch" if which == "last_batch" else "mean over each epoch's batches"
     fig.suptitle(title or f"Gradient flow at every epoch ({batch})")
+    return _save(fig, path, pdf)
+
+
+def plot_train_accuracy(runs, path, title="Training accuracy", pdf=False):
+    """Training accuracy (%) against epoch, one line per run folder; "(diverged, epoch E)" after the label
+    of a run whose summary says it diverged. ``runs`` as ``plot_training_curves``. Returns the files written."""
+    fig = Figure(figsize=(7.0, 4.5), layout="tight")
+    ax = fig.subplots()
+    for i, (label, source) in enumerate(_as_runs(runs)):
+        rows = _metrics_of(source)
+        folder = Path(source) if isinstance(source, (str, Path)) else None
+        summary = load_summary(folder) if folder is not None and (folder / "summary.json").exists() else {}
+        if summary.get("status") == "diverged":
+            label += f" (diverged, epoch {summary['diverged']['epoch']})"
+        ax.plot([r["epoch"] for r in rows], [100 * r["train_acc"] for r in rows], marker="o", color=f"C{i % 10}",
+                label=label)
+    ax.set(xlabel="epoch", ylabel="training accuracy (%)", title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, pdf)
+
+
+def plot_block_panels(panels, path, title=None, ylabel=None, log=True, sharey=True, colormap=None,
+                      colorbar=None, pdf=False):
+    """One panel per setting, a value per block on the x axis (input left), log y shared by default.
+
+    ``panels``: ``[(panel title, [(curve label, {block name: value}[, colormap position 0..1])])]``; names like ``scale1.block0`` (or
+    any dotted name whose first part is the scale): a dotted line where the scale changes, every block
+    ticked. None, NaN and (on a log axis) values <= 0 are gaps. Curves take colours C0, C1, ... or, with
+    ``colormap`` (e.g. "viridis"), run along it in order; ``colorbar=(label, first, last)`` adds its bar
+    (one scale for all panels: label the curves by e.g. step). Returns the files written.
+    """
+    from matplotlib import cm, colors
+    width = max((len(next(iter(curves), ("", {}))[1]) for _, curves in panels), default=1)
+    panel_width = min(max(4.5, 0.16 * width + 2.0), 12.0)
+    fig = Figure(figsize=(panel_width * len(panels) + (1.2 if colorbar else 0.3), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=sharey, squeeze=False)[0]
+    cmap = __import__("matplotlib").colormaps[colormap] if colormap else None
+    for ax, (panel_title, curves) in zip(axes, panels):
+        names = []
+        for i, (label, values, *position) in enumerate(curves):
+            names = list(values)
+            shown = [math.nan if v is None or not (v > 0 or not log) else v for v in values.values()]
+            colour = cmap(position[0] if position else i / max(len(curves) - 1, 1)) if cmap else f"C{i % 10}"
+            ax.plot(range(1, len(shown) + 1), shown, "-o", markersize=2.5 if len(shown) > 30 else 3.5,
+                    linewidth=1.1, color=colour, label=label)
+        ax.set_xticks(range(1, len(names) + 1))
+        ax.set_xticklabels([n.replace("scale", "s").replace(".block", ".b") for n in names], rotation=90,
+                           fontsize=5 if len(names) > 40 else 7)
+        for i in range(1, len(names)):
+            if names[i].split(".")[0] != names[i - 1].split(".")[0]:
+                ax.axvline(i + 0.5, color="0.5", linewidth=0.9, linestyle=":")
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel("residual block (input left, output right)")
+        ax.grid(True, which="major", alpha=0.3)
+        if curves and not colorbar and len(curves) <= 12:
+            ax.legend(fontsize=7)
+    if ylabel:
+        axes[0].set_ylabel(ylabel)
+    if colorbar:
+        label, first, last = colorbar
+        fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(first, last), cmap=cmap), ax=list(axes),
+                     label=label, pad=0.01)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path, pdf)
 
 

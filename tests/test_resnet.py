@@ -297,3 +297,17 @@ def test_bad_construction():
         ResNet(num_filters=())
     with pytest.raises(ValueError, match="num_blocks_per_scale"):
         ResNet(num_blocks_per_scale=0)
+
+
+@pytest.mark.parametrize("std", [0.01, 0.1])
+def test_init_std_draws_every_weight_from_a_normal(std):
+    minigrad.manual_seed(0)
+    model = build_resnet("Model-1", init_std=std, num_blocks_per_scale=2)
+    weights = [m.weight.data for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    values = np.concatenate([w.ravel() for w in weights]).astype(np.float64)
+    assert abs(values.mean()) < 0.02 * std and values.std() == pytest.approx(std, rel=0.02)
+    for w in weights[:3]:  # each layer too, not only the pool of all
+        assert w.std() == pytest.approx(std, rel=0.2)
+    assert all(np.all(bn.weight.data == 1) for _, bn in model.batch_norms())  # BN gamma untouched
+    with pytest.raises(ValueError, match="init_std"):
+        build_resnet("Model-1", init_std=0.0)

@@ -23,7 +23,8 @@ stack); Model-3 ``batch_norm=False`` (every BN gone, the shortcut's and the head
 Initialisation, as the paper ("xavier initialization, biases initialized to 0"): every conv and linear
 weight ``xavier_uniform_`` (gain 1; uniform because Glorot and Bengio's rule and TensorFlow's
 ``xavier_initializer``, which the paper's step counts suggest it used, are uniform), every bias 0, BN
-gamma 1 and beta 0. A conv whose output reaches a BN before any nonlinearity (all of them when
+gamma 1 and beta 0. ``init_std=s`` draws every conv and linear weight from N(0, s^2) instead (the paper's
+Appendix G, Figure 15: "initialized by 0.01 / 0.1"). A conv whose output reaches a BN before any nonlinearity (all of them when
 ``batch_norm``) has no bias: BN would subtract it again, and its gradient would be rounding noise.
 """
 from collections import OrderedDict
@@ -77,10 +78,12 @@ class ResNet(nn.Sequential):
     """
 
     def __init__(self, num_blocks_per_scale=5, num_filters=(16, 32, 64), num_classes=10, batch_norm=True,
-                 residual=True, in_channels=3, record_grad_output=False):
+                 residual=True, in_channels=3, record_grad_output=False, init_std=None):
         widths = tuple(int(w) for w in num_filters)
         if not widths or min(widths) < 1:
             raise ValueError(f"ResNet: num_filters must be positive widths, one per scale, got {num_filters!r}")
+        if init_std is not None and not init_std > 0:
+            raise ValueError(f"ResNet: init_std must be a positive standard deviation or None, got {init_std!r}")
         if int(num_blocks_per_scale) < 1:
             raise ValueError(f"ResNet: num_blocks_per_scale must be >= 1, got {num_blocks_per_scale!r}")
         parts = OrderedDict()
@@ -103,15 +106,19 @@ class ResNet(nn.Sequential):
         super().__init__(parts)
         self.config = dict(num_blocks_per_scale=int(num_blocks_per_scale), num_filters=list(widths),
                            num_classes=int(num_classes), batch_norm=bool(batch_norm), residual=bool(residual))
+        self.init_std = None if init_std is None else float(init_std)
         self.name_modules()
         self.reset_parameters()
         self.set_record_grad_output(record_grad_output)
 
     def reset_parameters(self, generator=None):
-        """Xavier-uniform conv and linear weights, zero biases, BN gamma 1 and beta 0 (the paper's init)."""
+        """Xavier-uniform (or N(0, init_std^2)) conv and linear weights, zero biases, BN gamma 1 and beta 0."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(module.weight, generator=generator)
+                if self.init_std is None:
+                    nn.init.xavier_uniform_(module.weight, generator=generator)
+                else:
+                    nn.init.normal_(module.weight, std=self.init_std, generator=generator)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
