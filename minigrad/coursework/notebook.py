@@ -319,7 +319,7 @@ model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(
 crit, opt = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 losses = []
 model.train()
-for step in range(150):
+for step in range(100):
     batch = rng.choice(len(x), 32, replace=False)
     opt.zero_grad()
     losses.append(crit(model(x[batch]), y[batch]))
@@ -329,7 +329,7 @@ model.eval()
 accuracy = float((model(x).argmax(1) == y).mean())
 ''',
     "depth": '''
-# A deep, narrow VGG-style CNN from your blocks: 8 processing blocks with BN and residual connections
+# A deep, narrow VGG-style CNN from your blocks: 6 processing blocks with BN and residual connections
 # around a reduction block, on the tiny quadrant images (the class is the quadrant holding a bright square).
 rng = np.random.default_rng(0)
 from collections import OrderedDict
@@ -344,15 +344,15 @@ def images(n):
 x, y = images(512)
 minigrad.manual_seed(0)
 layers = [("entry", nn.Conv2d(3, 8, 3, padding=1))]
-layers += [(f"block{i}", processing_block(8, batch_norm=True, residual=True)) for i in range(4)]
+layers += [(f"block{i}", processing_block(8, batch_norm=True, residual=True)) for i in range(3)]
 layers += [("reduce", reduction_block(8, batch_norm=True, shortcut="conv1x1"))]
-layers += [(f"block{i}", processing_block(8, batch_norm=True, residual=True)) for i in range(4, 8)]
+layers += [(f"block{i}", processing_block(8, batch_norm=True, residual=True)) for i in range(3, 6)]
 layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("head", nn.Linear(8, 4))]
 model = nn.Sequential(OrderedDict(layers))
 crit, opt = nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=3e-3)
 losses = []
 model.train()
-for step in range(120):
+for step in range(80):
     batch = rng.choice(len(x), 32, replace=False)
     opt.zero_grad()
     losses.append(crit(model(x[batch]), y[batch]))
