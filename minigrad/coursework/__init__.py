@@ -1,7 +1,7 @@
 r"""The coursework kit: handouts made from the library itself, graded against it.
 
     python -m minigrad.coursework list                         # the assignments and their items
-    python -m minigrad.coursework make mlp --out handout-mlp   # the student package of one assignment
+    python -m minigrad.coursework make mlp --out handout-mlp   # the student package (and handout-mlp/mlp.ipynb)
     python -m minigrad.coursework grade SUBMISSION --json results.json --report report.md
 
 On Gradescope, ``run_autograder`` is one line (``results.json`` in Gradescope's format)::
@@ -13,7 +13,8 @@ To check the kit against the library after changing the library, grade a copy of
 (``--assignment all``): every item must score full marks.
 
 ``make`` copies the installed library's source with the assignment's function bodies replaced by
-``raise NotImplementedError`` (``handout.py``); ``grade`` runs every item of a submission in its own
+``raise NotImplementedError`` (``handout.py``) and writes the handout as a notebook with a local check per
+item (``notebook.py``); ``grade`` runs every item of a submission in its own
 limited subprocess on hidden random cases and judges it against the installed library (``grader.py``,
 ``checks.py``). The assignments are defined in ``assignments.py``.
 """

@@ -80,7 +80,8 @@ def _run(args):
         except (ValueError, HandoutError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(f"handout '{args.name}' written to {out} (instructions in {out / 'HANDOUT.md'})")
+        print(f"handout '{args.name}' written to {out} (instructions in {out / 'HANDOUT.md'}; the same with a "
+              f"check per item in {out / (args.name + '.ipynb')})")
         return 0
     try:
         result = grade(args.dir, assignment=args.assignment, seed=args.seed, timeout=args.timeout,

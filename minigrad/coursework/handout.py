@@ -8,7 +8,8 @@ found with ``ast`` and replaced, line range by line range, by ``raise NotImpleme
 comments elsewhere survive), and no line of the removed body (code or comment) is left behind.
 
 The handout folder holds ``minigrad/`` (without this kit), ``experiments/``, the packaging files, a
-``HANDOUT.md`` and ``COURSEWORK.json``; never ``__pycache__``, ``*.pyc``, Numba caches or ``.git``.
+``HANDOUT.md``, the same handout as a notebook ``<name>.ipynb`` (``notebook.py``: the text, the local checks
+of each item, a small training run) and ``COURSEWORK.json``; never ``__pycache__``, ``*.pyc``, Numba caches or ``.git``.
 """
 import ast
 import fnmatch
@@ -17,6 +18,8 @@ import shutil
 from pathlib import Path
 
 import minigrad
+
+from .notebook import write_handout_notebook
 
 __all__ = ["library_root", "expand_target", "stub_source", "removed_body_lines", "find_leaks", "copy_library",
            "make_handout", "HandoutError"]
@@ -246,6 +249,7 @@ def make_handout(assignment, out_dir, root=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_library(out_dir, root, replacements)
     (out_dir / "HANDOUT.md").write_text(assignment.handout_markdown(), encoding="utf-8")
+    write_handout_notebook(assignment, out_dir)  # the same text, with cells that check each item
     marker = {"assignment": assignment.name, "minigrad_version": minigrad.__version__,
               "items": [item.name for item in assignment.items]}
     (out_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
