@@ -12,7 +12,7 @@ ResNet-20/32/44/56/110 test error 8.75/7.51/7.17/6.97/6.43%). The nets: ``minigr
 them). Rows are (plain | resnet) x depth, one folder ``OUT/plain-56/`` each.
 
 Full preset = the paper's recipe: SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k
-and 48k iterations, 182 epochs of the 45k/5k split (64,064 iterations; the paper stops at 64k), 4-pixel pad +
+and 48k iterations, 173 epochs of the 47,500 / 2,500 split of DECISIONS 6 (64,356 iterations; the paper stops at 64k, on a 45k/5k split), 4-pixel pad +
 random crop + flip; 110 layers warm up at lr 0.01 for 400 iterations (the paper: "until the training error is
 below 80% (about 400 iterations)"). Quick = the same at lr 0.1 (the schedule's first phase) for 140 iterations
 (2 epochs of an 8,960-image subset; 47,500 / 2,500 split, DECISIONS 6), evaluated on subsets: the start of
@@ -52,8 +52,8 @@ class Degradation(Study):
         "quick": Preset("plain-20, plain-56, resnet-20, resnet-56: 140 iterations at lr 0.1 (2 epochs of 8,960 "
                         "CIFAR-10 training images)", depths=(20, 56), epochs=2, train_subset=8960, n_val=2500,
                         val_subset=1000, test_subset=2000, milestones=(), curve_every=20, curve_test_subset=500),
-        "full": Preset("plain and resnet x 20, 32, 44, 56, 110: the paper's 64k iterations on the 45k/5k split",
-                       depths=DEPTHS, epochs=182, train_subset=None, n_val=5000, val_subset=None, test_subset=None,
+        "full": Preset("plain and resnet x 20, 32, 44, 56, 110: the paper's 64k iterations (47,500 / 2,500 split)",
+                       depths=DEPTHS, epochs=173, train_subset=None, n_val=2500, val_subset=None, test_subset=None,
                        milestones=(32000, 48000), curve_every=1000, curve_test_subset=None),
     }
     columns = [("model", "Model", None), ("depth", "Depth", None), ("residual", "Residual", "yn"),
@@ -73,7 +73,7 @@ class Degradation(Study):
                             help="train on a stratified subset of N training images (default: the preset's)")
         parser.add_argument("--full-train", action="store_true", help="use the whole training split (no subset)")
         parser.add_argument("--val-size", type=positive_int, default=None,
-                            help="validation images held out of the 50,000 (default: the preset's, 2500 or 5000)")
+                            help="validation images held out of the 50,000 (default 2500, DECISIONS 6)")
         parser.add_argument("--test-subset", type=positive_int, default=None,
                             help="final test on a stratified subset of N test images (default: the preset's)")
 

@@ -160,8 +160,8 @@ def test_full_preset_is_the_papers_recipe():
     rows = dict(degradation.STUDY.rows(args))
     c = rows["resnet-110"]
     assert (c["lr"], c["momentum"], c["weight_decay"], c["batch_size"]) == (0.1, 0.9, 1e-4, 128)
-    assert c["milestones"] == [32000, 48000] and c["n_val"] == 5000 and c["train_subset"] is None
-    assert c["epochs"] * -(-45000 // 128) in range(64000, 64000 + 352)  # stops at the first epoch end past 64k
+    assert c["milestones"] == [32000, 48000] and c["n_val"] == 2500 and c["train_subset"] is None
+    assert c["epochs"] * -(-47500 // 128) in range(64000, 64000 + 372)  # stops at the first epoch end past 64k
     assert c["warmup_steps"] == 400 and rows["resnet-56"]["warmup_steps"] == 0
 
 
