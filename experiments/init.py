@@ -281,7 +281,7 @@ def findings(records, folders):
     for a in each(part["signal"], "activation"):
         names = [r["init"] for r in part["signal"] if r["activation"] == a and r["fwd_verdict_key"] == "stable" ==
                  r["bwd_verdict_key"]]
-        notes.append(f"{a}: stable both ways with {', '.join(names) if names else 'no init tried'}.")
+        notes.append(f"{a}: stable both ways with {', '.join(names) if names else 'none of the inits tried'}.")
     if part["signal"]:
         notes.append("Var(dL/dW_l) (backward.png, bottom) is nearly flat for tanh and ReLU even where both signals "
                      "vanish or explode (it is their product; Glorot & Bengio): its level shows the problem. Not for the "
