@@ -161,7 +161,7 @@ def test_resnet_bn_rows_as_local_jobs_then_collected(data, tmp_path, capsys):
     ("gsc", ["--preset", "quick", "--datasets", "2", "--points", "64", "--depth", "4", "--arch", "ReLU", "SeLU"],
      ["ReLU", "SeLU"]),
     ("init", ["--depth", "4", "--width", "16", "--batch", "16", "--activations", "relu", "--inits", "he_normal",
-              "normal_1"], ["relu-he_normal", "relu-normal_1"]),
+              "normal_1", "--patterns", "--input-scales"], ["relu-he_normal", "relu-normal_1"]),
 ])
 def test_measurement_studies_as_local_jobs_then_collected(data, tmp_path, capsys, command, flags, rows):
     """The GSC and init studies take --launcher and --collect from the machinery too."""
