@@ -30,3 +30,14 @@ def rng():
 def _no_repo_cache(tmp_path, monkeypatch):
     """Tests never write decoded-data caches into the repository."""
     monkeypatch.setenv("MINIGRAD_CACHE", str(tmp_path / "minigrad-cache"))
+
+
+@pytest.fixture(scope="session")
+def fake_cifar10(tmp_path_factory):
+    """A folder holding a small fake CIFAR-10 tarball (120 training and 30 test images), made once per run:
+    the CLI tests of the studies read it with ``--data-dir``."""
+    from fake_cifar import make_fake_cifar
+
+    folder = tmp_path_factory.mktemp("fake-cifar10")
+    make_fake_cifar(folder, "cifar10", n_train=120, n_test=30)
+    return folder

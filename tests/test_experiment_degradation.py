@@ -13,7 +13,6 @@ from minigrad.runs import load_config, load_metrics, load_summary
 from minigrad.train import Trainer
 
 from experiments import degradation
-from fake_cifar import make_fake_cifar
 
 pytestmark = pytest.mark.filterwarnings("ignore::minigrad.data.CifarChecksumWarning")
 REPO = Path(__file__).resolve().parent.parent
@@ -100,21 +99,14 @@ TINY = ["--depths", "8", "14", "--epochs", "2", "--train-subset", "40", "--val-s
         "--no-progress", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def fake_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cifar")
-    make_fake_cifar(folder, "cifar10", n_train=120, n_test=30)
-    return folder
-
-
 def _run(args, capsys):
     code = degradation.main(args)
     return code, capsys.readouterr()
 
 
-def test_end_to_end_then_reused_then_refused(fake_data, tmp_path, capsys):
+def test_end_to_end_then_reused_then_refused(fake_cifar10, tmp_path, capsys):
     out = tmp_path / "study"
-    args = ["--data-dir", str(fake_data), "--out", str(out)] + TINY
+    args = ["--data-dir", str(fake_cifar10), "--out", str(out)] + TINY
     code, captured = _run(args, capsys)
     assert code == 0, captured.err
     rows = ["plain-8", "plain-14", "resnet-8", "resnet-14"]
@@ -174,12 +166,12 @@ def test_bad_flags_are_argparse_errors(argv, words, capsys):
     assert exit_info.value.code == 2 and words in capsys.readouterr().err
 
 
-def test_local_launcher_then_collect(fake_data, tmp_path, capsys, monkeypatch):
+def test_local_launcher_then_collect(fake_cifar10, tmp_path, capsys, monkeypatch):
     pytest.importorskip("submitit", reason='the launcher needs submitit: pip install -e ".[cluster]"')
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", str(REPO) + (os.pathsep + path if path else ""))
     out = tmp_path / "jobs"
-    args = ["--data-dir", str(fake_data), "--out", str(out), "--nets", "plain", "resnet"] + TINY[:1] + ["8"] + TINY[3:]
+    args = ["--data-dir", str(fake_cifar10), "--out", str(out), "--nets", "plain", "resnet"] + TINY[:1] + ["8"] + TINY[3:]
     code, captured = _run(args + ["--launcher", "local", "--cpus-per-job", "1", "--max-parallel", "2"], capsys)
     assert code == 0, captured.err
     for row in ("plain-8", "resnet-8"):

@@ -15,7 +15,6 @@ from minigrad.runs import load_config, load_metrics, load_summary
 from minigrad.train import Callback, Trainer
 
 from experiments import normalization, study
-from fake_cifar import make_fake_cifar
 
 # the fake tarball is not the official file: one warning per load (DECISIONS 3), expected here
 pytestmark = pytest.mark.filterwarnings("ignore::minigrad.data.CifarChecksumWarning")
@@ -233,21 +232,14 @@ TINY = ["--epochs", "2", "--train-subset", "40", "--val-size", "20", "--test-sub
         "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def fake_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cifar")
-    make_fake_cifar(folder, "cifar10", n_train=120, n_test=30)
-    return folder
-
-
 def _run(args, capsys):
     code = normalization.main(args)
     return code, capsys.readouterr()
 
 
-def test_end_to_end_then_reused_then_refused(fake_data, tmp_path, capsys):
+def test_end_to_end_then_reused_then_refused(fake_cifar10, tmp_path, capsys):
     out = tmp_path / "study"
-    args = ["--data-dir", str(fake_data), "--out", str(out), "--norm", "none", "batch", "group",
+    args = ["--data-dir", str(fake_cifar10), "--out", str(out), "--norm", "none", "batch", "group",
             "--batch-sizes", "8", "2"] + TINY
     code, captured = _run(args, capsys)
     assert code == 0, captured.err
@@ -335,12 +327,12 @@ def test_missing_data_stops_before_any_row(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--download" in captured.err and not (tmp_path / "o" / "none-bs32").exists()
 
 
-def test_local_launcher_then_collect(fake_data, tmp_path, capsys, monkeypatch):
+def test_local_launcher_then_collect(fake_cifar10, tmp_path, capsys, monkeypatch):
     pytest.importorskip("submitit", reason='the launcher needs submitit: pip install -e ".[cluster]"')
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", str(REPO) + (os.pathsep + path if path else ""))
     out = tmp_path / "jobs"
-    args = ["--data-dir", str(fake_data), "--out", str(out), "--norm", "batch", "group", "--batch-sizes", "4"] + TINY
+    args = ["--data-dir", str(fake_cifar10), "--out", str(out), "--norm", "batch", "group", "--batch-sizes", "4"] + TINY
     code, captured = _run(args + ["--launcher", "local", "--cpus-per-job", "1", "--max-parallel", "2"], capsys)
     assert code == 0, captured.err
     for row in ("batch-bs4", "group-bs4"):
