@@ -20,23 +20,21 @@ Figure 1, not its end. The table's test accuracy is the best-validation epoch's 
 reports the last model, which the curve's last point measures).
 
 Outputs: ``results.md`` / ``results.csv`` (one line per net, Table 6 beside ours, the findings); per row
-``curve.csv`` (training loss and error over each window of iterations, test loss and error in eval mode at its
-end); ``error_curves.png`` (Figures 1 and 6: training error dashed, test error solid, one colour per depth,
-panels plain and residual), also per row.
+``curve.csv`` (``minigrad.callbacks.StepCurve``: training loss and error over each window of iterations, test
+loss and error in eval mode at its end); ``error_curves.png`` (Figures 1 and 6: training error dashed, test
+error solid, one colour per depth, panels plain and residual), also per row.
 """
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import minigrad
 from minigrad import optim
+from minigrad.callbacks import StepCurve
 from minigrad.models.cifar_resnet import DEPTHS, CifarResNet, blocks_for_depth
-from minigrad.runs import json_safe, load_config
-from minigrad.train import Callback, evaluate
+from minigrad.runs import load_config
 
 from . import study
-from .study import Preset, Study, new_figure, positive_int, read_csv, row_name, training_record, write_csv
+from .study import Preset, Study, new_figure, positive_int, row_name, training_record
 
 CURVE = "curve.csv"
 EVAL_BATCH = 500
@@ -112,7 +110,7 @@ class Degradation(Study):
         _, _, curve_test = row.loaders(EVAL_BATCH, test_subset=c["curve_test_subset"])
         trainer = row.trainer(model, optimizer, train, val, scheduler=scheduler, test_loader=test,
                               scheduler_interval="iteration",
-                              callbacks=[ErrorCurve(row.path / CURVE, curve_test, c["curve_every"])])
+                              callbacks=[StepCurve(row.path / CURVE, curve_test, c["curve_every"], split="test")])
         return row.fit(trainer)
 
     def record(self, folder):
@@ -201,52 +199,8 @@ class PaperSchedule(optim.lr_scheduler.LRScheduler):
         return [lr * self.gamma ** sum(m <= t for m in self.milestones) for lr in self.base_lrs]
 
 
-class ErrorCurve(Callback):
-    """Trainer callback: the paper's curves. Before the first step and every ``every`` steps (and after the last):
-    the training loss and error over the window since the previous point (train mode, augmented batches: the
-    dashed lines) and the test loss and error on ``loader`` in eval mode (the solid lines), written to ``path``.
-    It draws no training randomness and puts the mode back, so the run's numbers are the same without it."""
-
-    state_key = "error_curve"
-    fields = ("step", "epoch", "train_loss", "train_err", "test_loss", "test_err")
-
-    def __init__(self, path, loader, every):
-        self.path, self.loader, self.every = Path(path), loader, int(every)
-        self.points, self.window = [], [0.0, 0, 0]  # window: loss sum, wrong, images
-
-    def on_fit_start(self, trainer, start_epoch):
-        if start_epoch == 1:
-            self.points, self.window = [], [0.0, 0, 0]
-            self.measure(trainer, 0, 0)
-        write_csv(self.path, self.fields, self.points)
-
-    def on_batch_end(self, trainer, epoch, batch, logs):
-        n = logs["batch_size"]
-        self.window = [self.window[0] + logs["loss"] * n, self.window[1] + n - logs["correct"], self.window[2] + n]
-        if logs["step"] % self.every == 0 or (epoch == trainer.epochs and batch == len(trainer.train_loader)):
-            self.measure(trainer, logs["step"], epoch)
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        write_csv(self.path, self.fields, self.points)
-
-    def measure(self, trainer, step, epoch):
-        loss_sum, wrong, n = self.window
-        test_loss, test_acc, _ = evaluate(trainer.model, trainer.criterion, self.loader, np.random.default_rng(0))
-        trainer.model.train()
-        self.points.append({"step": step, "epoch": epoch, "train_loss": loss_sum / n if n else None,
-                            "train_err": wrong / n if n else None, "test_loss": test_loss, "test_err": 1 - test_acc})
-        self.window = [0.0, 0, 0]
-
-    def state_dict(self):
-        return json_safe({"points": self.points, "window": self.window})
-
-    def load_state_dict(self, state):
-        self.points, self.window = [dict(p) for p in state["points"]], list(state["window"])
-
-
 def load_curve(folder):
-    path = Path(folder) / CURVE
-    return read_csv(path) if path.exists() else []
+    return StepCurve.read(Path(folder) / CURVE)
 
 
 # ----------------------------------------------------------------------------------------- figures

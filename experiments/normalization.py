@@ -28,10 +28,10 @@ We do the same: lr = base_lr * B / 32, base_lr = 0.025 (0.1 at batch 128, the us
 setting, scaled down; ``--base-lr``, ``--lr-scaling none`` keeps base_lr at every batch size).
 
 What each row measures, besides the Trainer's metrics:
-- a validation curve (``curve.csv``, the ``ValidationCurve`` callback): validation accuracy and loss on
-  a fixed stratified validation subset, in eval mode, before the first step and every K optimiser steps,
-  K = steps per epoch / points per epoch, so rows of one batch size are compared at equal iterations
-  (and rows of different batch sizes at equal images);
+- a validation curve (``curve.csv``, the ``minigrad.callbacks.StepCurve`` callback): validation accuracy
+  and loss on a fixed stratified validation subset, in eval mode, before the first step and every K
+  optimiser steps, K = steps per epoch / points per epoch, so rows of one batch size are compared at equal
+  iterations (and rows of different batch sizes at equal images);
 - for BN rows, at each epoch end (the ``BatchStatisticsEval`` callback, columns of metrics.csv): the
   validation accuracy with each evaluation batch's *own* statistics (BN in training mode, its running
   buffers put back afterwards), in batches of the training batch size and in batches of 500; the usual
@@ -55,13 +55,14 @@ import numpy as np
 
 import minigrad
 from minigrad import optim
+from minigrad.callbacks import StepCurve
 from minigrad.models.small_cnn import NORMS, SmallCNN
-from minigrad.runs import json_safe, load_config, load_metrics
-from minigrad.train import Callback, evaluate
+from minigrad.runs import load_config, load_metrics
+from minigrad.train import Callback
 
 from . import study
-from .study import (Preset, Study, format_cell, new_figure, positive_float, positive_int, read_csv, row_name,
-                    training_record, write_csv)
+from .study import (Preset, Study, format_cell, new_figure, positive_float, positive_int, row_name,
+                    training_record)
 
 CURVE = "curve.csv"
 EVAL_BATCH = 500            # batch of every evaluation that does not depend on it (eval mode)
@@ -161,8 +162,7 @@ class Normalization(Study):
         scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c["epochs"] * len(train),
                                                          eta_min=c["eta_min"])
         _, curve_val, _ = row.loaders(EVAL_BATCH, val_subset=c["curve_val_subset"], test=False)
-        callbacks = [ValidationCurve(row.path / CURVE, curve_val,
-                                     every=max(1, len(train) // c["curve_points_per_epoch"]))]
+        callbacks = [StepCurve(row.path / CURVE, curve_val, every=max(1, len(train) // c["curve_points_per_epoch"]))]
         if c["norm"] == "batch":
             _, val_at_batch, _ = row.loaders(c["batch_size"], test=False)
             callbacks.append(BatchStatisticsEval({"batch_stats": val_at_batch, "batch_stats_large": val}))
@@ -260,69 +260,9 @@ class BatchStatisticsEval(Callback):
         return values
 
 
-class ValidationCurve(Callback):
-    """Trainer callback: validation loss and accuracy (eval mode, on ``loader``) before the first step and
-    after every ``every`` optimiser steps and the last one, with the mean training loss since the previous
-    point; written to ``path`` (CSV: step, images, epoch, train_loss, val_loss, val_acc) at every epoch end
-    and kept in the checkpoint. It adds the column ``steps`` (optimiser steps so far) to metrics.csv.
-
-    It draws no training randomness and changes nothing the training reads (eval mode, forward only, the
-    mode put back), so a run's numbers are the same with and without it.
-    """
-
-    state_key = "validation_curve"
-    fields = ("step", "images", "epoch", "train_loss", "val_loss", "val_acc")
-
-    def __init__(self, path, loader, every):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"ValidationCurve: every must be a positive int, got {every!r}")
-        self.path, self.loader, self.every = Path(path), loader, every
-        self.points, self.images, self.loss_sum, self.loss_count = [], 0, 0.0, 0
-
-    def on_fit_start(self, trainer, start_epoch):
-        if start_epoch == 1:
-            self.points, self.images, self.loss_sum, self.loss_count = [], 0, 0.0, 0
-            self.measure(trainer, step=0, epoch=0)
-        self.write()  # on resume: the curve as the checkpoint had it
-
-    def on_batch_end(self, trainer, epoch, batch, logs):
-        self.images += logs["batch_size"]
-        self.loss_sum += logs["loss"] * logs["batch_size"]
-        self.loss_count += logs["batch_size"]
-        last = epoch == trainer.epochs and batch == len(trainer.train_loader)
-        if logs["step"] % self.every == 0 or last:
-            self.measure(trainer, logs["step"], epoch)
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        self.write()
-        return {"steps": epoch * len(trainer.train_loader)}
-
-    def measure(self, trainer, step, epoch):
-        model = trainer.model
-        was_training = model.training
-        val_loss, val_acc, _ = evaluate(model, trainer.criterion, self.loader, np.random.default_rng(0))
-        model.train(was_training)
-        train_loss = self.loss_sum / self.loss_count if self.loss_count else None
-        self.points.append({"step": step, "images": self.images, "epoch": epoch, "train_loss": train_loss,
-                            "val_loss": val_loss, "val_acc": val_acc})
-        self.loss_sum, self.loss_count = 0.0, 0
-
-    def write(self):
-        write_csv(self.path, self.fields, self.points)
-
-    def state_dict(self):
-        return json_safe({"points": self.points, "images": self.images, "loss_sum": self.loss_sum,
-                          "loss_count": self.loss_count})
-
-    def load_state_dict(self, state):
-        self.points = [dict(point) for point in state["points"]]
-        self.images, self.loss_sum, self.loss_count = state["images"], state["loss_sum"], state["loss_count"]
-
-
 def load_curve(folder):
     """A row's ``curve.csv`` as a list of dicts (numbers; an empty cell as None)."""
-    path = Path(folder) / CURVE
-    return read_csv(path) if path.exists() else []
+    return StepCurve.read(Path(folder) / CURVE)
 
 
 # ----------------------------------------------------------------------------------------- findings

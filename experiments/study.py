@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import minigrad
-from minigrad.runs import (RunDirError, load_config, load_summary, prepare_run_dir, write_json_atomic,
-                           write_text_atomic)
+from minigrad.runs import (RunDirError, load_config, load_summary, prepare_run_dir, read_csv, write_csv,
+                           write_json_atomic, write_text_atomic)
 
 from . import launch
 
@@ -102,33 +102,6 @@ def new_figure(width, height, **kwargs):
     fig = Figure(figsize=(width, height), **kwargs)
     FigureCanvasAgg(fig)
     return fig
-
-
-def write_csv(path, fields, rows):
-    """Write ``rows`` (dicts) as CSV atomically; floats as ``repr`` (they read back exactly), None as ''."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(fields)
-    for row in rows:
-        writer.writerow(["" if row.get(k) is None else repr(row[k]) if isinstance(row[k], float) else row[k]
-                         for k in fields])
-    write_text_atomic(path, buffer.getvalue())
-    return Path(path)
-
-
-def read_csv(path):
-    """Rows of a CSV written by ``write_csv``: numbers back as int/float ('inf'/'nan' included), '' as None."""
-    def value(text):
-        if text == "":
-            return None
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-        return text
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 class SetupError(RuntimeError):

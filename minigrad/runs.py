@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "write_csv", "read_csv",
     "atomic_open", "remove_stale_temp_files", "write_text_atomic", "write_json_atomic", "write_metrics", "load_metrics",
     "load_summary", "load_grad_stats", "load_config", "compare_configs", "ensure_config", "prepare_run_dir",
     "RunDir", "finite_or_none", "json_safe",
@@ -178,6 +179,34 @@ def load_metrics(run_dir_or_file):
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}, line {line_number}: cannot read {raw}: {error}") from None
     return rows
+
+
+# --------------------------------------------------------------------------------------- other CSV tables
+def write_csv(path, fields, rows):
+    """Write ``rows`` (dicts) as CSV with the columns ``fields``, atomically; floats as ``repr`` (they read back exactly), None as ''."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else repr(row[k]) if isinstance(row[k], float) else row[k]
+                         for k in fields])
+    write_text_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
+def read_csv(path):
+    """Rows of a CSV written by ``write_csv``: numbers back as int/float ('inf'/'nan' included), '' as None."""
+    def value(text):
+        if text == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 # --------------------------------------------------------------------------------------- JSON files

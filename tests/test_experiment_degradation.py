@@ -9,6 +9,7 @@ import pytest
 
 import minigrad
 from minigrad import nn, optim
+from minigrad.callbacks import StepCurve
 from minigrad.runs import load_config, load_metrics, load_summary
 from minigrad.train import Trainer
 
@@ -62,7 +63,7 @@ def test_error_curve_windows_by_hand_and_changes_no_training_number(tmp_path):
         def on_batch_end(self, trainer, epoch, batch, logs):
             logged.append((logs["loss"], logs["batch_size"] - logs["correct"]))
 
-    folder = _fit(tmp_path / "with", [Spy(), degradation.ErrorCurve(tmp_path / "with" / "curve.csv", test, 2)])
+    folder = _fit(tmp_path / "with", [Spy(), StepCurve(tmp_path / "with" / "curve.csv", test, 2, split="test")])
     plain = _fit(tmp_path / "plain", [])
     points = degradation.load_curve(folder)
     assert [p["step"] for p in points] == [0, 2, 4, 6] and points[0]["train_loss"] is None

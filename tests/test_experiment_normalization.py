@@ -10,6 +10,7 @@ import pytest
 
 import minigrad
 from minigrad import nn, optim
+from minigrad.callbacks import StepCurve
 from minigrad.models.small_cnn import SmallCNN
 from minigrad.runs import load_config, load_metrics, load_summary
 from minigrad.train import Callback, Trainer
@@ -142,7 +143,7 @@ def _fit(run_dir, norm, callbacks, epochs=2, resume=False):
 
 def test_validation_curve_points_and_training_loss_by_hand(tmp_path):
     log = LossLog()
-    curve = normalization.ValidationCurve(tmp_path / "run" / "curve.csv", _loader(9, 4, seed=1), every=2)
+    curve = StepCurve(tmp_path / "run" / "curve.csv", _loader(9, 4, seed=1), every=2)
     _fit(tmp_path / "run", "batch", [curve, log])
     points = normalization.load_curve(tmp_path / "run")
     # 5 steps per epoch, 2 epochs: step 0, every 2nd step, and the last one (10)
@@ -161,7 +162,7 @@ def test_validation_curve_points_and_training_loss_by_hand(tmp_path):
 
 def test_validation_curve_changes_no_training_number(tmp_path):
     plain = load_metrics(_fit(tmp_path / "plain", "batch", []))
-    curve = normalization.ValidationCurve(tmp_path / "with" / "curve.csv", _loader(9, 4, seed=1), every=1)
+    curve = StepCurve(tmp_path / "with" / "curve.csv", _loader(9, 4, seed=1), every=1)
     with_curve = load_metrics(_fit(tmp_path / "with", "batch", [curve]))
     for a, b in zip(plain, with_curve):
         assert all(a[k] == b[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc"))
@@ -180,7 +181,7 @@ class Crash(Callback):
 
 def test_validation_curve_resumes_as_an_uninterrupted_run(tmp_path):
     def curve(folder):
-        return normalization.ValidationCurve(folder / "curve.csv", _loader(9, 4, seed=1), every=3)
+        return StepCurve(folder / "curve.csv", _loader(9, 4, seed=1), every=3)
     _fit(tmp_path / "whole", "group", [curve(tmp_path / "whole")], epochs=3)
     with pytest.raises(KeyboardInterrupt):  # killed in epoch 2, after a curve point (step 6) and before the next
         _fit(tmp_path / "parts", "group", [curve(tmp_path / "parts"), Crash(8)], epochs=3)
@@ -191,7 +192,7 @@ def test_validation_curve_resumes_as_an_uninterrupted_run(tmp_path):
 
 def test_validation_curve_rejects_a_bad_interval(tmp_path):
     with pytest.raises(ValueError, match="every must be a positive int"):
-        normalization.ValidationCurve(tmp_path / "c.csv", _loader(4, 2), every=0)
+        StepCurve(tmp_path / "c.csv", _loader(4, 2), every=0)
 
 
 # ----------------------------------------------------------------------------------------- findings
