@@ -14,6 +14,7 @@ from minigrad.runs import load_config, load_metrics, load_summary
 from minigrad.train import Trainer
 
 from experiments import degradation
+from list_loader import ListLoader
 
 pytestmark = pytest.mark.filterwarnings("ignore::minigrad.data.CifarChecksumWarning")
 REPO = Path(__file__).resolve().parent.parent
@@ -29,17 +30,6 @@ def test_paper_schedule_warmup_and_milestones():
         schedule.step()
         lrs.append(opt.param_groups[0]["lr"])
     np.testing.assert_allclose(lrs, [0.01, 0.01, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001])
-
-
-class ListLoader:
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def epoch(self, rng=None):
-        return iter(self.batches)
 
 
 def _fit(folder, callbacks):

@@ -16,23 +16,11 @@ from minigrad.runs import load_config, load_metrics, load_summary
 from minigrad.train import Callback, Trainer
 
 from experiments import normalization, study
+from list_loader import ListLoader
 
 # the fake tarball is not the official file: one warning per load (DECISIONS 3), expected here
 pytestmark = pytest.mark.filterwarnings("ignore::minigrad.data.CifarChecksumWarning")
 REPO = Path(__file__).resolve().parent.parent
-
-
-class ListLoader:
-    """An in-memory loader: fixed batches, in order (epoch(rng) ignores rng)."""
-
-    def __init__(self, batches):
-        self.batches = [(np.asarray(x), np.asarray(y)) for x, y in batches]
-
-    def __len__(self):
-        return len(self.batches)
-
-    def epoch(self, rng=None):
-        return iter(self.batches)
 
 
 # ----------------------------------------------------------------------------------------- running vs batch statistics
