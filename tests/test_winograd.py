@@ -143,13 +143,16 @@ def test_chunks_match_naive_loops(dtype, n, ch, hw, pad, seed, data):
     u_flip = W.weight_transform(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)
     buffer = _buffers(dtype)
     y, dx, du = np.full(y_ref.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype), np.zeros_like(u)
+    db = np.zeros(b.shape, dtype)
     for n0, n1 in chunks:
         W.forward_chunk(x, n0, n1, *pad, u, b.astype(dtype), y, buffer)
-        du_chunk = np.full_like(u, np.nan)
-        W.backward_chunk(x, g, n0, n1, *pad, u, u_flip, dx, du_chunk, buffer)
+        du_chunk, db_chunk = np.full_like(u, np.nan), np.full(b.shape, np.nan, dtype)
+        W.backward_chunk(x, g, n0, n1, *pad, u, u_flip, dx, du_chunk, db_chunk, buffer)
         du += du_chunk
+        db += db_chunk
     scale = 1e-5 if dtype == np.float32 else 1e-13  # of the sum of |terms| that make each entry
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=scale * ref.conv2d(abs(x), abs(w), abs(b), (1, 1), pad).max())
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=scale * ref.conv2d_backward(abs(x), abs(w), abs(g), (1, 1), pad)[0].max())
     np.testing.assert_allclose(W.weight_grad(du), dw_ref, rtol=0,
                                atol=scale * ref.conv2d_backward(abs(x), abs(w), abs(g), (1, 1), pad)[1].max())
+    np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=0, atol=scale * abs(g).sum(axis=(0, 2, 3)).max())

@@ -36,10 +36,14 @@ vector (``_padded``), so that no two streams a kernel reads or writes together s
 apart (such addresses compete for one set of the L1 cache: a power-of-two layout ran 3-4x slower).
 
 All kernels are single-threaded (``nogil``): the layer runs chunks on its worker threads. They take
-C-contiguous float32 or float64 arrays and check no index: the caller passes shapes that agree.
+C-contiguous float32 or float64 arrays and check no index: the caller passes shapes that agree. A chunk
+is one compiled call, its 36 GEMMs included (``kernels/blas.py``): it runs without Python's lock, so the
+worker threads never wait for each other's Python glue.
 """
 import numba
 import numpy as np
+
+from . import blas
 
 __all__ = ["BT", "G", "AT", "TILE", "weight_transform", "weight_grad", "tiles", "nchw_to_hwl", "hwl_to_nchw",
            "input_transform", "output_transform", "output_adjoint", "forward_chunk",
@@ -66,6 +70,7 @@ AT = np.array([[1, 1, 1, 1, 1, 0],
                [0, 1, -1, 8, -8, 1]], np.float64)
 
 
+@numba.njit(cache=True)
 def tiles(h_out, w_out):
     """Tiles per image along each axis: ``(ceil(h_out / 4), ceil(w_out / 4))``."""
     return -(-h_out // TILE), -(-w_out // TILE)
@@ -271,34 +276,48 @@ def _padded(length):
     return length + 16
 
 
-def forward_chunk(x, n0, n1, ph, pw, u, bias, y, buffer):
+def forward_chunk(x, n0, n1, ph, pw, u, bias, y, buffer, routines=None):
     """``y[n0:n1] = conv3x3(x[n0:n1]) + bias`` (stride 1, padding (ph, pw)) by F(4x4, 3x3).
 
-    ``u``: ``weight_transform(weight)``; ``buffer(name, shape)``: reusable scratch of the chunk's dtype.
+    ``u``: ``weight_transform(weight)``; ``buffer(name, shape)``: reusable scratch of the chunk's dtype;
+    ``routines``: ``blas.routines()`` (the default) or ``blas.NO_BLAS``. The work is one compiled call.
     """
     nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
     tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
     rows = tiles_h * tiles_w * nb  # GEMM rows: one per (tile, image)
     length_in, length_out = nb * channels, nb * out_channels
-    xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
+    _forward_kernel(x, n0, n1, ph, pw, u, bias, y, blas.routines() if routines is None else routines,
+                    buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in))),
+                    buffer("wino_v", (36, rows + 1, channels)),  # one spare GEMM row per position (see above)
+                    buffer("wino_m", (36, rows + 1, out_channels)),
+                    buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out))),
+                    buffer("wino_tmp6", (6, 6, _padded(length_in))),
+                    buffer("wino_tmp4", (6, 4, _padded(length_out))))
+
+
+@numba.njit(nogil=True, cache=True)
+def _forward_kernel(x, n0, n1, ph, pw, u, bias, y, routines, xt, v, m, yt, tmp6, tmp4):
+    """``forward_chunk``'s stages: V = B^T d B, M = V U (36 GEMMs), y = A^T M A + bias."""
+    nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
+    tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
+    rows = tiles_h * tiles_w * nb
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
-    # One spare GEMM row per position: positions are then never a multiple of 4 KB apart.
-    v = buffer("wino_v", (36, rows + 1, channels))
-    input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), buffer("wino_tmp6", (6, 6, _padded(length_in))))
-    m = buffer("wino_m", (36, rows + 1, out_channels))
-    np.matmul(v[:, :rows], u, out=m[:, :rows])
-    yt = buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out)))
-    output_transform(m.reshape(36, -1), length_out, tiles_h, tiles_w, yt,
-                     buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    input_transform(xt, nb * channels, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
+    for p in range(36):
+        blas.gemm(routines, False, v[p, :rows], u[p], m[p, :rows])
+    output_transform(m.reshape(36, -1), nb * out_channels, tiles_h, tiles_w, yt, tmp4)
     hwl_to_nchw(yt, 0, 0, bias, n0, n1, y)
 
 
-def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, buffer):
-    """``grad_input[n0:n1]`` (overwritten) and ``grad_u`` (36, C_in, C_out; overwritten) for images n0..n1-1.
+def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, buffer,
+                   routines=None):
+    """``grad_input[n0:n1]``, ``grad_u`` (36, C_in, C_out) and ``grad_bias`` (C_out,) for images n0..n1-1
+    (all three overwritten; ``grad_bias[k]`` = sum of dY[n, k] over the chunk's images and pixels).
 
     ``u_flip``: ``weight_transform`` of the flipped kernel with its channel axes swapped. dU is the Winograd
     form of dW (``weight_grad`` turns it into dW); dx is the forward algorithm run on dY, padded by
     (2 - ph, 2 - pw), with ``u_flip``: the textbook dx = full correlation of dY with the flipped kernel.
+    The work is one compiled call (``routines`` as in ``forward_chunk``).
     """
     nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
     height, width = x.shape[2], x.shape[3]
@@ -306,29 +325,55 @@ def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u
     dx_tiles_h, dx_tiles_w = tiles(height, width)  # tiles of dx
     rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
     length_in, length_out = nb * channels, nb * out_channels
+    qh, qw = 2 - ph, 2 - pw
+    winograd_rows, winograd_channels = max(rows, dx_rows) + 1, max(channels, out_channels)
+    _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias,
+                     blas.routines() if routines is None else routines,
+                     buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in))),
+                     buffer("wino_gt", (max(4 * dx_tiles_h + 2, qh + 4 * tiles_h),
+                                        max(4 * dx_tiles_w + 2, qw + 4 * tiles_w), _padded(length_out))),
+                     buffer("wino_v", (36 * winograd_rows * winograd_channels,)),
+                     buffer("wino_m", (36 * winograd_rows * winograd_channels,)),
+                     buffer("wino_dxt", (4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in))),
+                     buffer("wino_tmp6", (6, 6, _padded(max(length_in, length_out)))),
+                     buffer("wino_tmp4", (6, 4, _padded(max(length_in, length_out)))))
+
+
+@numba.njit(nogil=True, cache=True)
+def _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, routines,
+                     xt, gt, v_memory, z_memory, dxt, tmp6, tmp4):
+    """``backward_chunk``'s stages. ``v_memory``, ``z_memory``: flat scratch that holds V and Z, then
+    (once they are used up) V_g and M of the dx pass."""
+    for k in range(grad_output.shape[1]):  # db = sum of dY over images and pixels (float64 sums)
+        total = 0.0
+        for n in range(n0, n1):
+            plane = grad_output[n, k]
+            for r in range(plane.shape[0]):
+                for s in range(plane.shape[1]):
+                    total += plane[r, s]
+        grad_bias[k] = total
+    nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
+    height, width = x.shape[2], x.shape[3]
+    tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])
+    dx_tiles_h, dx_tiles_w = tiles(height, width)
+    rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
+    length_in, length_out = nb * channels, nb * out_channels
     # V = B^T x B, as in forward
-    xt = buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in)))
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
-    v = buffer("wino_v", (36, max(rows, dx_rows) + 1, max(channels, out_channels)))
-    v_in = v.reshape(-1)[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
-    input_transform(xt, length_in, tiles_h, tiles_w, v_in.reshape(36, -1), buffer("wino_tmp6", (6, 6, _padded(length_in))))
+    v = v_memory[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
+    input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
     # dY, zero-padded by (2 - ph, 2 - pw) for the dx correlation; Z = A dY A^T reads it at that offset
     qh, qw = 2 - ph, 2 - pw
-    gt = buffer("wino_gt", (max(4 * dx_tiles_h + 2, qh + 4 * tiles_h), max(4 * dx_tiles_w + 2, qw + 4 * tiles_w),
-                            _padded(length_out)))
     nchw_to_hwl(grad_output, n0, n1, qh, qw, gt)
-    z = buffer("wino_m", (36, max(rows, dx_rows) + 1, max(channels, out_channels)))
-    z_out = z.reshape(-1)[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
-    output_adjoint(gt, qh, qw, length_out, tiles_h, tiles_w, z_out.reshape(36, -1),
-                   buffer("wino_tmp4", (6, 4, _padded(length_out))))
-    np.matmul(v_in[:, :rows].transpose(0, 2, 1), z_out[:, :rows], out=grad_u)  # dU = V^T Z per position
+    z = z_memory[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
+    output_adjoint(gt, qh, qw, length_out, tiles_h, tiles_w, z.reshape(36, -1), tmp4)
+    for p in range(36):  # dU = V^T Z per position
+        blas.gemm(routines, True, v[p, :rows], z[p, :rows], grad_u[p])
     # dx: V_g = B^T dY_pad B, M = V_g U_flip, dx = A^T M A (V and Z are used up: their memory is reused)
-    v_g = v.reshape(-1)[:36 * (dx_rows + 1) * out_channels].reshape(36, dx_rows + 1, out_channels)
-    input_transform(gt, length_out, dx_tiles_h, dx_tiles_w, v_g.reshape(36, -1),
-                    buffer("wino_tmp6g", (6, 6, _padded(length_out))))
-    m = z.reshape(-1)[:36 * (dx_rows + 1) * channels].reshape(36, dx_rows + 1, channels)
-    np.matmul(v_g[:, :dx_rows], u_flip, out=m[:, :dx_rows])
-    dxt = buffer("wino_dxt", (4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in)))
-    output_transform(m.reshape(36, -1), length_in, dx_tiles_h, dx_tiles_w, dxt,
-                     buffer("wino_tmp4x", (6, 4, _padded(length_in))))
+    v_g = v_memory[:36 * (dx_rows + 1) * out_channels].reshape(36, dx_rows + 1, out_channels)
+    input_transform(gt, length_out, dx_tiles_h, dx_tiles_w, v_g.reshape(36, -1), tmp6)
+    m = z_memory[:36 * (dx_rows + 1) * channels].reshape(36, dx_rows + 1, channels)
+    for p in range(36):
+        blas.gemm(routines, False, v_g[p, :dx_rows], u_flip[p], m[p, :dx_rows])
+    output_transform(m.reshape(36, -1), length_in, dx_tiles_h, dx_tiles_w, dxt, tmp4)
     hwl_to_nchw(dxt, 0, 0, np.zeros(channels, x.dtype), n0, n1, grad_input)

@@ -241,13 +241,11 @@ class Conv2d(Module):
         grad_input = np.empty_like(x)
         chunks = self._winograd_chunks(x)
         grad_u = np.empty((len(chunks),) + u.shape, dtype)  # each chunk's dU (Winograd form of dW)
-        grad_bias = np.zeros((len(chunks), self.out_channels), dtype)
+        grad_bias = np.empty((len(chunks), self.out_channels), dtype)  # each chunk's db
 
         def chunk(n0, n1, index):
-            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, u_flip, grad_input, grad_u[index],
+            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, u_flip, grad_input, grad_u[index], grad_bias[index],
                                     lambda name, shape: _buffer(name, shape, dtype))
-            if self.bias is not None:
-                grad_bias[index] = g[n0:n1].reshape(n1 - n0, self.out_channels, -1).sum(axis=(0, 2))
 
         indices = iter(range(len(chunks)))
         parallel_chunks(chunk, chunks, make_state=lambda: next(indices))  # a chunk's state: its index
