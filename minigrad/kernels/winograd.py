@@ -139,6 +139,9 @@ def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
     channels, height, width = out.shape[1], out.shape[2], out.shape[3]
     length = (n1 - n0) * channels
     dst = out.reshape(out.shape[0] * channels, height * width)[n0 * channels:n1 * channels]  # (L, H*W)
+    bias_l = np.empty(length, out.dtype)  # bias_l[l] = bias[c]: no division in the loops below
+    for i in range(n1 - n0):
+        bias_l[i * channels:(i + 1) * channels] = bias
     full_l, full_s = length - length % 8, width - width % 8
     for r in range(height):
         row = xt[r + r0]
@@ -147,12 +150,12 @@ def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
             for l0 in range(0, full_l, 8):
                 for k in range(8):
                     l = l0 + k
-                    b = bias[l % channels]
+                    b = bias_l[l]
                     d = dst[l, p0:p0 + 8]
                     d[0], d[1], d[2], d[3] = row[q, l] + b, row[q + 1, l] + b, row[q + 2, l] + b, row[q + 3, l] + b
                     d[4], d[5], d[6], d[7] = row[q + 4, l] + b, row[q + 5, l] + b, row[q + 6, l] + b, row[q + 7, l] + b
         for l in range(length):  # what the 8 x 8 blocks left: the last l and s
-            b = bias[l % channels]
+            b = bias_l[l]
             d = dst[l]
             for s in range(full_s if l < full_l else 0, width):
                 d[r * width + s] = row[s + s0, l] + b
@@ -309,6 +312,16 @@ def _forward_kernel(x, n0, n1, ph, pw, u, bias, y, routines, xt, v, m, yt, tmp6,
     hwl_to_nchw(yt, 0, 0, bias, n0, n1, y)
 
 
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _plane_sum(plane):
+    """sum over r, s of plane[r, s], in float64 ("reassoc" lets the sum vectorise: the same every run)."""
+    total = 0.0
+    for r in range(plane.shape[0]):
+        for s in range(plane.shape[1]):
+            total += np.float64(plane[r, s])
+    return total
+
+
 def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, buffer,
                    routines=None):
     """``grad_input[n0:n1]``, ``grad_u`` (36, C_in, C_out) and ``grad_bias`` (C_out,) for images n0..n1-1
@@ -347,10 +360,7 @@ def _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad
     for k in range(grad_output.shape[1]):  # db = sum of dY over images and pixels (float64 sums)
         total = 0.0
         for n in range(n0, n1):
-            plane = grad_output[n, k]
-            for r in range(plane.shape[0]):
-                for s in range(plane.shape[1]):
-                    total += plane[r, s]
+            total += _plane_sum(grad_output[n, k])
         grad_bias[k] = total
     nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
     height, width = x.shape[2], x.shape[3]
