@@ -35,6 +35,8 @@ def test_weight_transform_and_its_adjoint(seed, ch):
     np.testing.assert_allclose(u[:, 0, 0].reshape(6, 6), W.G @ w[0, 0] @ W.G.T, atol=1e-14)
     du = rng.standard_normal(u.shape)  # <U(w), dU> = <w, U^T(dU)>: weight_grad is the adjoint
     assert np.isclose(np.vdot(u, du), np.vdot(w, W.weight_grad(du)), rtol=1e-12)
+    stack = rng.standard_normal((3,) + u.shape).astype(np.float32)  # chunks' dU: summed in float64, in order
+    np.testing.assert_array_equal(W.weight_grad(stack), W.weight_grad(stack.sum(axis=0, dtype=np.float64)))
 
 
 def _spatial(rng, rows, cols, length, dtype, pad=3):

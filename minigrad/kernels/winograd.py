@@ -86,15 +86,31 @@ def weight_transform(weight, dtype):
     Computed in float64 and rounded once to ``dtype``.
     """
     out_channels, in_channels = weight.shape[:2]
-    u = _GG @ weight.reshape(out_channels * in_channels, 9).T.astype(np.float64)  # (36, k*C_in + c)
-    return np.ascontiguousarray(u.reshape(36, out_channels, in_channels).transpose(0, 2, 1), dtype=dtype)
+    w9 = weight.transpose(1, 0, 2, 3).reshape(in_channels * out_channels, 9).T.astype(np.float64)  # (9, c*C_out + k)
+    return (_GG @ w9).reshape(36, in_channels, out_channels).astype(dtype)
 
 
 def weight_grad(grad_u):
-    """``dw[k, c] = G^T dU[k, c] G`` from ``grad_u`` (36, C_in, C_out): the (C_out, C_in, 3, 3) gradient."""
+    """``dw[k, c] = G^T dU[k, c] G`` from ``grad_u`` (36, C_in, C_out), or from a stack of them (n, 36, C_in,
+    C_out: the chunks' dU) summed in float64 in stack order (the same sum every run): the (C_out, C_in, 3, 3)
+    gradient, in float64."""
+    if grad_u.ndim == 4:
+        total = np.empty(grad_u.shape[1:])
+        _sum_in_order(grad_u.reshape(grad_u.shape[0], -1), total.reshape(-1))
+        grad_u = total
     _, in_channels, out_channels = grad_u.shape
     du = grad_u.transpose(0, 2, 1).reshape(36, out_channels * in_channels).astype(np.float64)
     return (_GG.T @ du).T.reshape(out_channels, in_channels, 3, 3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _sum_in_order(stack, total):
+    """``total[j] = stack[0, j] + stack[1, j] + ...`` in float64, added in that order."""
+    total[:] = 0.0
+    for i in range(stack.shape[0]):
+        row = stack[i]
+        for j in range(total.shape[0]):
+            total[j] += row[j]
 
 
 @numba.njit(nogil=True, cache=True)

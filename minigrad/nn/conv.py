@@ -250,7 +250,7 @@ class Conv2d(Module):
         indices = iter(range(len(chunks)))
         parallel_chunks(chunk, chunks, make_state=lambda: next(indices))  # a chunk's state: its index
         # Summed in chunk order (whichever thread computed which), in float64: the same every run.
-        self.weight.grad += winograd.weight_grad(grad_u.sum(axis=0, dtype=np.float64))
+        self.weight.grad += winograd.weight_grad(grad_u)
         if self.bias is not None:
             self.bias.grad += grad_bias.sum(axis=0)
         return grad_input
