@@ -341,7 +341,8 @@ def _plane_sum(plane):
 def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, buffer,
                    routines=None):
     """``grad_input[n0:n1]``, ``grad_u`` (36, C_in, C_out) and ``grad_bias`` (C_out,) for images n0..n1-1
-    (all three overwritten; ``grad_bias[k]`` = sum of dY[n, k] over the chunk's images and pixels).
+    (all three overwritten; ``grad_bias[k]`` = sum of dY[n, k] over the chunk's images and pixels; a
+    ``grad_bias`` of length 0, for a layer without bias, skips that sum).
 
     ``u_flip``: ``weight_transform`` of the flipped kernel with its channel axes swapped. dU is the Winograd
     form of dW (``weight_grad`` turns it into dW); dx is the forward algorithm run on dY, padded by
@@ -373,7 +374,7 @@ def _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad
                      xt, gt, v_memory, z_memory, dxt, tmp6, tmp4):
     """``backward_chunk``'s stages. ``v_memory``, ``z_memory``: flat scratch that holds V and Z, then
     (once they are used up) V_g and M of the dx pass."""
-    for k in range(grad_output.shape[1]):  # db = sum of dY over images and pixels (float64 sums)
+    for k in range(grad_bias.shape[0]):  # db = sum of dY over images and pixels (float64 sums)
         total = 0.0
         for n in range(n0, n1):
             total += _plane_sum(grad_output[n, k])

@@ -241,7 +241,7 @@ class Conv2d(Module):
         grad_input = np.empty_like(x)
         chunks = self._winograd_chunks(x)
         grad_u = np.empty((len(chunks),) + u.shape, dtype)  # each chunk's dU (Winograd form of dW)
-        grad_bias = np.empty((len(chunks), self.out_channels), dtype)  # each chunk's db
+        grad_bias = np.empty((len(chunks), 0 if self.bias is None else self.out_channels), dtype)  # each chunk's db
 
         def chunk(n0, n1, index):
             winograd.backward_chunk(x, g, n0, n1, ph, pw, u, u_flip, grad_input, grad_u[index], grad_bias[index],
