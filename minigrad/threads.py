@@ -94,7 +94,8 @@ def _workers(n):
         return _pool
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
+    """A context in which the BLAS runs on one thread (for code that runs its own threads, each calling it)."""
     global _blas
     if _blas is None:
         _blas = ThreadpoolController().select(user_api="blas")
@@ -139,7 +140,7 @@ def parallel_chunks(work, chunks, make_state=None):
 
     caller_threads = numba.get_num_threads()
     pool = _workers(caller_threads - 1)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         helpers = [pool.submit(take_chunks) for _ in range(threads - 1)]
         numba.set_num_threads(1)
         try:

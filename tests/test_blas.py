@@ -48,6 +48,6 @@ def test_winograd_chunk_is_the_same_with_the_plain_loop():
     outputs = []
     for routines in ROUTINES.values():
         y = np.empty((3, 4, 9, 7))
-        W.forward_chunk(x, 0, 3, 1, 1, u, np.zeros(4), y, lambda name, shape: np.empty(shape), routines)
+        W.forward(x, [0, 3], 1, 1, u, np.zeros(4), y, lambda name, shape: np.empty(shape), routines)
         outputs.append(y)
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=0, atol=1e-12)

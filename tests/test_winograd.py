@@ -1,5 +1,6 @@
 """Winograd F(4x4, 3x3) kernels: the matrices against the 1-D correlation they encode, each transform
 against its formula, the adjoints, the layout changes, and whole chunks against the naive loops."""
+import numba
 import numpy as np
 import pytest
 import reference as ref
@@ -140,21 +141,44 @@ def test_chunks_match_naive_loops(dtype, n, ch, hw, pad, seed, data):
     g = rng.standard_normal(y_ref.shape)
     dx_ref, dw_ref, _ = ref.conv2d_backward(x, w, g, (1, 1), pad)
     cut = data.draw(st.integers(0, n))
-    chunks = [c for c in ((0, cut), (cut, n)) if c[0] < c[1]]
+    bounds = [0] + ([cut] if 0 < cut < n else []) + [n]
     x, g, u = x.astype(dtype), g.astype(dtype), W.weight_transform(w, dtype)
     u_flip = W.weight_transform(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)
     buffer = _buffers(dtype)
-    y, dx, du = np.full(y_ref.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype), np.zeros_like(u)
-    db = np.zeros(b.shape, dtype)
-    for n0, n1 in chunks:
-        W.forward_chunk(x, n0, n1, *pad, u, b.astype(dtype), y, buffer)
-        du_chunk, db_chunk = np.full_like(u, np.nan), np.full(b.shape, np.nan, dtype)
-        W.backward_chunk(x, g, n0, n1, *pad, u, u_flip, dx, du_chunk, db_chunk, buffer)
-        du += du_chunk
-        db += db_chunk
+    y, dx = np.full(y_ref.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
+    du_chunks = np.full((len(bounds) - 1,) + u.shape, np.nan, dtype)
+    db_chunks = np.full((len(bounds) - 1,) + b.shape, np.nan, dtype)
+    W.forward(x, bounds, *pad, u, b.astype(dtype), y, buffer)
+    W.backward(x, g, bounds, *pad, u, u_flip, dx, du_chunks, db_chunks, buffer)
+    du, db = du_chunks.sum(axis=0), db_chunks.sum(axis=0)
     scale = 1e-5 if dtype == np.float32 else 1e-13  # of the sum of |terms| that make each entry
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=scale * ref.conv2d(abs(x), abs(w), abs(b), (1, 1), pad).max())
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=scale * ref.conv2d_backward(abs(x), abs(w), abs(g), (1, 1), pad)[0].max())
     np.testing.assert_allclose(W.weight_grad(du), dw_ref, rtol=0,
                                atol=scale * ref.conv2d_backward(abs(x), abs(w), abs(g), (1, 1), pad)[1].max())
     np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=0, atol=scale * abs(g).sum(axis=(0, 2, 3)).max())
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The same chunks on one thread and on all of Numba's: bit-identical outputs and per-chunk dU, db."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((7, 8, 9, 6)).astype(np.float32), rng.standard_normal((5, 8, 3, 3))
+    g = rng.standard_normal((7, 5, 9, 6)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    u = W.weight_transform(w, np.float32)
+    u_flip = W.weight_transform(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)
+    bounds = [0, 1, 3, 4, 6, 7]  # five chunks of unequal sizes: more chunks than threads
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for count in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(count)
+            y, dx = np.empty_like(g), np.empty_like(x)
+            du, db = np.empty((5,) + u.shape, np.float32), np.empty((5, 5), np.float32)
+            W.forward(x, bounds, 1, 1, u, b, y, _buffers(np.float32))
+            W.backward(x, g, bounds, 1, 1, u, u_flip, dx, du, db, _buffers(np.float32))
+            results.append((y, dx, du, db))
+    finally:
+        numba.set_num_threads(previous)
+    for one, many in zip(*results):
+        np.testing.assert_array_equal(one, many)

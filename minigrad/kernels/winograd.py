@@ -35,10 +35,14 @@ The Winograd-domain buffers get one spare GEMM row per position and the spatial 
 vector (``_padded``), so that no two streams a kernel reads or writes together sit a multiple of 4 KB
 apart (such addresses compete for one set of the L1 cache: a power-of-two layout ran 3-4x slower).
 
-All kernels are single-threaded (``nogil``): the layer runs chunks on its worker threads. They take
-C-contiguous float32 or float64 arrays and check no index: the caller passes shapes that agree. A chunk
-is one compiled call, its 36 GEMMs included (``kernels/blas.py``): it runs without Python's lock, so the
-worker threads never wait for each other's Python glue.
+Threads. ``forward`` and ``backward`` take the batch cut into chunks (``bounds``) and run them in one
+parallel Numba loop: chunk i on thread slot i % slots, each slot with its own scratch, every GEMM of a
+chunk on that thread (``kernels/blas.py``; the caller keeps the BLAS single-threaded meanwhile). A chunk
+writes only its own images and its own dU, so the results do not depend on which thread ran it; the
+chunks' dU are summed afterwards in chunk order (``weight_grad``). One hand-off per layer call costs
+about 20 us; the Python thread pool that ran chunks before cost 120-175 us, as much as a whole 4x4-map
+layer's work. The stage kernels take C-contiguous float32 or float64 arrays and check no index: the
+caller passes shapes that agree.
 """
 import numba
 import numpy as np
@@ -46,8 +50,7 @@ import numpy as np
 from . import blas
 
 __all__ = ["BT", "G", "AT", "TILE", "weight_transform", "weight_grad", "tiles", "nchw_to_hwl", "hwl_to_nchw",
-           "input_transform", "output_transform", "output_adjoint", "forward_chunk",
-           "backward_chunk"]
+           "input_transform", "output_transform", "output_adjoint", "forward", "backward"]
 
 TILE = 4  # output tile side; the input window is TILE + 2 = 6
 
@@ -289,37 +292,70 @@ def output_adjoint(gt, r0, s0, length, tiles_h, tiles_w, z, tmp):
                     e0[l], e1[l], e2[l], e3[l], e4[l], e5[l] = _a(g0[l], g1[l], g2[l], g3[l], two, four, eight)
 
 
+@numba.njit(cache=True)
 def _padded(length):
     """Row length for a spatial array of vectors of ``length``: 16 more, so that neighbouring rows and
     columns never sit a multiple of 4 KB apart (such streams compete for one cache set)."""
     return length + 16
 
 
-def forward_chunk(x, n0, n1, ph, pw, u, bias, y, buffer, routines=None):
-    """``y[n0:n1] = conv3x3(x[n0:n1]) + bias`` (stride 1, padding (ph, pw)) by F(4x4, 3x3).
+def _slots(bounds):
+    """Threads a call uses (one scratch slot each): Numba's thread count, at most one per chunk."""
+    return max(1, min(numba.get_num_threads(), len(bounds) - 1))
 
-    ``u``: ``weight_transform(weight)``; ``buffer(name, shape)``: reusable scratch of the chunk's dtype;
-    ``routines``: ``blas.routines()`` (the default) or ``blas.NO_BLAS``. The work is one compiled call.
+
+def _largest_chunk(bounds):
+    return int(np.max(np.diff(bounds))) if len(bounds) > 1 else 0
+
+
+def forward(x, bounds, ph, pw, u, bias, y, buffer, routines=None):
+    """``y[n] = conv3x3(x[n]) + bias`` (stride 1, padding (ph, pw)) by F(4x4, 3x3), for bounds[0] <= n < bounds[-1].
+
+    ``bounds``: int64 chunk boundaries (chunk i is images bounds[i] ... bounds[i+1] - 1); the chunks are
+    spread over Numba's threads (``_forward_chunks``). ``u``: ``weight_transform(weight)``;
+    ``buffer(name, shape)``: reusable scratch of the data's dtype; ``routines``: ``blas.routines()`` (the
+    default) or ``blas.NO_BLAS``. The caller keeps the BLAS single-threaded meanwhile (each thread's GEMMs
+    are its own).
     """
-    nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    slots, nb = _slots(bounds), _largest_chunk(bounds)
+    channels, out_channels = x.shape[1], y.shape[1]
     tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
     rows = tiles_h * tiles_w * nb  # GEMM rows: one per (tile, image)
-    length_in, length_out = nb * channels, nb * out_channels
-    _forward_kernel(x, n0, n1, ph, pw, u, bias, y, blas.routines() if routines is None else routines,
-                    buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in))),
-                    buffer("wino_v", (36, rows + 1, channels)),  # one spare GEMM row per position (see above)
-                    buffer("wino_m", (36, rows + 1, out_channels)),
-                    buffer("wino_yt", (4 * tiles_h, 4 * tiles_w, _padded(length_out))),
-                    buffer("wino_tmp6", (6, 6, _padded(length_in))),
-                    buffer("wino_tmp4", (6, 4, _padded(length_out))))
+    _forward_chunks(x, bounds, ph, pw, u, bias, y, blas.routines() if routines is None else routines,
+                    buffer("wino_xt", (slots, (4 * tiles_h + 2) * (4 * tiles_w + 2) * _padded(nb * channels))),
+                    buffer("wino_v", (slots, 36 * (rows + 1) * channels)),  # one spare GEMM row per position
+                    buffer("wino_m", (slots, 36 * (rows + 1) * out_channels)),
+                    buffer("wino_yt", (slots, 4 * tiles_h * 4 * tiles_w * _padded(nb * out_channels))),
+                    buffer("wino_tmp6", (slots, 36 * _padded(nb * channels))),
+                    buffer("wino_tmp4", (slots, 24 * _padded(nb * out_channels))))
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _forward_chunks(x, bounds, ph, pw, u, bias, y, routines, xt, v, m, yt, tmp6, tmp4):
+    """Chunk i on thread slot i % slots, each slot with its own scratch (row ``slot`` of each buffer):
+    the threads write disjoint images of ``y``, so which thread runs which chunk changes nothing."""
+    slots = xt.shape[0]
+    for slot in numba.prange(slots):
+        for i in range(slot, bounds.shape[0] - 1, slots):
+            _forward_chunk(x, bounds[i], bounds[i + 1], ph, pw, u, bias, y, routines,
+                           xt[slot], v[slot], m[slot], yt[slot], tmp6[slot], tmp4[slot])
 
 
 @numba.njit(nogil=True, cache=True)
-def _forward_kernel(x, n0, n1, ph, pw, u, bias, y, routines, xt, v, m, yt, tmp6, tmp4):
-    """``forward_chunk``'s stages: V = B^T d B, M = V U (36 GEMMs), y = A^T M A + bias."""
+def _forward_chunk(x, n0, n1, ph, pw, u, bias, y, routines, xt_memory, v_memory, m_memory, yt_memory,
+                   tmp6_memory, tmp4_memory):
+    """One chunk's stages: V = B^T d B, M = V U (36 GEMMs), y = A^T M A + bias (scratch: flat memory)."""
     nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
     tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
     rows = tiles_h * tiles_w * nb
+    length_in, length_out = _padded(nb * channels), _padded(nb * out_channels)
+    xt = xt_memory[:(4 * tiles_h + 2) * (4 * tiles_w + 2) * length_in].reshape(4 * tiles_h + 2, 4 * tiles_w + 2, length_in)
+    v = v_memory[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
+    m = m_memory[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
+    yt = yt_memory[:16 * tiles_h * tiles_w * length_out].reshape(4 * tiles_h, 4 * tiles_w, length_out)
+    tmp6 = tmp6_memory[:36 * length_in].reshape(6, 6, length_in)
+    tmp4 = tmp4_memory[:24 * length_out].reshape(6, 4, length_out)
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
     input_transform(xt, nb * channels, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
     for p in range(36):
@@ -338,42 +374,55 @@ def _plane_sum(plane):
     return total
 
 
-def backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, buffer,
-                   routines=None):
-    """``grad_input[n0:n1]``, ``grad_u`` (36, C_in, C_out) and ``grad_bias`` (C_out,) for images n0..n1-1
-    (all three overwritten; ``grad_bias[k]`` = sum of dY[n, k] over the chunk's images and pixels; a
-    ``grad_bias`` of length 0, for a layer without bias, skips that sum).
+def backward(x, grad_output, bounds, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, buffer, routines=None):
+    """``grad_input[n]`` for bounds[0] <= n < bounds[-1], and per chunk i (images bounds[i] ... bounds[i+1] - 1)
+    its ``grad_u[i]`` (36, C_in, C_out) and ``grad_bias[i]`` (C_out,) (``grad_bias[i, k]`` = sum of dY[n, k]
+    over the chunk's images and pixels; a ``grad_bias`` of shape (chunks, 0), for a layer without bias,
+    skips that sum). All three are overwritten.
 
     ``u_flip``: ``weight_transform`` of the flipped kernel with its channel axes swapped. dU is the Winograd
-    form of dW (``weight_grad`` turns it into dW); dx is the forward algorithm run on dY, padded by
-    (2 - ph, 2 - pw), with ``u_flip``: the textbook dx = full correlation of dY with the flipped kernel.
-    The work is one compiled call (``routines`` as in ``forward_chunk``).
+    form of dW (``weight_grad`` turns the chunks' dU into dW); dx is the forward algorithm run on dY, padded
+    by (2 - ph, 2 - pw), with ``u_flip``: the textbook dx = full correlation of dY with the flipped kernel.
+    Threads, ``buffer`` and ``routines`` as in ``forward``.
     """
-    nb, channels, out_channels = n1 - n0, x.shape[1], grad_output.shape[1]
-    height, width = x.shape[2], x.shape[3]
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    slots, nb = _slots(bounds), _largest_chunk(bounds)
+    channels, out_channels = x.shape[1], grad_output.shape[1]
     tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])  # tiles of y (and dY)
-    dx_tiles_h, dx_tiles_w = tiles(height, width)  # tiles of dx
-    rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
-    length_in, length_out = nb * channels, nb * out_channels
+    dx_tiles_h, dx_tiles_w = tiles(x.shape[2], x.shape[3])  # tiles of dx
+    rows = max(tiles_h * tiles_w, dx_tiles_h * dx_tiles_w) * nb + 1
+    length = _padded(nb * max(channels, out_channels))
     qh, qw = 2 - ph, 2 - pw
-    winograd_rows, winograd_channels = max(rows, dx_rows) + 1, max(channels, out_channels)
-    _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias,
+    _backward_chunks(x, grad_output, bounds, ph, pw, u, u_flip, grad_input, grad_u, grad_bias,
                      blas.routines() if routines is None else routines,
-                     buffer("wino_xt", (4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in))),
-                     buffer("wino_gt", (max(4 * dx_tiles_h + 2, qh + 4 * tiles_h),
-                                        max(4 * dx_tiles_w + 2, qw + 4 * tiles_w), _padded(length_out))),
-                     buffer("wino_v", (36 * winograd_rows * winograd_channels,)),
-                     buffer("wino_m", (36 * winograd_rows * winograd_channels,)),
-                     buffer("wino_dxt", (4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in))),
-                     buffer("wino_tmp6", (6, 6, _padded(max(length_in, length_out)))),
-                     buffer("wino_tmp4", (6, 4, _padded(max(length_in, length_out)))))
+                     buffer("wino_xt", (slots, (4 * tiles_h + 2) * (4 * tiles_w + 2) * _padded(nb * channels))),
+                     buffer("wino_gt", (slots, max(4 * dx_tiles_h + 2, qh + 4 * tiles_h)
+                                        * max(4 * dx_tiles_w + 2, qw + 4 * tiles_w) * _padded(nb * out_channels))),
+                     buffer("wino_v", (slots, 36 * rows * max(channels, out_channels))),
+                     buffer("wino_m", (slots, 36 * rows * max(channels, out_channels))),
+                     buffer("wino_dxt", (slots, 16 * dx_tiles_h * dx_tiles_w * _padded(nb * channels))),
+                     buffer("wino_tmp6", (slots, 36 * length)),
+                     buffer("wino_tmp4", (slots, 24 * length)))
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _backward_chunks(x, grad_output, bounds, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, routines,
+                     xt, gt, v, z, dxt, tmp6, tmp4):
+    """Chunk i on thread slot i % slots with the slot's scratch, as ``_forward_chunks``; chunk i writes its
+    own images of ``grad_input`` and its own ``grad_u[i]``, ``grad_bias[i]``."""
+    slots = xt.shape[0]
+    for slot in numba.prange(slots):
+        for i in range(slot, bounds.shape[0] - 1, slots):
+            _backward_chunk(x, grad_output, bounds[i], bounds[i + 1], ph, pw, u, u_flip, grad_input, grad_u[i],
+                            grad_bias[i], routines, xt[slot], gt[slot], v[slot], z[slot], dxt[slot], tmp6[slot],
+                            tmp4[slot])
 
 
 @numba.njit(nogil=True, cache=True)
-def _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, routines,
-                     xt, gt, v_memory, z_memory, dxt, tmp6, tmp4):
-    """``backward_chunk``'s stages. ``v_memory``, ``z_memory``: flat scratch that holds V and Z, then
-    (once they are used up) V_g and M of the dx pass."""
+def _backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_u, grad_bias, routines,
+                    xt_memory, gt_memory, v_memory, z_memory, dxt_memory, tmp6_memory, tmp4_memory):
+    """One chunk's stages (scratch: flat memory). ``v_memory``, ``z_memory`` hold V and Z, then (once they
+    are used up) V_g and M of the dx pass."""
     for k in range(grad_bias.shape[0]):  # db = sum of dY over images and pixels (float64 sums)
         total = 0.0
         for n in range(n0, n1):
@@ -385,12 +434,21 @@ def _backward_kernel(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad
     dx_tiles_h, dx_tiles_w = tiles(height, width)
     rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
     length_in, length_out = nb * channels, nb * out_channels
+    qh, qw = 2 - ph, 2 - pw
+    gt_h, gt_w = max(4 * dx_tiles_h + 2, qh + 4 * tiles_h), max(4 * dx_tiles_w + 2, qw + 4 * tiles_w)
+    xt = xt_memory[:(4 * tiles_h + 2) * (4 * tiles_w + 2) * _padded(length_in)].reshape(
+        4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in))
+    gt = gt_memory[:gt_h * gt_w * _padded(length_out)].reshape(gt_h, gt_w, _padded(length_out))
+    dxt = dxt_memory[:16 * dx_tiles_h * dx_tiles_w * _padded(length_in)].reshape(
+        4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in))
+    longest = _padded(max(length_in, length_out))
+    tmp6 = tmp6_memory[:36 * longest].reshape(6, 6, longest)
+    tmp4 = tmp4_memory[:24 * longest].reshape(6, 4, longest)
     # V = B^T x B, as in forward
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
     v = v_memory[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
     input_transform(xt, length_in, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
     # dY, zero-padded by (2 - ph, 2 - pw) for the dx correlation; Z = A dY A^T reads it at that offset
-    qh, qw = 2 - ph, 2 - pw
     nchw_to_hwl(grad_output, n0, n1, qh, qw, gt)
     z = z_memory[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
     output_adjoint(gt, qh, qw, length_out, tiles_h, tiles_w, z.reshape(36, -1), tmp4)

@@ -10,6 +10,8 @@ Fast path: a 3x3 convolution with stride 1, padding <= 2 and at least ``WINOGRAD
 output channels (every convolution of the VGG and ResNet blocks) runs Winograd's F(4x4, 3x3) algorithm
 (``minigrad/kernels/winograd.py``): the same function with 4x fewer multiplications, equal to this file's
 formulas up to float rounding (the tests compare the two). ``Conv2d.winograd = False`` turns it off.
+Its chunks run in one parallel Numba loop (about 20 us per hand-off, against 120-175 us for the
+Python worker pool: at 8x8 and 4x4 maps the pool's hand-off was a large part of the layer's time).
 """
 import math
 import threading
@@ -19,7 +21,7 @@ import numpy as np
 
 from ..kernels import im2col as K
 from ..kernels import winograd
-from ..threads import parallel_chunks
+from ..threads import parallel_chunks, single_threaded_blas
 from . import init
 from .module import Module, Parameter
 
@@ -218,37 +220,35 @@ class Conv2d(Module):
         return grad_input
 
     # ------------------------------------------------------------------ the Winograd fast path
-    def _winograd_chunks(self, x):
+    def _winograd_bounds(self, x):
+        """Chunk boundaries for the Winograd kernels: about ``_WINOGRAD_CHUNK_TILES`` GEMM rows (images x
+        tiles) per chunk, as many chunks as threads at least (a multiple of them), images spread evenly."""
         tiles_h, tiles_w = winograd.tiles(x.shape[2] + 2 * self.padding[0] - 2, x.shape[3] + 2 * self.padding[1] - 2)
-        return self._chunks(x.shape[0], tiles_h * tiles_w, _WINOGRAD_CHUNK_TILES, 1)
+        batch, threads = x.shape[0], numba.get_num_threads()
+        chunks = -(-batch * tiles_h * tiles_w // _WINOGRAD_CHUNK_TILES)
+        chunks = min(batch, -(-chunks // threads) * threads)
+        return np.arange(chunks + 1, dtype=np.int64) * batch // chunks
 
     def _winograd_forward(self, x, bias, y):
         """``y`` = this layer's output by F(4x4, 3x3) (``kernels/winograd.py``: the maths is there)."""
         u = winograd.weight_transform(self.weight.data, x.dtype)
         self.save_for_backward(x=x, u=u)
-        (ph, pw), dtype = self.padding, x.dtype
-
-        def chunk(n0, n1, _):
-            winograd.forward_chunk(x, n0, n1, ph, pw, u, bias, y, lambda name, shape: _buffer(name, shape, dtype))
-
-        parallel_chunks(chunk, self._winograd_chunks(x))
+        with single_threaded_blas():  # the kernel's threads each run their own GEMMs
+            winograd.forward(x, self._winograd_bounds(x), *self.padding, u, bias, y,
+                             lambda name, shape: _buffer(name, shape, x.dtype))
         return y
 
     def _winograd_backward(self, x, g):
         """The gradients of ``_winograd_forward`` (``kernels/winograd.py``: the maths is there)."""
-        u, (ph, pw), dtype = self.saved.u, self.padding, x.dtype
+        u, dtype = self.saved.u, x.dtype
         u_flip = winograd.weight_transform(self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)
         grad_input = np.empty_like(x)
-        chunks = self._winograd_chunks(x)
-        grad_u = np.empty((len(chunks),) + u.shape, dtype)  # each chunk's dU (Winograd form of dW)
-        grad_bias = np.empty((len(chunks), 0 if self.bias is None else self.out_channels), dtype)  # each chunk's db
-
-        def chunk(n0, n1, index):
-            winograd.backward_chunk(x, g, n0, n1, ph, pw, u, u_flip, grad_input, grad_u[index], grad_bias[index],
-                                    lambda name, shape: _buffer(name, shape, dtype))
-
-        indices = iter(range(len(chunks)))
-        parallel_chunks(chunk, chunks, make_state=lambda: next(indices))  # a chunk's state: its index
+        bounds = self._winograd_bounds(x)
+        grad_u = np.empty((len(bounds) - 1,) + u.shape, dtype)  # each chunk's dU (Winograd form of dW)
+        grad_bias = np.empty((len(bounds) - 1, 0 if self.bias is None else self.out_channels), dtype)  # each chunk's db
+        with single_threaded_blas():
+            winograd.backward(x, g, bounds, *self.padding, u, u_flip, grad_input, grad_u, grad_bias,
+                              lambda name, shape: _buffer(name, shape, dtype))
         # Summed in chunk order (whichever thread computed which), in float64: the same every run.
         self.weight.grad += winograd.weight_grad(grad_u)
         if self.bias is not None:
