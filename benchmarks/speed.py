@@ -13,8 +13,10 @@ Measures (float32, batch 100):
 
 Each framework is timed in its own fresh process (an idle OpenMP or BLAS pool of one slows the other when
 both share a process), one process per section, alternating minigrad and PyTorch for ``--rounds`` rounds.
-A process reports the median of ``--repeats`` timed runs after warm-up; the table gives the median over
-rounds (and the range). The CPU model, its vector extensions (AVX2 / AVX-512 / AMX) and the thread counts
+A process reports the median of ``--repeats`` timed runs after warm-up (a layer: of as many as fill half a
+second); the table gives the median over rounds, and each ratio is the median of the rounds' own ratios
+(and their range): the two processes of a round run one after the other, so their ratio is not moved
+by the machine's speed drifting between rounds (a shared VM's can change by 1.5x within minutes). The CPU model, its vector extensions (AVX2 / AVX-512 / AMX) and the thread counts
 are printed with the tables and saved in the JSON (default ``benchmarks/results-<date>.json``). PyTorch
 is optional: it is used when installed and never needed by minigrad. Run it alone on the machine
 (``flock /tmp/minigrad-cpu.lock python -m benchmarks.speed ...`` on a shared one): a ratio measured on
@@ -39,15 +41,24 @@ FRAMEWORKS = ("minigrad", "torch")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def median_time(fn, repeats, warmup=2):
+def median_time(fn, repeats, warmup=2, min_seconds=0.0):
+    """Median of ``repeats`` timed calls after ``warmup``, or of more calls until ``min_seconds`` are timed
+    (a sub-millisecond layer then gets hundreds: a burst of the host's noise moves its median less)."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or sum(times) < min_seconds:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_ratio(mine, theirs):
+    """``"median (min-max)"`` of the per-round ratios mine/theirs: each round's two processes ran one after
+    the other, so a ratio taken within a round is not moved by the machine's speed drifting between rounds."""
+    ratios = [a / b for a, b in zip(mine["runs"], theirs["runs"])]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def torch_available():
@@ -198,7 +209,8 @@ def layers_worker(framework, repeats):
                 tx.grad = None
                 layer.zero_grad(set_to_none=True)
                 layer(tx).backward(tg)
-        entry = {"forward": median_time(forward, repeats), "forward_backward": median_time(forward_backward, repeats)}
+        entry = {"forward": median_time(forward, repeats, min_seconds=0.5),
+                 "forward_backward": median_time(forward_backward, repeats, min_seconds=0.5)}
         if flops:
             entry["gflops_fwd_bwd"] = 3 * flops / entry["forward_backward"] / 1e9
         results[name] = entry
@@ -312,7 +324,8 @@ def report(info, blas, layers, steps):
         lines += [f"| {name} | {r['gflops']['median']:.1f} |" for name, r in blas.items()]
     if layers:
         lines += ["", f"Layers (batch 100, 32 channels, float32; ms, medians; {machine}):",
-                  "| layer | fwd | fwd+bwd | GFLOP/s | torch fwd | torch fwd+bwd | minigrad/torch fwd+bwd |",
+                  "| layer | fwd | fwd+bwd | GFLOP/s | torch fwd | torch fwd+bwd | minigrad/torch fwd+bwd "
+                  "(range over rounds) |",
                   "|---|---|---|---|---|---|---|"]
         mine, theirs = layers["minigrad"], layers.get("torch")
         for name, r in mine.items():
@@ -321,7 +334,7 @@ def report(info, blas, layers, steps):
             if theirs:
                 t = theirs[name]
                 cells[4:] = [_ms(t["forward"]), _ms(t["forward_backward"]),
-                             f"{r['forward_backward']['median'] / t['forward_backward']['median']:.2f}"]
+                             paired_ratio(r["forward_backward"], t["forward_backward"])]
             lines.append("| " + " | ".join(cells) + " |")
     if steps:
         lines += ["", f"Training step (forward, loss, backward, Adam; batch 100, 100 classes; {machine}):",
@@ -330,8 +343,7 @@ def report(info, blas, layers, steps):
         for model, r in steps.items():
             mg, tt = r["minigrad"], r.get("torch")
             if tt:
-                ratios = [a / b for a, b in zip(mg["seconds"]["runs"], tt["seconds"]["runs"])]
-                ratio = f"{mg['seconds']['median'] / tt['seconds']['median']:.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+                ratio = paired_ratio(mg["seconds"], tt["seconds"])
                 torch_s, torch_rss = f"{tt['seconds']['median']:.3f}", f"{tt['peak_rss_mb']['median']:.0f}"
             else:
                 ratio = torch_s = torch_rss = ""

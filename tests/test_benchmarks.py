@@ -36,8 +36,13 @@ def test_report_prints_the_machine_and_threads_beside_each_table():
     layers = {f: {"conv3x3 8x8": {"forward": stat(1e-3, 2e-3), "forward_backward": stat(3e-3, 3e-3),
                                   "gflops_fwd_bwd": stat(10.0, 12.0)}} for f in ("minigrad", "torch")}
     steps = {"VGG08": {f: {"seconds": stat(0.1, 0.2), "peak_rss_mb": stat(100.0, 110.0)} for f in ("minigrad", "torch")}}
+    # ratios are taken within each round (paired), then their median: rounds 0.5, 0.5, 3.0 -> 0.50 (0.50-3.00),
+    # where the ratio of the medians would read 3.0 / 2.0 = 1.50
+    steps["VGG38"] = {"minigrad": {"seconds": stat(1.0, 3.0, 3.0), "peak_rss_mb": stat(1.0, 1.0, 1.0)},
+                      "torch": {"seconds": stat(2.0, 6.0, 1.0), "peak_rss_mb": stat(1.0, 1.0, 1.0)}}
     text = speed.report(info, {}, layers, steps)
     tables = text.split("\n\n")[1:]
     assert len(tables) == 2 and all("Some CPU, AVX2, 2 cores; threads: minigrad" in t for t in tables)
     assert "| VGG08 | 0.150 | 0.150 | 1.00 (1.00-1.00) | 105 | 105 |" in text
-    assert "| conv3x3 8x8 | 1.50 | 3.00 | 11 | 1.50 | 3.00 | 1.00 |" in text
+    assert "| conv3x3 8x8 | 1.50 | 3.00 | 11 | 1.50 | 3.00 | 1.00 (1.00-1.00) |" in text
+    assert "| VGG38 | 3.000 | 2.000 | 0.50 (0.50-3.00) | 1 | 1 |" in text
