@@ -6,12 +6,14 @@ The formulas (y the output, g the upstream gradient)::
     LeakyReLU  y = x if x >= 0 else a * x               dx = g if x > 0 else a * g
     Tanh       (y = tanh(x): NumPy's vectorised tanh)   dx = g * (1 - y^2)
     SELU       y = s * x if x > 0 else s * a * expm1(x) dx = g * s if y > 0 else g * (y + s * a)
+    Sigmoid    z = exp(-|x|) (NumPy's vectorised exp),  dx = g * y * (1 - y)
+               y = 1 / (1 + z) if x >= 0 else z / (1 + z)
 
 NumPy needs several passes (a comparison, a product, a ``where``) and temporaries for these; after
 every convolution of a deep VGG that is most of an activation's cost. All arrays are flat and C-contiguous;
 ``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream). There is
-no vectorised exp inside Numba here (no SVML), so SELU's forward takes expm1 from NumPy (SIMD) and
-only the select is a kernel.
+no vectorised exp inside Numba here (no SVML), so SELU's and Sigmoid's forwards take expm1 and exp from
+NumPy (SIMD, in place in ``out``) and the selects around them are kernels.
 
 Each kernel is a ``*_loop`` over whole arrays. Arrays of at least ``PARALLEL_MIN_SIZE`` elements are
 cut into ``CHUNK``-sized views run by Numba's threads (when there is more than one); smaller ones run on
@@ -24,7 +26,7 @@ import numpy as np
 from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "tanh_backward",
-           "selu_forward", "selu_backward", "PARALLEL_MIN_SIZE"]
+           "selu_forward", "selu_backward", "sigmoid_forward", "sigmoid_backward", "PARALLEL_MIN_SIZE"]
 
 PARALLEL_MIN_SIZE = SERIAL_BELOW
 CHUNK = 1 << 15
@@ -86,7 +88,52 @@ def _selu_backward_loop(y, grad_output, scale, scale_alpha, out):
         out[i] = grad_output[i] * (scale if v > 0 else v + scale_alpha)
 
 
+@numba.njit(cache=True)
+def _negative_abs_loop(x, out):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = -v if v >= 0 else v  # -|x|; NaN stays NaN
+
+
+@numba.njit(cache=True)
+def _sigmoid_loop(x, z, out):
+    # z = exp(-|x|) (NumPy's); may be ``out`` itself: each element is read before it is written
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        e = z[i]
+        out[i] = (one if x[i] >= 0 else e) / (one + e)
+
+
+@numba.njit(cache=True)
+def _sigmoid_backward_loop(y, grad_output, out):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        v = y[i]
+        out[i] = grad_output[i] * v * (one - v)
+
+
 # Threaded drivers: the same loops over CHUNK-element views, one chunk per task.
+@numba.njit(parallel=True, cache=True)
+def _negative_abs_parallel(x, out):
+    for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
+        _negative_abs_loop(x[a:b], out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _sigmoid_parallel(x, z, out):
+    for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, x.size)
+        _sigmoid_loop(x[a:b], z[a:b], out[a:b])
+
+
+@numba.njit(parallel=True, cache=True)
+def _sigmoid_backward_parallel(y, grad_output, out):
+    for k in numba.prange((y.size + CHUNK - 1) // CHUNK):
+        a, b = k * CHUNK, min((k + 1) * CHUNK, y.size)
+        _sigmoid_backward_loop(y[a:b], grad_output[a:b], out[a:b])
+
+
 @numba.njit(parallel=True, cache=True)
 def _relu_parallel(x, out):
     for k in numba.prange((x.size + CHUNK - 1) // CHUNK):
@@ -194,3 +241,20 @@ def selu_backward(y, grad_output, scale, alpha, out):
         _selu_backward_parallel(*args)
     else:
         _selu_backward_loop(*args)
+
+
+def sigmoid_forward(x, out):
+    """``out = 1 / (1 + exp(-x))`` without overflow: z = exp(-|x|) (in ``out``), then 1 / (1 + z) for
+    x >= 0 and z / (1 + z) otherwise (tiny outputs keep their relative precision)."""
+    threaded = use_threads(x.size)
+    (_negative_abs_parallel if threaded else _negative_abs_loop)(x, out)
+    np.exp(out, out=out)
+    (_sigmoid_parallel if threaded else _sigmoid_loop)(x, out, out)
+
+
+def sigmoid_backward(y, grad_output, out):
+    """``out = grad_output * y * (1 - y)``, from the forward's output ``y``."""
+    if use_threads(y.size):
+        _sigmoid_backward_parallel(y, grad_output, out)
+    else:
+        _sigmoid_backward_loop(y, grad_output, out)

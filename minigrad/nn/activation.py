@@ -2,9 +2,10 @@
 
 Any input shape; the output has the input's shape and dtype. Each layer keeps one array for backward
 (``self.saved``), its output ``y`` (ReLU, Tanh, Sigmoid, SELU: the derivative is a function of the
-output), which the next layer usually keeps anyway. ReLU, LeakyReLU, SELU and Tanh's backward run the
-Numba kernels of ``minigrad.kernels.activation`` (one pass over memory each way; float16 computes in
-float32), where their formulas are written; NumPy references for the tests are in ``tests/reference.py``.
+output), which the next layer usually keeps anyway. ReLU, LeakyReLU, SELU, Sigmoid and Tanh's backward
+run the Numba kernels of ``minigrad.kernels.activation`` (one pass over memory each way; float16
+computes in float32), where their formulas are written; NumPy references for the tests are in
+``tests/reference.py``.
 ``inplace`` is accepted for PyTorch compatibility and ignored: minigrad never modifies its input.
 """
 import numpy as np
@@ -94,15 +95,12 @@ class Sigmoid(Module):
     """
 
     def forward(self, x):
-        x = self._check_input(x)
-        z = np.exp(-np.abs(x))
-        y = np.where(x >= 0, 1, z) / (1 + z)
+        y = _elementwise(_kernels.sigmoid_forward, (self._check_input(x),))
         self.save_for_backward(y=y)
         return y
 
     def backward(self, grad_output):
-        y = self.saved.y
-        return grad_output * y * (1 - y)
+        return _elementwise(_kernels.sigmoid_backward, (self.saved.y, grad_output))
 
 
 class SELU(Module):
