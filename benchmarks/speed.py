@@ -6,8 +6,10 @@
 Measures (float32, batch 100):
 1. the BLAS: sgemm GFLOP/s of the GEMM shapes a 3x3 32->32 convolution makes at 32x32 ... 4x4 maps
    (im2col + GEMM), and of a square 2048^3 product;
-2. layers: Conv2d 3x3 32->32 forward and forward+backward at each map size, BatchNorm2d, LeakyReLU,
-   AvgPool2d(2), the same layers in PyTorch;
+2. layers: forward and forward+backward of every layer type the studies use, beside PyTorch's: Conv2d 3x3
+   32->32 at each map size, the other convolutions (3 input channels, stride 2, 1x1), the normalisations,
+   activations, pools and dropout on (100, 32, 32, 32) maps, and Linear, BatchNorm1d, LayerNorm and the
+   GSC study's activations on (10000, 100);
 3. a full training step (forward, cross-entropy, backward, Adam) of VGG08, VGG38 and VGG38 BN+RC, beside
    PyTorch's step of the same model and weights.
 
@@ -167,22 +169,46 @@ def blas_worker(repeats):
 
 
 def layer_cases():
-    """(name, constructor from a torch-like namespace, map size, FLOPs of one forward or None)."""
+    """(name, constructor from a torch-like namespace, input shape, FLOPs of one forward or None): every
+    layer type the studies use, at the sizes they use it (maps of 32 channels, batch 100; the GSC study's
+    10,000 points of width 100)."""
+    maps = (BATCH, CHANNELS, 32, 32)
+    points = (10000, 100)
     cases = []
     for size in MAP_SIZES:
         cases.append((f"conv3x3 {size}x{size}", lambda nn: nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1, bias=False),
-                      size, 2.0 * BATCH * size * size * CHANNELS * CHANNELS * 9))
-    cases.append(("batchnorm2d 32x32", lambda nn: nn.BatchNorm2d(CHANNELS), 32, None))
-    cases.append(("leaky_relu 32x32", lambda nn: nn.LeakyReLU(0.01), 32, None))
-    cases.append(("avgpool2 32x32", lambda nn: nn.AvgPool2d(2), 32, None))
+                      (BATCH, CHANNELS, size, size), 2.0 * BATCH * size * size * CHANNELS * CHANNELS * 9))
+    cases += [
+        ("conv3x3 3->32 32x32", lambda nn: nn.Conv2d(3, CHANNELS, 3, padding=1), (BATCH, 3, 32, 32),
+         2.0 * BATCH * 32 * 32 * 3 * CHANNELS * 9),
+        ("conv3x3 stride 2 32->64 32x32", lambda nn: nn.Conv2d(CHANNELS, 64, 3, stride=2, padding=1), maps,
+         2.0 * BATCH * 16 * 16 * CHANNELS * 64 * 9),
+        ("conv1x1 32->64 32x32", lambda nn: nn.Conv2d(CHANNELS, 64, 1), maps, 2.0 * BATCH * 32 * 32 * CHANNELS * 64),
+        ("batchnorm2d 32x32", lambda nn: nn.BatchNorm2d(CHANNELS), maps, None),
+        ("groupnorm 8 groups 32x32", lambda nn: nn.GroupNorm(8, CHANNELS), maps, None),
+        ("instancenorm2d 32x32", lambda nn: nn.InstanceNorm2d(CHANNELS), maps, None),
+        ("leaky_relu 32x32", lambda nn: nn.LeakyReLU(0.01), maps, None),
+        ("relu 32x32", lambda nn: nn.ReLU(), maps, None),
+        ("sigmoid 32x32", lambda nn: nn.Sigmoid(), maps, None),
+        ("avgpool2 32x32", lambda nn: nn.AvgPool2d(2), maps, None),
+        ("maxpool2 32x32", lambda nn: nn.MaxPool2d(2), maps, None),
+        ("adaptive_avgpool 32x32", lambda nn: nn.AdaptiveAvgPool2d(1), maps, None),
+        ("dropout 0.5 32x32", lambda nn: nn.Dropout(0.5), maps, None),
+        ("linear 100->100 (10000, 100)", lambda nn: nn.Linear(100, 100), points, 2.0 * 10000 * 100 * 100),
+        ("batchnorm1d (10000, 100)", lambda nn: nn.BatchNorm1d(100), points, None),
+        ("layernorm (10000, 100)", lambda nn: nn.LayerNorm(100), points, None),
+        ("relu (10000, 100)", lambda nn: nn.ReLU(), points, None),
+        ("tanh (10000, 100)", lambda nn: nn.Tanh(), points, None),
+        ("selu (10000, 100)", lambda nn: nn.SELU(), points, None),
+    ]
     return cases
 
 
 def layers_worker(framework, repeats):
     rng = np.random.default_rng(0)
     results = {}
-    for name, make, size, flops in layer_cases():
-        x = rng.standard_normal((BATCH, CHANNELS, size, size), dtype=np.float32)
+    for name, make, shape, flops in layer_cases():
+        x = rng.standard_normal(shape, dtype=np.float32)
         if framework == "minigrad":
             from minigrad import nn
             layer = make(nn)
@@ -323,7 +349,7 @@ def report(info, blas, layers, steps):
                   "| shape | GFLOP/s |", "|---|---|"]
         lines += [f"| {name} | {r['gflops']['median']:.1f} |" for name, r in blas.items()]
     if layers:
-        lines += ["", f"Layers (batch 100, 32 channels, float32; ms, medians; {machine}):",
+        lines += ["", f"Layers (float32; batch 100 of 32 channels, or 10,000 rows; ms, medians; {machine}):",
                   "| layer | fwd | fwd+bwd | GFLOP/s | torch fwd | torch fwd+bwd | minigrad/torch fwd+bwd "
                   "(range over rounds) |",
                   "|---|---|---|---|---|---|---|"]

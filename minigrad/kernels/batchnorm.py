@@ -15,7 +15,8 @@ Two memory orders, one formula. With L > 1 each channel's slice ``x[:, c, :]`` i
 finish by one thread (statistics, then output; a task takes a block of channels), so a (100, 32, 32, 32) float32 batch is streamed from
 memory about once per pass while the channel's 400 KB stay in cache for the second look. With L == 1
 (BatchNorm1d on (N, C)) a channel is a strided column, so those kernels walk the rows instead, keeping
-one accumulator per channel (10x faster on (10000, 100)).
+one accumulator per channel (10x faster on (10000, 100)), in blocks of rows spread over the threads
+(each block's sums added in block order: the same numbers on any number of threads).
 
 Sums are accumulated in float64 and the variance uses the two-pass formula, so float32 data with a
 large mean keeps its precision. Per-channel vectors (``mean``, ``var``, ``invstd``, ``weight``,
@@ -35,7 +36,7 @@ __all__ = ["batchnorm_forward", "batchnorm_backward", "PARALLEL_MIN_SIZE"]
 # Numba's thread pool costs more than the work (milliseconds on a busy machine).
 PARALLEL_MIN_SIZE = SERIAL_BELOW
 _FASTMATH = {"reassoc", "contract"}
-_ROW_BLOCK = 64  # channels per task of the row-walking kernels
+_ROW_BLOCK = 1024  # rows per task of the row-walking kernels
 
 
 def batchnorm_forward(x, weight, bias, eps, use_batch_stats, mean, var, out):
@@ -170,95 +171,139 @@ def _backward_parallel(x, grad_output, mean, invstd, weight, use_batch_stats, gr
                            use_batch_stats, grad_input, grad_weight, grad_bias)
 
 
-# ------------------------------------------------------------------- L == 1: rows of (N, C), channels c0..c1
-# The same formulas as above, walked row by row: one float64 accumulator per channel, the inner loop
-# over contiguous channels.
+# ------------------------------------------------------------------- L == 1: rows of (N, C), in blocks of rows
+# The same formulas as above, walked row by row (the inner loops over contiguous channels). The rows are
+# cut into blocks of _ROW_BLOCK: a task takes whole blocks, so two threads never write one cache line
+# (a split by channels did: a row is not a whole number of lines), and each block's per-channel sums
+# (float64) are added in block order afterwards: the same numbers on any number of threads.
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _forward_rows(c0, c1, x, weight, bias, eps, use_batch_stats, mean, var, out):
-    n_rows = x.shape[0]
-    width = c1 - c0
-    if use_batch_stats:
-        total = np.zeros(width)
-        for n in range(n_rows):
-            for j in range(width):
-                total[j] += x[n, c0 + j]
-        for j in range(width):
-            mean[c0 + j] = total[j] / n_rows
-        squares = np.zeros(width)
-        for n in range(n_rows):
-            for j in range(width):
-                d = x[n, c0 + j] - mean[c0 + j]
-                squares[j] += d * d
-        for j in range(width):
-            var[c0 + j] = squares[j] / n_rows
-    hi, lo = np.empty(width, x.dtype), np.empty(width, x.dtype)
-    scale, shift = np.empty(width, x.dtype), np.empty(width, x.dtype)
-    for j in range(width):
-        hi[j], lo[j] = _split(mean[c0 + j], x.dtype)
-        scale[j] = weight[c0 + j] / np.sqrt(var[c0 + j] + eps)
-        shift[j] = bias[c0 + j]
-    for n in range(n_rows):
-        for j in range(width):
-            out[n, c0 + j] = ((x[n, c0 + j] - hi[j]) - lo[j]) * scale[j] + shift[j]  # y = xhat * weight + bias
+def _block_sums(block, x, centre, sums):
+    """sums[block, c] = sum over the block's rows of (x[n, c] - centre[c])^2, or of x[n, c] itself when
+    ``centre`` is empty."""
+    channels = x.shape[1]
+    total = np.zeros(channels)  # local: the loop vectorises
+    for n in range(block * _ROW_BLOCK, min((block + 1) * _ROW_BLOCK, x.shape[0])):
+        if centre.size == 0:
+            for c in range(channels):
+                total[c] += x[n, c]
+        else:
+            for c in range(channels):
+                d = x[n, c] - centre[c]
+                total[c] += d * d
+    sums[block, :channels] = total
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def _backward_rows(c0, c1, x, grad_output, mean, invstd, weight, use_batch_stats,
-                   grad_input, grad_weight, grad_bias):
-    n_rows = x.shape[0]
-    width = c1 - c0
-    hi, lo = np.empty(width, x.dtype), np.empty(width, x.dtype)
-    for j in range(width):
-        hi[j], lo[j] = _split(mean[c0 + j], x.dtype)
-    sum_g = np.zeros(width)
-    sum_g_centred = np.zeros(width)  # sum g * (x - mean); times invstd it is sum g * xhat
-    for n in range(n_rows):
-        for j in range(width):
-            g = grad_output[n, c0 + j]
-            sum_g[j] += g
-            sum_g_centred[j] += g * ((x[n, c0 + j] - hi[j]) - lo[j])  # the product in the data's dtype
-    k, a, b = np.empty(width, x.dtype), np.empty(width, x.dtype), np.empty(width, x.dtype)
-    for j in range(width):
-        c = c0 + j
-        grad_bias[c] = sum_g[j]
-        grad_weight[c] = sum_g_centred[j] * invstd[c]
-        k[j], a[j], b[j] = _backward_constants(weight[c], invstd[c], sum_g[j], sum_g_centred[j], n_rows)
-    if use_batch_stats:
-        # dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))   per channel (column), over the N rows
-        for n in range(n_rows):
-            for j in range(width):
-                grad_input[n, c0 + j] = k[j] * (grad_output[n, c0 + j] - a[j] - ((x[n, c0 + j] - hi[j]) - lo[j]) * b[j])
-    else:
-        for n in range(n_rows):
-            for j in range(width):
-                grad_input[n, c0 + j] = k[j] * grad_output[n, c0 + j]
+def _block_normalise(block, x, hi, lo, scale, shift, out):
+    for n in range(block * _ROW_BLOCK, min((block + 1) * _ROW_BLOCK, x.shape[0])):
+        for c in range(x.shape[1]):
+            out[n, c] = ((x[n, c] - hi[c]) - lo[c]) * scale[c] + shift[c]  # y = xhat * weight + bias
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _block_grad_sums(block, x, grad_output, hi, lo, sums):
+    """sums[block, c] = sum of g over the block's rows; sums[block, C + c] = sum of g * (x - mean)."""
+    channels = x.shape[1]
+    sum_g, sum_g_centred = np.zeros(channels), np.zeros(channels)
+    for n in range(block * _ROW_BLOCK, min((block + 1) * _ROW_BLOCK, x.shape[0])):
+        for c in range(channels):
+            g = grad_output[n, c]
+            sum_g[c] += g
+            sum_g_centred[c] += g * ((x[n, c] - hi[c]) - lo[c])  # the product in the data's dtype
+    sums[block, :channels] = sum_g
+    sums[block, channels:] = sum_g_centred
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _block_grad_input(block, x, grad_output, hi, lo, k, a, b, use_batch_stats, grad_input):
+    for n in range(block * _ROW_BLOCK, min((block + 1) * _ROW_BLOCK, x.shape[0])):
+        if use_batch_stats:
+            # dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat))   per channel (column), over the N rows
+            for c in range(x.shape[1]):
+                grad_input[n, c] = k[c] * (grad_output[n, c] - a[c] - ((x[n, c] - hi[c]) - lo[c]) * b[c])
+        else:
+            for c in range(x.shape[1]):
+                grad_input[n, c] = k[c] * grad_output[n, c]
+
+
+@numba.njit(cache=True)
+def _sum_blocks(sums):
+    """The blocks' sums added in block order (float64)."""
+    total = np.zeros(sums.shape[1])
+    for block in range(sums.shape[0]):
+        total += sums[block]
+    return total
+
+
+@numba.njit(cache=True)
+def _split_all(mean, dtype_of):
+    hi, lo = np.empty(mean.size, dtype_of.dtype), np.empty(mean.size, dtype_of.dtype)
+    for c in range(mean.size):
+        hi[c], lo[c] = _split(mean[c], dtype_of.dtype)
+    return hi, lo
 
 
 @numba.njit(cache=True)
 def _forward_rows_serial(x, weight, bias, eps, use_batch_stats, mean, var, out):
-    _forward_rows(0, x.shape[1], x, weight, bias, eps, use_batch_stats, mean, var, out)
+    _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out, False)
 
 
 @numba.njit(parallel=True, cache=True)
 def _forward_rows_parallel(x, weight, bias, eps, use_batch_stats, mean, var, out):
-    channels = x.shape[1]
-    for block in numba.prange((channels + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        c0 = block * _ROW_BLOCK
-        _forward_rows(c0, min(c0 + _ROW_BLOCK, channels), x, weight, bias, eps, use_batch_stats, mean, var, out)
+    _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out, True)
+
+
+@numba.njit(inline="always")
+def _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out, parallel):
+    n_rows, channels = x.shape
+    blocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
+    if use_batch_stats:
+        sums = np.empty((blocks, channels))
+        for block in numba.prange(blocks):  # pass 1: mean
+            _block_sums(block, x, np.empty(0, x.dtype), sums)
+        mean[:] = _sum_blocks(sums) / n_rows
+        centre = mean.astype(x.dtype)
+        for block in numba.prange(blocks):  # pass 2: the variance about the mean (two-pass formula)
+            _block_sums(block, x, centre, sums)
+        squares = _sum_blocks(sums)
+        for c in range(channels):
+            # about the mean rounded to the data's dtype: mean((x - centre)^2) = var + (mean - centre)^2
+            offset = mean[c] - centre[c]
+            var[c] = max(squares[c] / n_rows - offset * offset, 0.0)
+    hi, lo = _split_all(mean, x)
+    scale, shift = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    for c in range(channels):
+        scale[c] = weight[c] / np.sqrt(var[c] + eps)
+        shift[c] = bias[c]
+    for block in numba.prange(blocks):
+        _block_normalise(block, x, hi, lo, scale, shift, out)
 
 
 @numba.njit(cache=True)
 def _backward_rows_serial(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight,
                           grad_bias):
-    _backward_rows(0, x.shape[1], x, grad_output, mean, invstd, weight, use_batch_stats,
-                   grad_input, grad_weight, grad_bias)
+    _backward_rows(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias)
 
 
 @numba.njit(parallel=True, cache=True)
 def _backward_rows_parallel(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight,
                             grad_bias):
-    channels = x.shape[1]
-    for block in numba.prange((channels + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        c0 = block * _ROW_BLOCK
-        _backward_rows(c0, min(c0 + _ROW_BLOCK, channels), x, grad_output, mean, invstd, weight, use_batch_stats,
-                       grad_input, grad_weight, grad_bias)
+    _backward_rows(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias)
+
+
+@numba.njit(inline="always")
+def _backward_rows(x, grad_output, mean, invstd, weight, use_batch_stats, grad_input, grad_weight, grad_bias):
+    n_rows, channels = x.shape
+    blocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
+    hi, lo = _split_all(mean, x)
+    sums = np.empty((blocks, 2 * channels))
+    for block in numba.prange(blocks):
+        _block_grad_sums(block, x, grad_output, hi, lo, sums)
+    total = _sum_blocks(sums)
+    k, a, b = np.empty(channels, x.dtype), np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    for c in range(channels):
+        grad_bias[c] = total[c]
+        grad_weight[c] = total[channels + c] * invstd[c]
+        k[c], a[c], b[c] = _backward_constants(weight[c], invstd[c], total[c], total[channels + c], n_rows)
+    for block in numba.prange(blocks):
+        _block_grad_input(block, x, grad_output, hi, lo, k, a, b, use_batch_stats, grad_input)
