@@ -30,7 +30,8 @@ import numpy as np
 
 from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
-__all__ = ["batchnorm_forward", "batchnorm_backward", "PARALLEL_MIN_SIZE"]
+__all__ = ["batchnorm_forward", "batchnorm_backward", "feature_affine_forward", "feature_affine_backward",
+           "PARALLEL_MIN_SIZE"]
 
 # Below this many elements (or with one Numba thread) the channels run on the calling thread: waking
 # Numba's thread pool costs more than the work (milliseconds on a busy machine).
@@ -307,3 +308,70 @@ def _backward_rows(x, grad_output, mean, invstd, weight, use_batch_stats, grad_i
         k[c], a[c], b[c] = _backward_constants(weight[c], invstd[c], total[c], total[channels + c], n_rows)
     for block in numba.prange(blocks):
         _block_grad_input(block, x, grad_output, hi, lo, k, a, b, use_batch_stats, grad_input)
+
+
+# ------------------------------------------------------------------- per-feature affine (layer norm's weight, bias)
+# Layer norm's learnable weight and bias act per feature (the last axis of its (rows, D) view), not per
+# normalised row, so they are applied after the normalisation above, with the same row blocks:
+#     forward   y = xhat * weight + bias
+#     backward  dweight = sum over rows of g * xhat,  dbias = sum over rows of g,  h = g * weight
+# (h is the gradient w.r.t. xhat, which the normalisation's backward then takes as its upstream gradient).
+def feature_affine_forward(xhat, weight, bias, out):
+    """``out[r, d] = xhat[r, d] * weight[d] + bias[d]`` (``weight``, ``bias``: the data's dtype)."""
+    (_affine_forward_parallel if use_threads(xhat.size) else _affine_forward_serial)(xhat, weight, bias, out)
+
+
+def feature_affine_backward(grad_output, xhat, weight, grad_xhat, grad_weight, grad_bias):
+    """``grad_xhat = grad_output * weight``; ``grad_weight``, ``grad_bias`` (float64, written) the sums over
+    rows of ``grad_output * xhat`` and of ``grad_output``, per block of rows added in block order."""
+    sums = np.empty(((xhat.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK, 2 * xhat.shape[1]))
+    (_affine_backward_parallel if use_threads(xhat.size) else _affine_backward_serial)(
+        grad_output, xhat, weight, grad_xhat, sums)
+    total = _sum_blocks(sums)
+    grad_weight[:] = total[:xhat.shape[1]]
+    grad_bias[:] = total[xhat.shape[1]:]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _block_affine_forward(block, xhat, weight, bias, out):
+    for r in range(block * _ROW_BLOCK, min((block + 1) * _ROW_BLOCK, xhat.shape[0])):
+        for d in range(xhat.shape[1]):
+            out[r, d] = xhat[r, d] * weight[d] + bias[d]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _block_affine_backward(block, grad_output, xhat, weight, grad_xhat, sums):
+    features = xhat.shape[1]
+    sum_g_xhat, sum_g = np.zeros(features), np.zeros(features)  # local: the loop vectorises
+    for r in range(block * _ROW_BLOCK, min((block + 1) * _ROW_BLOCK, xhat.shape[0])):
+        for d in range(features):
+            g = grad_output[r, d]
+            grad_xhat[r, d] = g * weight[d]
+            sum_g_xhat[d] += g * xhat[r, d]
+            sum_g[d] += g
+    sums[block, :features] = sum_g_xhat
+    sums[block, features:] = sum_g
+
+
+@numba.njit(cache=True)
+def _affine_forward_serial(xhat, weight, bias, out):
+    for block in range((xhat.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _block_affine_forward(block, xhat, weight, bias, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def _affine_forward_parallel(xhat, weight, bias, out):
+    for block in numba.prange((xhat.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _block_affine_forward(block, xhat, weight, bias, out)
+
+
+@numba.njit(cache=True)
+def _affine_backward_serial(grad_output, xhat, weight, grad_xhat, sums):
+    for block in range((xhat.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _block_affine_backward(block, grad_output, xhat, weight, grad_xhat, sums)
+
+
+@numba.njit(parallel=True, cache=True)
+def _affine_backward_parallel(grad_output, xhat, weight, grad_xhat, sums):
+    for block in numba.prange((xhat.shape[0] + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        _block_affine_backward(block, grad_output, xhat, weight, grad_xhat, sums)

@@ -4,7 +4,8 @@ import warnings
 
 import numpy as np
 
-from ..kernels.batchnorm import batchnorm_backward, batchnorm_forward
+from ..kernels.batchnorm import (batchnorm_backward, batchnorm_forward, feature_affine_backward,
+                                 feature_affine_forward)
 from ..kernels.groupnorm import groupnorm_backward, groupnorm_forward
 from .module import Module, Parameter
 
@@ -63,21 +64,32 @@ class LayerNorm(Module):
         self.save_for_backward(rows=rows, mean=mean, invstd=1.0 / np.sqrt(var + self.eps), dtype=dtype,
                                xhat=xhat if self.weight is not None else None)
         y = xhat
-        if self.weight is not None:
-            y = y * self.weight.data.reshape(-1)
-        if self.bias is not None:
-            y = y + self.bias.data.reshape(-1)
+        if self.weight is not None:  # y = xhat * weight + bias, per feature
+            y = np.empty_like(xhat)
+            weight, bias = self._affine(kernel_dtype)
+            feature_affine_forward(xhat.reshape(n_rows, size), weight, bias, y.reshape(n_rows, size))
         return y.astype(dtype, copy=False).reshape(x.shape)
+
+    def _affine(self, dtype):
+        """The per-feature weight and bias as flat arrays of ``dtype`` (zeros for a layer without bias)."""
+        weight = self.weight.data.reshape(-1).astype(dtype, copy=False)
+        bias = np.zeros_like(weight) if self.bias is None else self.bias.data.reshape(-1).astype(dtype, copy=False)
+        return weight, bias
 
     def backward(self, grad_output):
         saved = self.saved
         rows = saved.rows
         g = np.ascontiguousarray(grad_output, dtype=rows.dtype).reshape(rows.shape)
-        if self.weight is not None and self.weight.requires_grad:
-            self.weight.grad += (g * saved.xhat).sum(axis=(0, 1)).reshape(self.normalized_shape)
-        if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += g.sum(axis=(0, 1)).reshape(self.normalized_shape)
-        h = g if self.weight is None else g * self.weight.data.reshape(-1)
+        h = g  # the gradient w.r.t. xhat
+        if self.weight is not None:  # dweight = sum over rows of g * xhat, dbias = sum of g, h = g * weight
+            h, shape = np.empty_like(g), (g.shape[1], g.shape[2])
+            grad_weight, grad_bias = np.empty(shape[1]), np.empty(shape[1])
+            feature_affine_backward(g.reshape(shape), saved.xhat.reshape(shape), self._affine(g.dtype)[0],
+                                    h.reshape(shape), grad_weight, grad_bias)
+            if self.weight.requires_grad:
+                self.weight.grad += grad_weight.reshape(self.normalized_shape)
+            if self.bias is not None and self.bias.requires_grad:
+                self.bias.grad += grad_bias.reshape(self.normalized_shape)
         n_rows = rows.shape[1]
         grad_input = np.empty_like(rows)
         batchnorm_backward(rows, h, saved.mean, saved.invstd, np.ones(n_rows), True,
