@@ -17,7 +17,8 @@ from numba import prange
 
 from ._threading import serial_when_small  # also sets the OpenMP wait policy before Numba starts
 
-__all__ = ["max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward", "avg_pool_divisor"]
+__all__ = ["max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward", "avg_pool_divisor",
+           "global_avg_pool_forward", "global_avg_pool_backward"]
 
 
 @numba.njit(inline="always")
@@ -189,3 +190,25 @@ def avg_pool_backward(grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, di
                     for w in range(w_lo, w_hi):
                         df[t + w * sw] += gf[o + w] / avg_pool_divisor(h, w, kh, kw, sh, sw, ph, pw, height,
                                                                        width, count_include_pad, divisor_override)
+
+
+@serial_when_small
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
+def global_avg_pool_forward(x, out):
+    """``out[p] = mean of plane p of x`` for x viewed as (N*C, H*W) planes, summed in float64 ("reassoc"
+    lets the sum vectorise: a fixed order, the same every run)."""
+    for p in prange(x.shape[0]):
+        total = 0.0
+        for i in range(x.shape[1]):
+            total += x[p, i]
+        out[p] = total / x.shape[1]
+
+
+@serial_when_small
+@numba.njit(parallel=True, nogil=True, cache=True)
+def global_avg_pool_backward(grad_output, grad_input):
+    """``grad_input[p, :] = grad_output[p] / (H*W)``: each pixel had weight 1/(H*W) in its plane's mean."""
+    for p in prange(grad_input.shape[0]):
+        value = grad_input.dtype.type(grad_output[p] / grad_input.shape[1])
+        for i in range(grad_input.shape[1]):
+            grad_input[p, i] = value

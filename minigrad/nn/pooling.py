@@ -175,8 +175,12 @@ class AdaptiveAvgPool2d(Module):
         h_out, w_out = (s if s is not None else x.shape[2 + k] for k, s in enumerate(self._size))
         rows, cols = self._windows(x.shape[2], h_out), self._windows(x.shape[3], w_out)
         self.save_for_backward(input_shape=x.shape, dtype=x.dtype, rows=rows, cols=cols)
-        if (h_out, w_out) == (1, 1):  # global average pooling: one reduction
-            return x.mean(axis=(2, 3), keepdims=True)
+        if (h_out, w_out) == (1, 1):  # global average pooling: one mean per plane (a Numba kernel)
+            y = np.empty(x.shape[:2] + (1, 1), x.dtype)
+            planes = x.shape[0] * x.shape[1]
+            K.global_avg_pool_forward(np.ascontiguousarray(x).reshape(planes, x.shape[2] * x.shape[3]),
+                                      y.reshape(planes))
+            return y
         y = np.empty(x.shape[:2] + (h_out, w_out), x.dtype)
         for i, (r0, r1) in enumerate(rows):
             for j, (s0, s1) in enumerate(cols):
@@ -187,8 +191,11 @@ class AdaptiveAvgPool2d(Module):
         saved = self.saved
         g = np.asarray(grad_output, dtype=saved.dtype)
         height, width = saved.input_shape[2:]
-        if g.shape[2:] == (1, 1):
-            return np.broadcast_to(g / (height * width), saved.input_shape).copy()
+        if g.shape[2:] == (1, 1):  # dx = g / (H*W) over each plane
+            grad_input = np.empty(saved.input_shape, saved.dtype)
+            planes = g.shape[0] * g.shape[1]
+            K.global_avg_pool_backward(np.ascontiguousarray(g).reshape(planes), grad_input.reshape(planes, height * width))
+            return grad_input
         grad_input = np.zeros(saved.input_shape, saved.dtype)
         for i, (r0, r1) in enumerate(saved.rows):
             for j, (s0, s1) in enumerate(saved.cols):
