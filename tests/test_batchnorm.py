@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference as ref
+from thread_counts import assert_same_on_one_and_all_threads
 from minigrad import gradcheck, nn
 
 EPS_FD = 1e-5  # finite-difference step; see test_activation.EPS for why not 1e-6
@@ -310,18 +311,11 @@ def test_requires_grad_false_leaves_the_parameter_gradients(rng):
 
 def test_rows_kernels_give_the_same_numbers_on_any_number_of_threads(rng):
     """BatchNorm1d's row-walking kernels add per-block sums in block order: 1 thread or all, bit-identical."""
-    import numba
-
     x = (rng.standard_normal((3000, 70)) * 3 + 40).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
-    results = []
-    previous = numba.get_num_threads()
-    try:
-        for count in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(count)
-            bn = randomise(nn.BatchNorm1d(70), 5)
-            results.append((bn(x), bn.backward(g), bn.weight.grad.copy(), bn.bias.grad.copy(), bn.running_var.copy()))
-    finally:
-        numba.set_num_threads(previous)
-    for one, many in zip(*results):
-        np.testing.assert_array_equal(one, many)
+
+    def run():
+        bn = randomise(nn.BatchNorm1d(70), 5)
+        return bn(x), bn.backward(g), bn.weight.grad.copy(), bn.bias.grad.copy(), bn.running_var.copy()
+
+    assert_same_on_one_and_all_threads(run)

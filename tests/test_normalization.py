@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference as ref
+from thread_counts import assert_same_on_one_and_all_threads
 from minigrad import gradcheck, nn
 
 EPS_FD = 1e-5  # finite-difference step; see test_activation.EPS for why not 1e-6
@@ -124,21 +125,14 @@ def test_requires_grad_false_leaves_the_parameter_gradients(rng):
 def test_layer_norm_gives_the_same_numbers_on_any_number_of_threads():
     """The per-feature affine's sums over rows are added per block of rows in block order: bit-identical
     with one thread or all (3000 rows: the threaded kernels run)."""
-    import numba
-
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((3000, 70)) * 2 + 5).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
-    results = []
-    previous = numba.get_num_threads()
-    try:
-        for count in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(count)
-            layer = nn.LayerNorm(70)
-            layer.weight.data[...] = np.linspace(-2, 2, 70)
-            layer.bias.data[...] = np.linspace(1, 0, 70)
-            results.append((layer(x), layer.backward(g), layer.weight.grad.copy(), layer.bias.grad.copy()))
-    finally:
-        numba.set_num_threads(previous)
-    for one, many in zip(*results):
-        np.testing.assert_array_equal(one, many)
+
+    def run():
+        layer = nn.LayerNorm(70)
+        layer.weight.data[...] = np.linspace(-2, 2, 70)
+        layer.bias.data[...] = np.linspace(1, 0, 70)
+        return layer(x), layer.backward(g), layer.weight.grad.copy(), layer.bias.grad.copy()
+
+    assert_same_on_one_and_all_threads(run)

@@ -1,12 +1,12 @@
 """Winograd F(4x4, 3x3) kernels: the matrices against the 1-D correlation they encode, each transform
 against its formula, the adjoints, the layout changes, and whole chunks against the naive loops."""
-import numba
 import numpy as np
 import pytest
 import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
+from thread_counts import assert_same_on_one_and_all_threads
 
 from minigrad.kernels import winograd as W
 
@@ -168,17 +168,12 @@ def test_results_do_not_depend_on_the_thread_count():
     u = W.weight_transform(w, np.float32)
     u_flip = W.weight_transform(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), np.float32)
     bounds = [0, 1, 3, 4, 6, 7]  # five chunks of unequal sizes: more chunks than threads
-    results = []
-    previous = numba.get_num_threads()
-    try:
-        for count in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(count)
-            y, dx = np.empty_like(g), np.empty_like(x)
-            du, db = np.empty((5,) + u.shape, np.float32), np.empty((5, 5), np.float32)
-            W.forward(x, bounds, 1, 1, u, b, y, _buffers(np.float32))
-            W.backward(x, g, bounds, 1, 1, u, u_flip, dx, du, db, _buffers(np.float32))
-            results.append((y, dx, du, db))
-    finally:
-        numba.set_num_threads(previous)
-    for one, many in zip(*results):
-        np.testing.assert_array_equal(one, many)
+
+    def run():
+        y, dx = np.empty_like(g), np.empty_like(x)
+        du, db = np.empty((5,) + u.shape, np.float32), np.empty((5, 5), np.float32)
+        W.forward(x, bounds, 1, 1, u, b, y, _buffers(np.float32))
+        W.backward(x, g, bounds, 1, 1, u, u_flip, dx, du, db, _buffers(np.float32))
+        return y, dx, du, db
+
+    assert_same_on_one_and_all_threads(run)
