@@ -44,6 +44,8 @@ about 20 us; the Python thread pool that ran chunks before cost 120-175 us, as m
 layer's work. The stage kernels take C-contiguous float32 or float64 arrays and check no index: the
 caller passes shapes that agree.
 """
+import math
+
 import numba
 import numpy as np
 
@@ -319,16 +321,26 @@ def forward(x, bounds, ph, pw, u, bias, y, buffer, routines=None):
     """
     bounds = np.ascontiguousarray(bounds, dtype=np.int64)
     slots, nb = _slots(bounds), _largest_chunk(bounds)
-    channels, out_channels = x.shape[1], y.shape[1]
-    tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
-    rows = tiles_h * tiles_w * nb  # GEMM rows: one per (tile, image)
+    shapes = _forward_scratch(nb, x.shape[1], y.shape[1], *tiles(y.shape[2], y.shape[3]))
+    names = ("wino_xt", "wino_v", "wino_m", "wino_yt", "wino_tmp6", "wino_tmp4")
     _forward_chunks(x, bounds, ph, pw, u, bias, y, blas.routines() if routines is None else routines,
-                    buffer("wino_xt", (slots, (4 * tiles_h + 2) * (4 * tiles_w + 2) * _padded(nb * channels))),
-                    buffer("wino_v", (slots, 36 * (rows + 1) * channels)),  # one spare GEMM row per position
-                    buffer("wino_m", (slots, 36 * (rows + 1) * out_channels)),
-                    buffer("wino_yt", (slots, 4 * tiles_h * 4 * tiles_w * _padded(nb * out_channels))),
-                    buffer("wino_tmp6", (slots, 36 * _padded(nb * channels))),
-                    buffer("wino_tmp4", (slots, 24 * _padded(nb * out_channels))))
+                    *[buffer(name, (slots, math.prod(shape))) for name, shape in zip(names, shapes)])
+
+
+@numba.njit(cache=True)
+def _forward_scratch(nb, channels, out_channels, tiles_h, tiles_w):
+    """The shapes of one chunk's scratch (``nb`` images): xt, v, m, yt, tmp6, tmp4 (see the layout above;
+    v and m get one spare GEMM row per position)."""
+    rows = tiles_h * tiles_w * nb + 1
+    length_in, length_out = _padded(nb * channels), _padded(nb * out_channels)
+    return ((4 * tiles_h + 2, 4 * tiles_w + 2, length_in), (36, rows, channels), (36, rows, out_channels),
+            (4 * tiles_h, 4 * tiles_w, length_out), (6, 6, length_in), (6, 4, length_out))
+
+
+@numba.njit(inline="always")
+def _carve(memory, shape):
+    """The first prod(shape) entries of flat ``memory`` as an array of ``shape``."""
+    return memory[:shape[0] * shape[1] * shape[2]].reshape(shape)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -349,13 +361,10 @@ def _forward_chunk(x, n0, n1, ph, pw, u, bias, y, routines, xt_memory, v_memory,
     nb, channels, out_channels = n1 - n0, x.shape[1], y.shape[1]
     tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
     rows = tiles_h * tiles_w * nb
-    length_in, length_out = _padded(nb * channels), _padded(nb * out_channels)
-    xt = xt_memory[:(4 * tiles_h + 2) * (4 * tiles_w + 2) * length_in].reshape(4 * tiles_h + 2, 4 * tiles_w + 2, length_in)
-    v = v_memory[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
-    m = m_memory[:36 * (rows + 1) * out_channels].reshape(36, rows + 1, out_channels)
-    yt = yt_memory[:16 * tiles_h * tiles_w * length_out].reshape(4 * tiles_h, 4 * tiles_w, length_out)
-    tmp6 = tmp6_memory[:36 * length_in].reshape(6, 6, length_in)
-    tmp4 = tmp4_memory[:24 * length_out].reshape(6, 4, length_out)
+    xt_shape, v_shape, m_shape, yt_shape, tmp6_shape, tmp4_shape = _forward_scratch(nb, channels, out_channels,
+                                                                                    tiles_h, tiles_w)
+    xt, v, m = _carve(xt_memory, xt_shape), _carve(v_memory, v_shape), _carve(m_memory, m_shape)
+    yt, tmp6, tmp4 = _carve(yt_memory, yt_shape), _carve(tmp6_memory, tmp6_shape), _carve(tmp4_memory, tmp4_shape)
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
     input_transform(xt, nb * channels, tiles_h, tiles_w, v.reshape(36, -1), tmp6)
     for p in range(36):
@@ -387,22 +396,27 @@ def backward(x, grad_output, bounds, ph, pw, u, u_flip, grad_input, grad_u, grad
     """
     bounds = np.ascontiguousarray(bounds, dtype=np.int64)
     slots, nb = _slots(bounds), _largest_chunk(bounds)
-    channels, out_channels = x.shape[1], grad_output.shape[1]
-    tiles_h, tiles_w = tiles(grad_output.shape[2], grad_output.shape[3])  # tiles of y (and dY)
-    dx_tiles_h, dx_tiles_w = tiles(x.shape[2], x.shape[3])  # tiles of dx
-    rows = max(tiles_h * tiles_w, dx_tiles_h * dx_tiles_w) * nb + 1
-    length = _padded(nb * max(channels, out_channels))
-    qh, qw = 2 - ph, 2 - pw
+    shapes = _backward_scratch(nb, x.shape[1], grad_output.shape[1], x.shape[2], x.shape[3],
+                               *tiles(grad_output.shape[2], grad_output.shape[3]), ph, pw)
+    names = ("wino_xt", "wino_gt", "wino_v", "wino_m", "wino_dxt", "wino_tmp6", "wino_tmp4")
     _backward_chunks(x, grad_output, bounds, ph, pw, u, u_flip, grad_input, grad_u, grad_bias,
                      blas.routines() if routines is None else routines,
-                     buffer("wino_xt", (slots, (4 * tiles_h + 2) * (4 * tiles_w + 2) * _padded(nb * channels))),
-                     buffer("wino_gt", (slots, max(4 * dx_tiles_h + 2, qh + 4 * tiles_h)
-                                        * max(4 * dx_tiles_w + 2, qw + 4 * tiles_w) * _padded(nb * out_channels))),
-                     buffer("wino_v", (slots, 36 * rows * max(channels, out_channels))),
-                     buffer("wino_m", (slots, 36 * rows * max(channels, out_channels))),
-                     buffer("wino_dxt", (slots, 16 * dx_tiles_h * dx_tiles_w * _padded(nb * channels))),
-                     buffer("wino_tmp6", (slots, 36 * length)),
-                     buffer("wino_tmp4", (slots, 24 * length)))
+                     *[buffer(name, (slots, math.prod(shape))) for name, shape in zip(names, shapes)])
+
+
+@numba.njit(cache=True)
+def _backward_scratch(nb, channels, out_channels, height, width, tiles_h, tiles_w, ph, pw):
+    """The shapes of one chunk's scratch in backward: xt (x), gt (dY padded by (2 - ph, 2 - pw)), the
+    memory of V / V_g and of Z / M (each big enough for either), dxt, tmp6, tmp4. ``tiles_h``, ``tiles_w``:
+    the tiles of dY."""
+    dx_tiles_h, dx_tiles_w = tiles(height, width)
+    rows = max(tiles_h * tiles_w, dx_tiles_h * dx_tiles_w) * nb + 1
+    widest, longest = max(channels, out_channels), _padded(nb * max(channels, out_channels))
+    return ((4 * tiles_h + 2, 4 * tiles_w + 2, _padded(nb * channels)),
+            (max(4 * dx_tiles_h + 2, 2 - ph + 4 * tiles_h), max(4 * dx_tiles_w + 2, 2 - pw + 4 * tiles_w),
+             _padded(nb * out_channels)),
+            (36, rows, widest), (36, rows, widest),
+            (4 * dx_tiles_h, 4 * dx_tiles_w, _padded(nb * channels)), (6, 6, longest), (6, 4, longest))
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
@@ -435,15 +449,10 @@ def _backward_chunk(x, grad_output, n0, n1, ph, pw, u, u_flip, grad_input, grad_
     rows, dx_rows = tiles_h * tiles_w * nb, dx_tiles_h * dx_tiles_w * nb
     length_in, length_out = nb * channels, nb * out_channels
     qh, qw = 2 - ph, 2 - pw
-    gt_h, gt_w = max(4 * dx_tiles_h + 2, qh + 4 * tiles_h), max(4 * dx_tiles_w + 2, qw + 4 * tiles_w)
-    xt = xt_memory[:(4 * tiles_h + 2) * (4 * tiles_w + 2) * _padded(length_in)].reshape(
-        4 * tiles_h + 2, 4 * tiles_w + 2, _padded(length_in))
-    gt = gt_memory[:gt_h * gt_w * _padded(length_out)].reshape(gt_h, gt_w, _padded(length_out))
-    dxt = dxt_memory[:16 * dx_tiles_h * dx_tiles_w * _padded(length_in)].reshape(
-        4 * dx_tiles_h, 4 * dx_tiles_w, _padded(length_in))
-    longest = _padded(max(length_in, length_out))
-    tmp6 = tmp6_memory[:36 * longest].reshape(6, 6, longest)
-    tmp4 = tmp4_memory[:24 * longest].reshape(6, 4, longest)
+    xt_shape, gt_shape, _, _, dxt_shape, tmp6_shape, tmp4_shape = _backward_scratch(
+        nb, channels, out_channels, height, width, tiles_h, tiles_w, ph, pw)
+    xt, gt, dxt = _carve(xt_memory, xt_shape), _carve(gt_memory, gt_shape), _carve(dxt_memory, dxt_shape)
+    tmp6, tmp4 = _carve(tmp6_memory, tmp6_shape), _carve(tmp4_memory, tmp4_shape)
     # V = B^T x B, as in forward
     nchw_to_hwl(x, n0, n1, ph, pw, xt)
     v = v_memory[:36 * (rows + 1) * channels].reshape(36, rows + 1, channels)
