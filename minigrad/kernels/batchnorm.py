@@ -246,16 +246,16 @@ def _split_all(mean, dtype_of):
 
 @numba.njit(cache=True)
 def _forward_rows_serial(x, weight, bias, eps, use_batch_stats, mean, var, out):
-    _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out, False)
+    _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out)
 
 
 @numba.njit(parallel=True, cache=True)
 def _forward_rows_parallel(x, weight, bias, eps, use_batch_stats, mean, var, out):
-    _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out, True)
+    _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out)
 
 
 @numba.njit(inline="always")
-def _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out, parallel):
+def _forward_rows(x, weight, bias, eps, use_batch_stats, mean, var, out):
     n_rows, channels = x.shape
     blocks = (n_rows + _ROW_BLOCK - 1) // _ROW_BLOCK
     if use_batch_stats:
