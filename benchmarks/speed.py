@@ -18,11 +18,12 @@ both share a process), one process per section, alternating minigrad and PyTorch
 A process reports the median of ``--repeats`` timed runs after warm-up (a layer: of as many as fill half a
 second); the table gives the median over rounds, and each ratio is the median of the rounds' own ratios
 (and their range): the two processes of a round run one after the other, so their ratio is not moved
-by the machine's speed drifting between rounds (a shared VM's can change by 1.5x within minutes). The CPU model, its vector extensions (AVX2 / AVX-512 / AMX) and the thread counts
-are printed with the tables and saved in the JSON (default ``benchmarks/results-<date>.json``). PyTorch
-is optional: it is used when installed and never needed by minigrad. Run it alone on the machine
-(``flock /tmp/minigrad-cpu.lock python -m benchmarks.speed ...`` on a shared one): a ratio measured on
-one CPU kind is not a claim about another.
+by the machine's speed drifting between rounds (a shared VM's can change by 1.5x within minutes). The CPU
+model, its vector extensions (AVX2 / AVX-512 / AMX) and the thread counts are printed with the tables
+and saved in the JSON (default ``benchmarks/results-<date>.json``). PyTorch is optional: it is used when
+installed and never needed by minigrad. Run it alone on the machine (``flock /tmp/minigrad-cpu.lock
+python -m benchmarks.speed ...`` on a shared one): a ratio measured on one CPU kind is not a claim about
+another.
 """
 import argparse
 import json
