@@ -99,6 +99,21 @@ def test_sigmoid_stable_at_extremes():
     assert np.all(np.isfinite(y32)) and y32.dtype == np.float32
 
 
+@pytest.mark.parametrize("size", [37, 3 * (1 << 15) + 77])  # serial, and threaded chunks with a partial one
+def test_sigmoid_float32_within_three_ulps_of_exact(size, rng):
+    """float32 Sigmoid has its own exp (range reduction + polynomial): it must stay within a few ulp of
+    the float64 answer everywhere, tiny (denormal) outputs and the special values included."""
+    x = np.concatenate([rng.uniform(-110, 110, size - 12), rng.uniform(-1e-3, 1e-3, 5),
+                        [0.0, -0.0, np.inf, -np.inf, -87.5, -100.0, np.nan]]).astype(np.float32)
+    y = nn.Sigmoid()(x)
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    finite = ~np.isnan(x)
+    ulps = np.abs(y[finite] - exact[finite]) / np.spacing(exact[finite].astype(np.float32))
+    assert y.dtype == np.float32 and ulps.max() <= 3, ulps.max()
+    assert np.isnan(y[-1]) and y[-5] == 1 and y[-4] == 0 and y[-7] == y[-6] == 0.5
+    assert 0 < y[-2] < 1e-43  # sigmoid(-100) = 3.7e-44, a denormal, not 0 or the smallest normal
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.3, -0.2])
 def test_kernels_match_numpy_reference(dtype, slope, rng):
