@@ -49,7 +49,8 @@ class Linear(Module):
         if self.weight.requires_grad:
             self.weight.grad += np.matmul(g2.T, self.saved.x.reshape(-1, self.in_features), dtype=dtype)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += g2.sum(axis=0, dtype=dtype)
+            # the sum over rows as a product with ones (the BLAS's GEMV: half the time of NumPy's sum)
+            self.bias.grad += np.matmul(np.ones(g2.shape[0], dtype), g2, dtype=dtype)
         return np.matmul(grad_output, self.weight.data, dtype=dtype)
 
     def extra_repr(self):
