@@ -17,8 +17,12 @@ The backward below reads the group twice: once for the per-channel sums ``sum g`
 The per-(sample, channel) sums are written to ``(N, G, Cg)`` arrays and summed over ``N`` by the caller,
 so the parameter gradients do not depend on how the tasks were scheduled.
 
-As in ``batchnorm.py``: sums accumulate in float64, the variance is two-pass, per-group scalars are float64
-and the element-wise loops run in the data's dtype (float32 or float64).
+As in ``batchnorm.py``: sums accumulate in float64, per-group scalars are float64 and the element-wise
+loops run in the data's dtype (float32 or float64). The forward reads the group once for its statistics,
+about its first value c: mean = c + S1 / M and var = S2 / M - (S1 / M)^2 with S1 = sum (x - c) and
+S2 = sum (x - c)^2 in float64. c is a value of the group, so |mean - c| is a few standard deviations and
+the subtraction cancels about 2 log2(|mean - c| / std) of float64's 53 bits: float32 data keeps all
+of its own (the textbook two-pass formula read the group once more: 1.6 instead of 1.0 ms here).
 """
 import numba
 import numpy as np
@@ -35,18 +39,20 @@ def _forward_group(task, x, weight, bias, eps, mean, var, out):
     _, n_groups, per_group, size = x.shape
     n, g = task // n_groups, task % n_groups
     count = per_group * size
-    total = 0.0
+    # One pass for the statistics, about the group's first value c (see the module docstring).
+    centre = np.float64(x[n, g, 0, 0])
+    total = 0.0    # sum (x - c)
+    squares = 0.0  # sum (x - c)^2
     for j in range(per_group):
+        row = x[n, g, j]  # rows as views indexed from 0: LLVM vectorises their loops
         for s in range(size):
-            total += x[n, g, j, s]
-    mu = total / count
-    squares = 0.0
-    for j in range(per_group):
-        for s in range(size):
-            d = x[n, g, j, s] - mu
+            d = row[s] - centre
+            total += d
             squares += d * d
+    offset = total / count  # mean - c
+    mu = centre + offset
     mean[n, g] = mu
-    var[n, g] = squares / count
+    var[n, g] = max(squares / count - offset * offset, 0.0)
     inv = 1.0 / np.sqrt(var[n, g] + eps)
     # The mean as hi + lo in the data's dtype: x - hi is exact near the mean (see batchnorm.py).
     hi = x.dtype.type(mu)
@@ -54,8 +60,9 @@ def _forward_group(task, x, weight, bias, eps, mean, var, out):
     for j in range(per_group):
         scale = x.dtype.type(weight[g, j] * inv)
         shift = x.dtype.type(bias[g, j])
+        row, out_row = x[n, g, j], out[n, g, j]
         for s in range(size):
-            out[n, g, j, s] = ((x[n, g, j, s] - hi) - lo) * scale + shift
+            out_row[s] = ((row[s] - hi) - lo) * scale + shift
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -69,10 +76,11 @@ def _backward_group(task, x, grad_output, weight, mean, invstd, grad_input, sum_
     for j in range(per_group):
         sg = 0.0
         sgc = 0.0
+        row, g_row = x[n, g, j], grad_output[n, g, j]
         for s in range(size):
-            gv = grad_output[n, g, j, s]
+            gv = g_row[s]
             sg += gv
-            sgc += gv * (x[n, g, j, s] - mu)
+            sgc += gv * (row[s] - mu)
         sum_g[n, g, j] = sg
         sum_g_xhat[n, g, j] = sgc * inv
         total_h += weight[g, j] * sg
@@ -85,8 +93,9 @@ def _backward_group(task, x, grad_output, weight, mean, invstd, grad_input, sum_
     lo = x.dtype.type(mu - hi)
     for j in range(per_group):
         k = x.dtype.type(weight[g, j] * inv)
+        row, g_row, dx_row = x[n, g, j], grad_output[n, g, j], grad_input[n, g, j]
         for s in range(size):
-            grad_input[n, g, j, s] = k * grad_output[n, g, j, s] - a - ((x[n, g, j, s] - hi) - lo) * b
+            dx_row[s] = k * g_row[s] - a - ((row[s] - hi) - lo) * b
 
 
 @serial_when_small

@@ -162,7 +162,7 @@ class _GroupStatsNorm(Module):
         channels = groups * per_group
         weight, _ = self._affine(channels)
         g4 = np.ascontiguousarray(grad_output, dtype=s.x4.dtype).reshape(s.x4.shape)
-        grad_input = np.zeros_like(s.x4)
+        grad_input = np.empty_like(s.x4)  # every element is written below
         if s.batch_stats:
             sum_g, sum_g_xhat = np.zeros((n, groups, per_group)), np.zeros((n, groups, per_group))
             if s.x4.size:
