@@ -206,3 +206,22 @@ def test_a_shortcut_given_as_a_branch_layer_is_refused():
     with pytest.raises(TypeError, match="shortcut=") as info:
         nn.Residual(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ConvShortcut(2, 4, 2))
     assert "'1'" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_residual_sum_kernel_is_numpys_sum(dtype, rng):
+    """The block's sums run on the threads for large arrays (chunks, the last one partial): the same
+    numbers as NumPy's a + b, non-contiguous inputs and NaN included; other cases are NumPy's own."""
+    from minigrad.kernels.residual import CHUNK, add
+
+    a = rng.standard_normal((3 * CHUNK + 77, 2)).astype(dtype)
+    b = rng.standard_normal((2, 3 * CHUNK + 77)).astype(dtype).T  # a transposed view
+    a[5, 1] = np.nan
+    out = add(a, b)
+    assert out.dtype == dtype and out.shape == a.shape and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, a + b)
+    assert np.isnan(out[5, 1])
+    mixed = add(a, b.astype(np.float16))
+    assert mixed.dtype == np.result_type(dtype, np.float16)
+    np.testing.assert_array_equal(mixed, a + b.astype(np.float16))
+    np.testing.assert_array_equal(add(a[:3], b[:3]), a[:3] + b[:3])  # small: NumPy's
