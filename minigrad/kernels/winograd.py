@@ -91,8 +91,8 @@ def weight_transform(weight, dtype):
     Computed in float64 and rounded once to ``dtype``.
     """
     out_channels, in_channels = weight.shape[:2]
-    w9 = weight.transpose(1, 0, 2, 3).reshape(in_channels * out_channels, 9).T.astype(np.float64)  # (9, c*C_out + k)
-    return (_GG @ w9).reshape(36, in_channels, out_channels).astype(dtype)
+    w9 = np.ascontiguousarray(weight.reshape(out_channels, in_channels, 9).transpose(2, 1, 0), np.float64)
+    return (_GG @ w9.reshape(9, -1)).astype(dtype).reshape(36, in_channels, out_channels)  # w9: (9, c*C_out + k)
 
 
 def weight_grad(grad_u):
@@ -104,8 +104,10 @@ def weight_grad(grad_u):
         _sum_in_order(grad_u.reshape(grad_u.shape[0], -1), total.reshape(-1))
         grad_u = total
     _, in_channels, out_channels = grad_u.shape
-    du = grad_u.transpose(0, 2, 1).reshape(36, out_channels * in_channels).astype(np.float64)
-    return (_GG.T @ du).T.reshape(out_channels, in_channels, 3, 3)
+    # dw[k, c, i, j] = sum_p GG[p, i*3 + j] dU[p, c, k]: one (9, 36) @ (36, C_in*C_out) product, read as
+    # (i, j, c, k) and viewed as (k, c, i, j)
+    dw = _GG.T @ grad_u.reshape(36, in_channels * out_channels).astype(np.float64, copy=False)
+    return dw.reshape(3, 3, in_channels, out_channels).transpose(3, 2, 0, 1)
 
 
 @numba.njit(nogil=True, cache=True)
