@@ -21,8 +21,9 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SERIAL_BELOW = 1 << 15
+CHUNK = 1 << 15  # elements per task of the element-wise kernels' threaded drivers (activation.py, residual.py)
 
-__all__ = ["serial_when_small", "use_threads", "SERIAL_BELOW"]
+__all__ = ["serial_when_small", "use_threads", "SERIAL_BELOW", "CHUNK"]
 
 
 def serial_when_small(kernel):

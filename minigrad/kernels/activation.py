@@ -30,13 +30,12 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._threading import SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
+from ._threading import CHUNK, SERIAL_BELOW, use_threads  # importing it also makes idle OpenMP workers sleep
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward", "tanh_backward",
            "selu_forward", "selu_backward", "sigmoid_forward", "sigmoid_backward", "PARALLEL_MIN_SIZE"]
 
 PARALLEL_MIN_SIZE = SERIAL_BELOW
-CHUNK = 1 << 15
 
 
 # Each loop covers whole arrays (the threaded drivers pass CHUNK-sized views): with runtime start/stop

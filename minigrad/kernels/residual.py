@@ -11,11 +11,9 @@ mixed dtypes or shapes, not float32 or float64) are NumPy's ``a + b``, which giv
 import numba
 import numpy as np
 
-from ._threading import use_threads  # importing it also makes idle OpenMP workers sleep
+from ._threading import CHUNK, use_threads  # importing it also makes idle OpenMP workers sleep
 
 __all__ = ["add"]
-
-CHUNK = 1 << 15
 
 
 @numba.njit(cache=True)
