@@ -14,10 +14,10 @@ every convolution of a deep VGG that is most of an activation's cost. All arrays
 ``out`` is written in place. NaN propagates (a diverging run must still show NaN downstream). There is
 no vectorised exp inside Numba here (no SVML): SELU's forward takes expm1 from NumPy (SIMD, in place)
 and the select around it is a kernel. Sigmoid's float32 forward is one pass with its own exp
-(``_exp_nonpositive``: range reduction and a Taylor polynomial, which LLVM vectorises); in float64 it
-takes exp from NumPy like SELU. Loops that divide are compiled with ``error_model="numpy"``: Python's
-model checks every divisor for zero, a branch that keeps LLVM from vectorising the loop (4.7 ms instead
-of about 1 ms on 3.3M floats).
+(``_exp_nonpositive``: range reduction and a Taylor polynomial, which LLVM vectorises with fused
+multiply-adds); in float64 it takes exp from NumPy like SELU. Loops that divide are compiled with
+``error_model="numpy"``: Python's model checks every divisor for zero, a branch that keeps LLVM from
+vectorising the loop (4.7 ms instead of about 1 ms on 3.3M floats).
 
 Each kernel is a ``*_loop`` over whole arrays. Arrays of at least ``PARALLEL_MIN_SIZE`` elements are
 cut into ``CHUNK``-sized views run by Numba's threads (when there is more than one); smaller ones run on
@@ -151,7 +151,9 @@ def _exp_nonpositive(t):
     return exp_r * _float32_from_bits((half + 127) << 23) * _float32_from_bits((n - half + 127) << 23)
 
 
-@numba.njit(cache=True, error_model="numpy")
+# "contract" lets LLVM fuse each multiply-add of _exp_nonpositive into one FMA (rounded once: no less
+# accurate): a third fewer vector instructions, 56 -> 37 us per 32K floats in cache (Intel AVX-512).
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _sigmoid_float32_loop(x, out):
     for i in range(x.size):
         v = x[i]
