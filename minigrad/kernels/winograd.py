@@ -136,20 +136,20 @@ def nchw_to_hwl(x, n0, n1, ph, pw, xt):
     xt[ph + height:] = 0
     xt[ph:ph + height, :pw] = 0
     xt[ph:ph + height, pw + width:] = 0
-    full_l, full_s = length - length % 8, width - width % 8
+    full_l = length - length % 8
     for r in range(height):
-        for s0 in range(0, full_s, 8):
+        for s0 in range(0, width, 8):  # blocks of 8 l x 8 s (fewer s in the last block, e.g. 4x4 maps)
             p0 = r * width + s0
             for l0 in range(0, full_l, 8):
-                for k in range(8):
+                for k in range(min(8, width - s0)):
                     d = xt[r + ph, s0 + k + pw]
                     p = p0 + k
                     d[l0], d[l0 + 1], d[l0 + 2], d[l0 + 3] = src[l0, p], src[l0 + 1, p], src[l0 + 2, p], src[l0 + 3, p]
                     d[l0 + 4], d[l0 + 5], d[l0 + 6], d[l0 + 7] = src[l0 + 4, p], src[l0 + 5, p], src[l0 + 6, p], \
                         src[l0 + 7, p]
-        for s in range(width):  # what the 8 x 8 blocks left: the last l and s
+        for s in range(width):  # what the blocks left: the last l
             d = xt[r + ph, s + pw]
-            for l in range(full_l if s < full_s else 0, length):
+            for l in range(full_l, length):
                 d[l] = src[l, r * width + s]
 
 
@@ -177,10 +177,21 @@ def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
                     d = dst[l, p0:p0 + 8]
                     d[0], d[1], d[2], d[3] = row[q, l] + b, row[q + 1, l] + b, row[q + 2, l] + b, row[q + 3, l] + b
                     d[4], d[5], d[6], d[7] = row[q + 4, l] + b, row[q + 5, l] + b, row[q + 6, l] + b, row[q + 7, l] + b
-        for l in range(length):  # what the 8 x 8 blocks left: the last l and s
+        if full_s < width:  # the last s (all of them on maps narrower than 8), 8 l at a time
+            p0, q = r * width + full_s, full_s + s0
+            for l0 in range(0, full_l, 8):
+                for k in range(width - full_s):
+                    v = row[q + k]
+                    b = bias_l[l0:l0 + 8]
+                    p = p0 + k
+                    dst[l0, p], dst[l0 + 1, p], dst[l0 + 2, p], dst[l0 + 3, p] = v[l0] + b[0], v[l0 + 1] + b[1], \
+                        v[l0 + 2] + b[2], v[l0 + 3] + b[3]
+                    dst[l0 + 4, p], dst[l0 + 5, p], dst[l0 + 6, p], dst[l0 + 7, p] = v[l0 + 4] + b[4], \
+                        v[l0 + 5] + b[5], v[l0 + 6] + b[6], v[l0 + 7] + b[7]
+        for l in range(full_l, length):  # what the blocks left: the last l
             b = bias_l[l]
             d = dst[l]
-            for s in range(full_s if l < full_l else 0, width):
+            for s in range(width):
                 d[r * width + s] = row[s + s0, l] + b
 
 
