@@ -114,6 +114,22 @@ def test_sigmoid_float32_within_three_ulps_of_exact(size, rng):
     assert 0 < y[-2] < 1e-43  # sigmoid(-100) = 3.7e-44, a denormal, not 0 or the smallest normal
 
 
+@pytest.mark.parametrize("size", [37, 3 * (1 << 15) + 77])  # serial, and threaded chunks with a partial one
+def test_selu_float32_within_three_ulps_of_exact(size, rng):
+    """float32 SELU has its own expm1 (range reduction + polynomial, no 1 - 1 near 0): within a few ulp
+    of the float64 answer, tiny inputs (relative precision of expm1(x) ~ x) and special values included."""
+    special = [0.0, -0.0, np.inf, -np.inf, -86.9, -87.5, -200.0, -0.3466, -0.3467, -1e-30, -1e-40, np.nan]
+    x = np.concatenate([rng.uniform(-100, 20, size - 22), -np.logspace(-38, 0, 10), special]).astype(np.float32)
+    y = nn.SELU()(x)
+    exact = ref.selu(x.astype(np.float64))
+    finite = np.isfinite(exact) & (exact != 0)
+    ulps = np.abs(y[finite] - exact[finite]) / np.spacing(np.abs(exact[finite]).astype(np.float32))
+    assert y.dtype == np.float32 and ulps.max() <= 3, ulps.max()
+    assert y[-12] == 0 and y[-10] == np.inf and np.isnan(y[-1])
+    assert y[-9] == y[-7] == np.float32(-1.0507009873554805 * 1.6732632423543772)  # the limit -scale * alpha
+    assert y[-3] < 0 and y[-2] < 0  # expm1(-1e-30) is -1e-30, not 0
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.3, -0.2])
 def test_kernels_match_numpy_reference(dtype, slope, rng):
