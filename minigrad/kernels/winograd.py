@@ -126,8 +126,10 @@ def nchw_to_hwl(x, n0, n1, ph, pw, xt):
     outside the image) is set to 0.
 
     ``xt`` is (Hp, Wp, Lp) with Hp >= H + ph, Wp >= W + pw and Lp >= L = (n1 - n0)*C. The chunk of ``x`` is
-    an (L, H*W) matrix and ``xt`` holds its transpose, copied in 8 x 8 blocks written out in full (a
+    an (L, H*W) matrix and ``xt`` holds its transpose, copied in blocks of 8 rows x 8 columns (fewer
+    columns at the end of a row narrower than a multiple of 8, such as a 4x4 map's) written out in full (a
     plane is often exactly 4 KB: a longer walk down a column of the matrix would thrash one cache set).
+    Elements left one at a time (a strided walk LLVM turns into slow gathers): only the last L % 8 rows.
     """
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     length = (n1 - n0) * channels
