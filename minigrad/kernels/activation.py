@@ -134,18 +134,26 @@ _C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / f) for f in (2, 6, 24, 120, 720, 
 
 
 @numba.njit(inline="always")
+def _reduce(t, t_min, k_min):
+    """``(k, r)`` with t = k ln 2 + r, k = round(t / ln 2) and r in [-ln2/2, ln2/2], for float32 t clamped
+    to >= ``t_min`` (NaN stays NaN in r; its k becomes ``k_min``, so that an integer made from k is
+    defined). ln 2 is split in two (_LN2_HI + _LN2_LO) so that r keeps its low bits."""
+    t = t_min if t < t_min else t
+    k = np.floor(t * _LOG2E + _HALF)
+    k = k if k >= k_min else k_min
+    return k, t - k * _LN2_HI - k * _LN2_LO
+
+
+@numba.njit(inline="always")
 def _exp_nonpositive(t):
     """exp(t) for float32 t <= 0 (or NaN), within 1.2 ulp of the exact value, denormals included.
 
     exp(t) = 2^k * exp(r) with k = round(t / ln 2) and r = t - k ln 2 in [-ln2/2, ln2/2]; exp(r) is its
     Taylor series to r^7 (the next term is below 5e-9), and 2^k is built from its exponent bits, as two
-    factors 2^(k//2) 2^(k - k//2) so that each stays a normal float down to k = -150. ln 2 is split in two
-    (_LN2_HI + _LN2_LO) so that r keeps its low bits. No branches and no calls: LLVM vectorises the loop.
+    factors 2^(k//2) 2^(k - k//2) so that each stays a normal float down to k = -150 (``_reduce``). No
+    branches and no calls: LLVM vectorises the loop.
     """
-    t = _T_MIN if t < _T_MIN else t  # NaN stays NaN
-    k = np.floor(t * _LOG2E + _HALF)
-    k = k if k >= _K_MIN else _K_MIN  # NaN -> _K_MIN, so that the integer below is defined
-    r = t - k * _LN2_HI - k * _LN2_LO
+    k, r = _reduce(t, _T_MIN, _K_MIN)
     exp_r = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * _C7))))))
     n = np.int32(k)
     half = n >> 1
@@ -170,16 +178,13 @@ _K_MIN_EXPM1 = np.float32(-126.0)
 def _expm1_nonpositive(t):
     """expm1(t) = exp(t) - 1 for float32 t <= 0 (or NaN), accurate to a few ulp also near 0.
 
-    With k = round(t / ln 2) and r = t - k ln 2 in [-ln2/2, ln2/2] as in ``_exp_nonpositive``,
+    With k = round(t / ln 2) and r = t - k ln 2 in [-ln2/2, ln2/2] (``_reduce``, as ``_exp_nonpositive``),
     expm1(t) = 2^k (1 + expm1(r)) - 1 = 2^k expm1(r) + (2^k - 1), and expm1(r) is the Taylor series
     r + r^2/2 + ... + r^7/7! (the next term is 2e-8 of it). For k = 0 (|t| < ln2/2) that is expm1(r)
     itself, with no 1 - 1 to cancel; for k < 0 the result is below -0.29, far from 0. Below t = -87 it is
     -1 in float32.
     """
-    t = _T_MIN_EXPM1 if t < _T_MIN_EXPM1 else t  # NaN stays NaN
-    k = np.floor(t * _LOG2E + _HALF)
-    k = k if k >= _K_MIN_EXPM1 else _K_MIN_EXPM1  # NaN -> _K_MIN_EXPM1, so that the integer below is defined
-    r = t - k * _LN2_HI - k * _LN2_LO
+    k, r = _reduce(t, _T_MIN_EXPM1, _K_MIN_EXPM1)
     expm1_r = r + r * r * (_HALF + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * _C7)))))
     two_k = _float32_from_bits((np.int32(k) + 127) << 23)
     return two_k * expm1_r + (two_k - _ONE)

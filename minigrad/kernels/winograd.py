@@ -182,9 +182,9 @@ def hwl_to_nchw(xt, r0, s0, bias, n0, n1, out):
         if full_s < width:  # the last s (all of them on maps narrower than 8), 8 l at a time
             p0, q = r * width + full_s, full_s + s0
             for l0 in range(0, full_l, 8):
+                b = bias_l[l0:l0 + 8]
                 for k in range(width - full_s):
                     v = row[q + k]
-                    b = bias_l[l0:l0 + 8]
                     p = p0 + k
                     dst[l0, p], dst[l0 + 1, p], dst[l0 + 2, p], dst[l0 + 3, p] = v[l0] + b[0], v[l0 + 1] + b[1], \
                         v[l0 + 2] + b[2], v[l0 + 3] + b[3]
